@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class AirrPortalConfig(AppConfig):
+    name = "airr_portal"
+    verbose_name = "AIRR Portal"

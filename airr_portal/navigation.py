@@ -1,0 +1,53 @@
+"""The service navigation: one list of destinations, each shown only to the roles that may use it.
+
+Later apps add their destinations here, so that the header and the permission tests read one list.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+from django.urls import NoReverseMatch, reverse
+
+from . import roles
+
+
+@dataclass(frozen=True)
+class Destination:
+    label: str
+    url_name: str
+    shown_to: Callable
+
+
+def _everyone(user) -> bool:
+    return True
+
+
+def _signed_in(user) -> bool:
+    return user.is_authenticated
+
+
+def _director_or_admin(user) -> bool:
+    return roles.is_admin(user) or roles.is_programme_director(user)
+
+
+DESTINATIONS = [
+    Destination("Home", "home", _everyone),
+    Destination("Programmes", "programmes:programme-list", _director_or_admin),
+    Destination("Your account", "account_email", _signed_in),
+    Destination("Admin site", "admin:index", roles.is_admin),
+]
+
+
+def navigation_for(request) -> list[dict]:
+    user = request.user
+    items = []
+    for destination in DESTINATIONS:
+        if not destination.shown_to(user):
+            continue
+        try:
+            url = reverse(destination.url_name)
+        except NoReverseMatch:
+            continue
+        active = request.path == url if url == "/" else request.path.startswith(url)
+        items.append({"label": destination.label, "url": url, "active": active})
+    return items

@@ -1,0 +1,30 @@
+"""The portal's URLs: pages, accounts (allauth), the admin site and the API."""
+
+from allauth.account.decorators import secure_admin_login
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+
+from . import api_views, views
+
+# Staff sign in through allauth too, so the admin site gets the same rate limits and MFA as every other page.
+admin.site.login = secure_admin_login(admin.site.login)
+admin.site.site_header = "AIRR Portal administration"
+admin.site.site_title = "AIRR Portal admin"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("accessibility/", views.accessibility, name="accessibility"),
+    path("privacy/", views.privacy, name="privacy"),
+    path("healthz", views.healthz, name="healthz"),
+    path("accounts/", include("allauth.urls")),
+    path("admin/", admin.site.urls),
+    path("programmes/", include("programmes.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/me/", api_views.CurrentUserView.as_view(), name="api-me"),
+    path("api/", include("programmes.api_urls")),
+]
+
+handler404 = "airr_portal.errors.page_not_found"
+handler500 = "airr_portal.errors.server_error"
