@@ -70,3 +70,40 @@ def bob(db):
 def charlie(db):
     """Charlie has no access to Alice's things."""
     return UserFactory(email="charlie@example.ac.uk", full_name="Charlie Outsider")
+
+
+@pytest.fixture
+def celery_worker_process(settings):
+    """A real Celery worker in its own process, consuming every queue from the real Redis broker.
+
+    Tests that use it are marked `broker` and need REDIS_URL; the worker sees the test database through
+    DATABASE_URL, so such tests must commit their data (`transaction=True`).
+    """
+    import os
+    import subprocess
+    import sys
+
+    from django.db import connection
+
+    if not settings.REDIS_URL:
+        pytest.skip("needs REDIS_URL: a real Redis broker")
+    environment = dict(os.environ)
+    database = connection.settings_dict
+    if database["ENGINE"].endswith("postgresql"):
+        environment["DATABASE_URL"] = (
+            f"postgres://{database['USER']}@{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}/"
+            f"{database['NAME']}"
+        )
+    celery_app.control.purge()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "airr_portal", "worker", "--pool", "solo", "--loglevel", "WARNING",
+         "--queues", "default,ingest,reconcile,reports", "--hostname", f"test-{os.getpid()}@%h", "--without-heartbeat",
+         "--without-gossip", "--without-mingle"],
+        env=environment,
+    )
+    yield worker
+    worker.terminate()
+    try:
+        worker.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        worker.kill()

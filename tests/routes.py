@@ -13,6 +13,7 @@ ROLES = ["anonymous", "applicant", "reviewer", "assessor", "director", "admin"]
 # Shorthands for expected statuses.
 OK = 200
 REDIRECT = 302
+UNAUTHORISED = 401
 FORBIDDEN = 403
 NOT_FOUND = 404
 NOT_ALLOWED = 405

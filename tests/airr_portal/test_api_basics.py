@@ -1,0 +1,79 @@
+"""The API's shared behaviour: token auth for scripts, one error format for every 4xx, a schema and docs."""
+
+import pytest
+from django.urls import reverse
+from rest_framework.authtoken.models import Token
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_script_authenticates_with_a_token(client, alice):
+    token = Token.objects.create(user=alice)
+    response = client.get(reverse("api-me"), HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert response.status_code == 200
+    assert response.json()["email"] == alice.email
+
+
+def test_a_wrong_token_gets_401_in_the_standard_format(client):
+    response = client.get(reverse("api-me"), HTTP_AUTHORIZATION="Token not-a-real-token")
+    assert response.status_code == 401
+    body = response.json()
+    assert set(body) == {"status", "code", "detail", "errors"}
+    assert body["status"] == 401
+    assert body["code"] == "authentication_failed"
+
+
+def test_an_anonymous_call_gets_a_structured_refusal(client):
+    body = client.get(reverse("api-me")).json()
+    assert body["code"] == "not_authenticated"
+
+
+def test_an_unknown_api_address_answers_json_404(client):
+    response = client.get("/api/no-such-thing/")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
+def test_an_unknown_page_answers_the_govuk_404_page(client):
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404
+    assert "Page not found" in response.content.decode()
+
+
+def test_an_unknown_object_id_answers_404_in_the_standard_format(client, alice):
+    client.force_login(alice)
+    response = client.get("/api/programmes/no-such-programme/")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
+def test_a_validation_error_lists_its_fields():
+    from rest_framework import exceptions
+
+    from airr_portal.api import error_handler
+
+    response = error_handler(exceptions.ValidationError({"amount": ["Enter a positive number."]}), {})
+    assert response.status_code == 400
+    assert response.data == {
+        "status": 400,
+        "code": "invalid",
+        "detail": "The request has errors: see `errors`.",
+        "errors": {"amount": ["Enter a positive number."]},
+    }
+
+
+def test_the_schema_describes_the_api_and_the_docs_load_without_a_cdn(client, alice):
+    client.force_login(alice)
+    schema = client.get(reverse("api-schema"), HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert schema.status_code == 200
+    assert "/api/me/" in schema.content.decode()
+    docs = client.get(reverse("api-docs")).content.decode()
+    assert "swagger-ui" in docs
+    assert "cdn" not in docs.lower()
+    assert "http://" not in docs and "https://" not in docs
+
+
+def test_systems_are_public_and_programmes_are_only_for_those_who_manage_them(client, system, programme, alice):
+    assert client.get("/api/systems/").json()["results"][0]["slug"] == "isambard-ai"
+    client.force_login(alice)
+    assert client.get("/api/programmes/").json()["results"] == []

@@ -1,0 +1,37 @@
+"""`manage.py seed_demo` gives every role a demo user and is safe to run twice."""
+
+import pytest
+from allauth.mfa.models import Authenticator
+from django.core.management import call_command
+from django.test import override_settings
+
+from airr_portal import roles
+from airr_portal.models import User
+from programmes.models import Programme, System
+
+pytestmark = pytest.mark.django_db
+
+
+@override_settings(DEBUG=True)
+def test_seed_demo_creates_systems_programmes_and_one_user_per_role_and_can_run_twice():
+    call_command("seed_demo")
+    counts = (System.objects.count(), Programme.objects.count(), User.objects.count(), Authenticator.objects.count())
+    call_command("seed_demo")
+    assert counts == (System.objects.count(), Programme.objects.count(), User.objects.count(),
+                      Authenticator.objects.count())
+    assert set(System.objects.values_list("slug", flat=True)) >= {"isambard-ai", "dawn"}
+    assert Programme.objects.count() >= 2
+    director = User.objects.get(email="director@demo.airr.example")
+    assert roles.is_programme_director(director) and roles.has_mfa(director)
+    assert roles.is_technical_assessor(User.objects.get(email="assessor@demo.airr.example"))
+    assert roles.is_admin(User.objects.get(email="admin@demo.airr.example"))
+    assert roles.roles_of(User.objects.get(email="applicant@demo.airr.example")) == [roles.ROLE_APPLICANT]
+
+
+@override_settings(DEBUG=False)
+def test_seed_demo_refuses_to_run_in_production():
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError):
+        call_command("seed_demo")
+    assert not User.objects.exists()
