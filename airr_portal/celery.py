@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "airr_portal.settings")
 
@@ -29,7 +29,10 @@ app.conf.update(
     task_time_limit=360,
     result_expires=24 * 3600,
     task_default_queue="default",
-    task_queues=[Queue(name) for name in QUEUES],
+    # One direct exchange per queue, so a task routed to `ingest` lands in that queue alone.
+    task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
+    task_default_exchange="default",
+    task_default_routing_key="default",
     task_routes={
         "*.ingest_*": {"queue": "ingest"},
         "*.reconcile_*": {"queue": "reconcile"},
