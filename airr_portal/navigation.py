@@ -33,6 +33,7 @@ def _director_or_admin(user) -> bool:
 DESTINATIONS = [
     Destination("Home", "home", _everyone),
     Destination("Programmes", "programmes:programme-list", _director_or_admin),
+    Destination("Fund pools", "allocations:pool-list", _director_or_admin),
     Destination("Your account", "account_email", _signed_in),
     Destination("Admin site", "admin:index", roles.is_admin),
 ]

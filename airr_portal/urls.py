@@ -17,13 +17,16 @@ urlpatterns = [
     path("accessibility/", views.accessibility, name="accessibility"),
     path("privacy/", views.privacy, name="privacy"),
     path("healthz", views.healthz, name="healthz"),
+    path("account/api-token/", views.api_token, name="api-token"),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
     path("programmes/", include("programmes.urls")),
+    path("pools/", include("allocations.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/me/", api_views.CurrentUserView.as_view(), name="api-me"),
     path("api/", include("programmes.api_urls")),
+    path("api/", include("allocations.api_urls")),
 ]
 
 handler404 = "airr_portal.errors.page_not_found"

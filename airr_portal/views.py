@@ -9,7 +9,9 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.contrib.auth.decorators import login_required
+from django.views.decorators.http import require_GET, require_http_methods
+from rest_framework.authtoken.models import Token
 
 from . import roles
 from .celery import app as celery_app
@@ -69,3 +71,16 @@ def healthz(request: HttpRequest) -> JsonResponse:
         checks[name] = {"status": status, "milliseconds": round((time.monotonic() - started) * 1000)}
     healthy = all(check["status"] == "ok" for check in checks.values())
     return JsonResponse({"status": "ok" if healthy else "failing", "checks": checks}, status=200 if healthy else 503)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def api_token(request: HttpRequest) -> HttpResponse:
+    """Show whether the user has an API token; POST makes a new one (replacing the old) and shows it once."""
+    new_key = None
+    if request.method == "POST":
+        Token.objects.filter(user=request.user).delete()
+        new_key = Token.objects.create(user=request.user).key
+        logger.info("api token replaced", extra={"user_id": request.user.pk})
+    token = Token.objects.filter(user=request.user).first()
+    return render(request, "airr_portal/api_token.html", {"token": token, "new_key": new_key})

@@ -11,6 +11,7 @@ def routes(world):
         Route("accessibility", reverse("accessibility"), everyone(OK)),
         Route("privacy", reverse("privacy"), everyone(OK)),
         Route("healthz", reverse("healthz"), everyone(OK)),
+        Route("api-token", reverse("api-token"), signed_in(OK)),
         # The API's description is public: it holds no data, and scripts need it before they have a token.
         Route("api-schema", reverse("api-schema"), everyone(OK), api=True),
         Route("api-docs", reverse("api-docs"), everyone(OK)),

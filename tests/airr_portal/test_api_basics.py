@@ -77,3 +77,19 @@ def test_systems_are_public_and_programmes_are_only_for_those_who_manage_them(cl
     assert client.get("/api/systems/").json()["results"][0]["slug"] == "isambard-ai"
     client.force_login(alice)
     assert client.get("/api/programmes/").json()["results"] == []
+
+
+def test_the_token_page_makes_a_token_shows_it_once_and_replacing_it_revokes_the_old(client, alice):
+    client.force_login(alice)
+    assert "You have no token yet" in client.get(reverse("api-token")).content.decode()
+    first = client.post(reverse("api-token"))
+    first_key = Token.objects.get(user=alice).key
+    assert first_key in first.content.decode()
+    assert first_key not in client.get(reverse("api-token")).content.decode()
+
+    client.post(reverse("api-token"))
+    second_key = Token.objects.get(user=alice).key
+    assert second_key != first_key
+    client.logout()
+    assert client.get(reverse("api-me"), HTTP_AUTHORIZATION=f"Token {first_key}").status_code == 401
+    assert client.get(reverse("api-me"), HTTP_AUTHORIZATION=f"Token {second_key}").status_code == 200
