@@ -1,0 +1,1 @@
+"""Usage: reading scheduler accounting output, ingesting it and charging it to the ledger."""
