@@ -47,7 +47,7 @@ app.autodiscover_tasks()
 def _make_embedded_broker_folders():
     # The filesystem transport does not create its folders, and the file result backend needs its own too.
     options = app.conf.broker_transport_options or {}
-    for key in ("data_folder_in", "data_folder_out", "processed_folder"):
+    for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
         if options.get(key):
             Path(options[key]).mkdir(parents=True, exist_ok=True)
     backend = str(app.conf.result_backend or "")
