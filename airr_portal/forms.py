@@ -1,10 +1,10 @@
 """Every Django form in the portal renders as GOV.UK Design System fields.
 
 `settings.FORM_RENDERER` names `GovukFormRenderer`, so `{{ form }}` and `{{ form.field.as_field_group }}` give
-GOV.UK labels, hints, error messages and controls, linked by `aria-describedby`; radios and checkbox lists come in
-a fieldset with a legend. Ask for a narrower input with a GOV.UK class on the widget
+GOV.UK labels, hints, error messages and controls, linked by `aria-describedby`; radios and checkbox lists
+come in a fieldset with a legend. Ask for a narrower input with a GOV.UK class on the widget
 (`forms.TextInput(attrs={"class": "govuk-input--width-10"})`) and for a date with `GovukDateInput`.
-Templates: `templates/govuk/forms/`; the error summary that links to each field: `govuk/includes/error_summary.html`.
+Templates are in `templates/govuk/forms/`; the error summary is `govuk/includes/error_summary.html`.
 """
 
 import datetime
@@ -56,7 +56,7 @@ class GovukDateInput(forms.MultiWidget):
     def get_context(self, name, value, attrs):
         context = super().get_context(name, value, attrs)
         has_error = context["widget"]["attrs"].get("aria-invalid") == "true"
-        for subwidget, (_, label, width) in zip(context["widget"]["subwidgets"], self._parts):
+        for subwidget, (_, label, width) in zip(context["widget"]["subwidgets"], self._parts, strict=True):
             classes = f"govuk-input govuk-date-input__input govuk-input--width-{width}"
             subwidget["attrs"]["class"] = classes + (" govuk-input--error" if has_error else "")
             subwidget["label"] = label

@@ -107,3 +107,13 @@ def celery_worker_process(settings):
         worker.wait(timeout=20)
     except subprocess.TimeoutExpired:
         worker.kill()
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """Rate limits live in the cache: clear it so one test's sign-ins never throttle another's."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
