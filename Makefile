@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-test lint check-deploy frontend clean
+.PHONY: run test install install-test lint check-deploy frontend messages clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ check-deploy: install
 ## Rebuild static/govuk from the govuk-frontend npm package (needs Node; the output is committed).
 frontend:
 	./frontend/build.sh
+
+## Recompile the sentence-case wording for allauth's pages (needs gettext's msgfmt; the output is committed).
+messages:
+	msgfmt -o locale/en_GB/LC_MESSAGES/django.mo locale/en_GB/LC_MESSAGES/django.po
 
 clean:
 	rm -rf var/

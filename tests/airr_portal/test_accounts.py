@@ -90,3 +90,10 @@ def test_an_openid_connect_provider_from_settings_is_offered_on_the_sign_in_page
 
 def test_the_sign_in_page_offers_no_institutional_login_when_none_is_configured(client):
     assert "/accounts/oidc/" not in client.get(reverse("account_login")).content.decode()
+
+
+def test_account_pages_use_sentence_case_as_govuk_writes(client):
+    page = client.get(reverse("account_login")).content.decode()
+    assert "Sign in</h1>" in page or ">Sign in<" in page
+    assert "Sign In" not in page
+    assert "Remember me" in page
