@@ -4,12 +4,12 @@ Every error body is `{"status": 400, "code": "invalid", "detail": "...", "errors
 script handles failures one way whatever the endpoint.
 """
 
-from django.core.exceptions import PermissionDenied, ValidationError as DjangoValidationError
+from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
-
 
 
 class Conflict(exceptions.APIException):
@@ -22,8 +22,10 @@ class Conflict(exceptions.APIException):
 
 def _flatten(detail):
     if isinstance(detail, dict):
-        return {key: [str(item) for item in (value if isinstance(value, list) else [value])] for key, value in
-                detail.items()}
+        return {
+            key: [str(item) for item in (value if isinstance(value, list) else [value])]
+            for key, value in detail.items()
+        }
     if isinstance(detail, list):
         return {"non_field_errors": [str(item) for item in detail]}
     return {}

@@ -17,7 +17,12 @@ def page_not_found(request, exception=None):
 def server_error(request):
     if request.path.startswith("/api/"):
         return JsonResponse(
-            {"status": 500, "code": "server_error", "detail": "Something went wrong on our side.", "errors": {}},
+            {
+                "status": 500,
+                "code": "server_error",
+                "detail": "Something went wrong on our side.",
+                "errors": {},
+            },
             status=500,
         )
     # No context processors: the failure may lie in one of them.

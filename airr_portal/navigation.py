@@ -3,8 +3,8 @@
 Later apps add their destinations here, so that the header and the permission tests read one list.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from django.urls import NoReverseMatch, reverse
 

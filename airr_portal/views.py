@@ -5,11 +5,11 @@ import time
 import uuid
 
 from django.conf import settings
+from django.contrib.auth.decorators import login_required
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
-from django.contrib.auth.decorators import login_required
 from django.views.decorators.http import require_GET, require_http_methods
 from rest_framework.authtoken.models import Token
 
@@ -70,7 +70,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
             status = f"failing: {type(error).__name__}"
         checks[name] = {"status": status, "milliseconds": round((time.monotonic() - started) * 1000)}
     healthy = all(check["status"] == "ok" for check in checks.values())
-    return JsonResponse({"status": "ok" if healthy else "failing", "checks": checks}, status=200 if healthy else 503)
+    return JsonResponse(
+        {"status": "ok" if healthy else "failing", "checks": checks}, status=200 if healthy else 503
+    )
 
 
 @login_required

@@ -96,9 +96,25 @@ def celery_worker_process(settings):
         )
     celery_app.control.purge()
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "airr_portal", "worker", "--pool", "solo", "--loglevel", "WARNING",
-         "--queues", "default,ingest,reconcile,reports", "--hostname", f"test-{os.getpid()}@%h", "--without-heartbeat",
-         "--without-gossip", "--without-mingle"],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "airr_portal",
+            "worker",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "WARNING",
+            "--queues",
+            "default,ingest,reconcile,reports",
+            "--hostname",
+            f"test-{os.getpid()}@%h",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+        ],
         env=environment,
     )
     yield worker

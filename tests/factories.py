@@ -64,3 +64,36 @@ class ProgrammeFactory(factory.django.DjangoModelFactory):
     def directors(self, create, extracted, **kwargs):
         if create and extracted:
             self.directors.add(*extracted)
+
+
+def _first_of_this_year():
+    from datetime import date
+
+    return date.today().replace(month=1, day=1)
+
+
+class FundPoolFactory(factory.django.DjangoModelFactory):
+    """A pool with no hours: put hours in through `allocations.ledger.deposit_to_pool`, as the portal does."""
+
+    class Meta:
+        model = "programmes.FundPool"
+
+    programme = factory.SubFactory(ProgrammeFactory)
+    system = factory.SubFactory(SystemFactory)
+    name = factory.Sequence(lambda n: f"Fund pool {n}")
+    valid_from = factory.LazyFunction(_first_of_this_year)
+    valid_until = factory.LazyAttribute(lambda pool: pool.valid_from.replace(year=pool.valid_from.year + 1))
+    unused_hours_policy = "return"
+    grace_percent = 0
+
+
+class AllocationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "allocations.Allocation"
+
+    pool = factory.SubFactory(FundPoolFactory)
+    scheduler_account = factory.Sequence(lambda n: f"airr-{n:05d}")
+    title = factory.Sequence(lambda n: f"Project {n}")
+    start_date = factory.LazyAttribute(lambda allocation: allocation.pool.valid_from)
+    end_date = factory.LazyAttribute(lambda allocation: allocation.pool.valid_until)
+    state = "active"

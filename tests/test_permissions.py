@@ -35,7 +35,9 @@ def _project_url_names(resolver=None, namespace=""):
             yield from _project_url_names(pattern, inner)
         elif isinstance(pattern, URLPattern) and pattern.name:
             callback_module = getattr(pattern.callback, "__module__", "")
-            if callback_module.startswith(THIRD_PARTY_MODULES) and not callback_module.startswith("drf_spectacular"):
+            if callback_module.startswith(THIRD_PARTY_MODULES) and not callback_module.startswith(
+                "drf_spectacular"
+            ):
                 continue
             yield f"{namespace}{pattern.name}"
 
@@ -48,7 +50,9 @@ def world(make_persona, system, programme):
 def _request(client, route):
     method = getattr(client, route.method)
     if route.api:
-        return method(route.url, data=route.data, content_type="application/json", HTTP_ACCEPT="application/json")
+        return method(
+            route.url, data=route.data, content_type="application/json", HTTP_ACCEPT="application/json"
+        )
     return method(route.url, data=route.data)
 
 
@@ -64,8 +68,10 @@ def test_each_role_gets_the_expected_status_from_every_url(client, world, role):
                 client.force_login(user)
             response = _request(client, route)
             if response.status_code != route.expected[role]:
-                mismatches.append(f"{route.method.upper()} {route.url} ({route.name}): "
-                                  f"expected {route.expected[role]}, got {response.status_code}")
+                mismatches.append(
+                    f"{route.method.upper()} {route.url} ({route.name}): "
+                    f"expected {route.expected[role]}, got {response.status_code}"
+                )
     assert not mismatches, "\n".join(mismatches)
 
 

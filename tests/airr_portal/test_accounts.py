@@ -15,7 +15,9 @@ pytestmark = pytest.mark.django_db
 def test_it_stores_email_addresses_in_lower_case_and_logs_in_by_any_case(client):
     user = UserFactory(email="Alice.Owner@Example.AC.UK")
     assert user.email == "alice.owner@example.ac.uk"
-    response = client.post(reverse("account_login"), {"login": "ALICE.OWNER@example.ac.uk", "password": DEMO_PASSWORD})
+    response = client.post(
+        reverse("account_login"), {"login": "ALICE.OWNER@example.ac.uk", "password": DEMO_PASSWORD}
+    )
     assert response.status_code == 302
     assert response.wsgi_request.user == user
 
@@ -30,7 +32,11 @@ def test_create_superuser_makes_an_admin():
 def test_sign_up_sends_a_verification_email_and_blocks_login_until_verified(client):
     response = client.post(
         reverse("account_signup"),
-        {"email": "newcomer@example.ac.uk", "password1": "a-very-long-pass-phrase", "password2": "a-very-long-pass-phrase"},
+        {
+            "email": "newcomer@example.ac.uk",
+            "password1": "a-very-long-pass-phrase",
+            "password2": "a-very-long-pass-phrase",
+        },
     )
     assert response.status_code == 302
     assert response.url == reverse("account_email_verification_sent")
@@ -48,7 +54,8 @@ def test_sign_up_sends_a_verification_email_and_blocks_login_until_verified(clie
 
 def test_sign_up_rejects_a_short_password_with_a_clear_error(client):
     response = client.post(
-        reverse("account_signup"), {"email": "short@example.ac.uk", "password1": "short", "password2": "short"}
+        reverse("account_signup"),
+        {"email": "short@example.ac.uk", "password1": "short", "password2": "short"},
     )
     assert response.status_code == 200
     assert "too short" in response.content.decode()
@@ -75,7 +82,9 @@ def test_failed_sign_ins_are_rate_limited_even_with_the_right_password_afterward
                     "name": "MyAccessID",
                     "client_id": "portal",
                     "secret": "secret",
-                    "settings": {"server_url": "https://proxy.myaccessid.example/.well-known/openid-configuration"},
+                    "settings": {
+                        "server_url": "https://proxy.myaccessid.example/.well-known/openid-configuration"
+                    },
                 }
             ]
         }

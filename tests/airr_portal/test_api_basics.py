@@ -73,7 +73,9 @@ def test_the_schema_describes_the_api_and_the_docs_load_without_a_cdn(client, al
     assert "http://" not in docs and "https://" not in docs
 
 
-def test_systems_are_public_and_programmes_are_only_for_those_who_manage_them(client, system, programme, alice):
+def test_systems_are_public_and_programmes_are_only_for_those_who_manage_them(
+    client, system, programme, alice
+):
     assert client.get("/api/systems/").json()["results"][0]["slug"] == "isambard-ai"
     client.force_login(alice)
     assert client.get("/api/programmes/").json()["results"] == []

@@ -23,9 +23,7 @@ def test_a_privileged_role_without_mfa_is_sent_to_set_it_up(client, make_persona
     reauthenticate = client.get(reverse("mfa_activate_totp"), follow=True)
     assert reauthenticate.status_code == 200
     assert reauthenticate.redirect_chain[-1][0].startswith(reverse("account_reauthenticate"))
-    activate = client.post(
-        reauthenticate.redirect_chain[-1][0], {"password": DEMO_PASSWORD}, follow=True
-    )
+    activate = client.post(reauthenticate.redirect_chain[-1][0], {"password": DEMO_PASSWORD}, follow=True)
     assert activate.status_code == 200
     assert activate.request["PATH_INFO"] == reverse("mfa_activate_totp")
 

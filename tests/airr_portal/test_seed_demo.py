@@ -15,10 +15,19 @@ pytestmark = pytest.mark.django_db
 @override_settings(DEBUG=True)
 def test_seed_demo_creates_systems_programmes_and_one_user_per_role_and_can_run_twice():
     call_command("seed_demo")
-    counts = (System.objects.count(), Programme.objects.count(), User.objects.count(), Authenticator.objects.count())
+    counts = (
+        System.objects.count(),
+        Programme.objects.count(),
+        User.objects.count(),
+        Authenticator.objects.count(),
+    )
     call_command("seed_demo")
-    assert counts == (System.objects.count(), Programme.objects.count(), User.objects.count(),
-                      Authenticator.objects.count())
+    assert counts == (
+        System.objects.count(),
+        Programme.objects.count(),
+        User.objects.count(),
+        Authenticator.objects.count(),
+    )
     assert set(System.objects.values_list("slug", flat=True)) >= {"isambard-ai", "dawn"}
     assert Programme.objects.count() >= 2
     director = User.objects.get(email="director@demo.airr.example")

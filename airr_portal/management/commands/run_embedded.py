@@ -26,9 +26,23 @@ class Command(BaseCommand):
         python = sys.executable
         processes = [
             subprocess.Popen(
-                [python, "-m", "celery", "-A", "airr_portal", "worker", "--beat", "--loglevel", "WARNING",
-                 "--concurrency", "2", "--queues", ",".join(QUEUES),
-                 "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME]
+                [
+                    python,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "airr_portal",
+                    "worker",
+                    "--beat",
+                    "--loglevel",
+                    "WARNING",
+                    "--concurrency",
+                    "2",
+                    "--queues",
+                    ",".join(QUEUES),
+                    "--schedule",
+                    settings.CELERY_BEAT_SCHEDULE_FILENAME,
+                ]
             ),
             subprocess.Popen([python, "manage.py", "runserver", address, "--noreload"]),
         ]
@@ -62,6 +76,8 @@ class Command(BaseCommand):
             f"Demo logins (password for all: {DEMO_PASSWORD}):",
         ]
         for role, email, needs_mfa in demo_logins():
-            note = "  (two-factor: run `.venv/bin/python manage.py demo_totp` for a code)" if needs_mfa else ""
+            note = (
+                "  (two-factor: run `.venv/bin/python manage.py demo_totp` for a code)" if needs_mfa else ""
+            )
             lines.append(f"  {role:<20} {email}{note}")
         self.stdout.write("\n".join(lines) + "\n")

@@ -89,14 +89,18 @@ class Command(BaseCommand):
     @transaction.atomic
     def handle(self, *args, **options):
         if not settings.DEBUG:
-            raise CommandError("seed_demo creates users with a published password: it runs only with DEBUG on.")
+            raise CommandError(
+                "seed_demo creates users with a published password: it runs only with DEBUG on."
+            )
         systems = {}
         for values in SYSTEMS:
             slug = values["slug"]
             systems[slug], _ = System.objects.get_or_create(slug=slug, defaults=values)
         programmes = {}
         for values in PROGRAMMES:
-            programmes[values["slug"]], _ = Programme.objects.get_or_create(slug=values["slug"], defaults=values)
+            programmes[values["slug"]], _ = Programme.objects.get_or_create(
+                slug=values["slug"], defaults=values
+            )
 
         users = {}
         for role, email, full_name, needs_mfa in DEMO_USERS:
@@ -106,6 +110,8 @@ class Command(BaseCommand):
         for programme in programmes.values():
             programme.directors.add(users["programme director"])
         systems["isambard-ai"].assessors.add(users["technical assessor"])
-        self.stdout.write(self.style.SUCCESS(
-            f"Demo data ready: {len(systems)} systems, {len(programmes)} programmes, {len(users)} demo users."
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Demo data ready: {len(systems)} systems, {len(programmes)} programmes, {len(users)} demo users."
+            )
+        )

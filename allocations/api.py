@@ -1,0 +1,287 @@
+"""API for fund pools: figures and statements for directors and admins; deposits, withdrawals and transfers
+for admins. Amounts are whole GPU-seconds, with GPU-hours beside them for people; input is in GPU-hours."""
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import permissions, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.response import Response
+
+from airr_portal import roles
+from airr_portal.api import Conflict
+from programmes.models import FundPool
+
+from . import ledger
+from .models import LedgerEntry, LedgerTransaction
+from .selectors import account_statement, figures_for_pools, start_of_day
+
+FIGURES = (
+    "capacity",
+    "committed",
+    "consumed",
+    "returned",
+    "forfeited",
+    "available",
+    "deposited",
+    "withdrawn",
+    "transferred_in",
+    "transferred_out",
+)
+
+
+def _figures(figures) -> dict:
+    seconds = {name: getattr(figures, name) for name in FIGURES}
+    return {
+        "gpu_seconds": seconds,
+        "gpu_hours": {name: str(ledger.seconds_to_hours(value)) for name, value in seconds.items()},
+    }
+
+
+class FundPoolSerializer(serializers.ModelSerializer):
+    programme = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    system = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    figures = serializers.SerializerMethodField()
+
+    class Meta:
+        model = FundPool
+        fields = [
+            "id",
+            "name",
+            "programme",
+            "system",
+            "valid_from",
+            "valid_until",
+            "unused_hours_policy",
+            "grace_percent",
+            "figures",
+        ]
+
+    def get_figures(self, pool) -> dict:
+        figures = self.context.get("figures")
+        if figures is None or pool.pk not in figures:
+            figures = figures_for_pools([pool])
+        return _figures(figures[pool.pk])
+
+
+class StatementQuerySerializer(serializers.Serializer):
+    # `from` is a Python keyword, so the field is declared under its query-string name below.
+    to = serializers.DateField(required=False)
+    as_of = serializers.CharField(
+        required=False, help_text="A date (end of that day) or an ISO 8601 datetime."
+    )
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["from"] = serializers.DateField(required=False)
+        return fields
+
+    def validate_as_of(self, value):
+        for field in (serializers.DateField(), serializers.DateTimeField()):
+            try:
+                return field.to_internal_value(value)
+            except ValidationError:
+                continue
+        raise ValidationError("Give a date (2026-04-01) or a date and time (2026-04-01T12:00:00Z).")
+
+    def validate(self, data):
+        if data.get("from") and data.get("to") and data["to"] < data["from"]:
+            raise ValidationError({"to": "The end date must be on or after the start date."})
+        return data
+
+
+class EntrySerializer(serializers.ModelSerializer):
+    type = serializers.CharField(source="transaction.type")
+    reason = serializers.CharField(source="transaction.reason")
+    actor = serializers.EmailField(source="transaction.actor.email", default=None)
+    running_balance = serializers.IntegerField()
+
+    class Meta:
+        model = LedgerEntry
+        fields = [
+            "id",
+            "transaction",
+            "type",
+            "effective_at",
+            "recorded_at",
+            "actor",
+            "reason",
+            "amount",
+            "running_balance",
+        ]
+
+
+class MovementSerializer(serializers.Serializer):
+    hours = serializers.CharField(
+        help_text='GPU-hours, e.g. "160000" or "12.5"; at most one GPU-second precise.'
+    )
+    reason = serializers.CharField(max_length=2000)
+    effective_date = serializers.DateField(required=False, allow_null=True)
+    idempotency_key = serializers.CharField(max_length=200)
+
+    def validate_hours(self, value) -> int:
+        try:
+            return ledger.hours_to_seconds(value)
+        except ledger.InvalidAmount as error:
+            raise ValidationError(error.message) from None
+
+
+class TransferSerializer(MovementSerializer):
+    destination = serializers.PrimaryKeyRelatedField(queryset=FundPool.objects.all())
+
+
+class TransactionSerializer(serializers.ModelSerializer):
+    actor = serializers.EmailField(source="actor.email", default=None)
+    entries = serializers.SerializerMethodField()
+
+    class Meta:
+        model = LedgerTransaction
+        fields = [
+            "id",
+            "type",
+            "actor",
+            "reason",
+            "effective_at",
+            "recorded_at",
+            "idempotency_key",
+            "entries",
+        ]
+
+    def get_entries(self, txn) -> list[dict]:
+        return [{"account": e.account_id, "amount": e.amount} for e in txn.entries.all()]
+
+
+class AdminMayMoveHours(permissions.BasePermission):
+    """Reading is for whoever may see the pool; moving hours is for admins only."""
+
+    message = "Only admins can move GPU-hours between pools and funding."
+
+    def has_permission(self, request, view):
+        return view.action in ("list", "retrieve", "statement") or roles.is_admin(request.user)
+
+
+# Refusals the client can fix by changing the request are 400; refusals because of the ledger's state are 409.
+_CONFLICTS = (ledger.InsufficientHours, ledger.WrongState, ledger.IdempotencyKeyReused)
+
+
+class FundPoolViewSet(viewsets.ReadOnlyModelViewSet):
+    """Fund pools with their figures, visible to admins (all) and directors (their programmes' pools)."""
+
+    serializer_class = FundPoolSerializer
+    permission_classes = [*viewsets.ReadOnlyModelViewSet.permission_classes, AdminMayMoveHours]
+
+    def get_queryset(self):
+        return FundPool.objects.visible_to(self.request.user).select_related("programme", "system")
+
+    def list(self, request, *args, **kwargs):
+        page = self.paginate_queryset(self.get_queryset())
+        serializer = self.get_serializer(
+            page, many=True, context={**self.get_serializer_context(), "figures": figures_for_pools(page)}
+        )
+        return self.get_paginated_response(serializer.data)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("from", str, description="First effective date, e.g. 2026-04-01"),
+            OpenApiParameter("to", str, description="Last effective date (inclusive)"),
+            OpenApiParameter("as_of", str, description="Only entries recorded by then (date or datetime)"),
+        ],
+        responses=EntrySerializer(many=True),
+    )
+    @action(detail=True, methods=["get"])
+    def statement(self, request, pk=None):
+        """Opening balance, each movement with its running balance, closing balance; in GPU-seconds."""
+        pool = self.get_object()
+        query = StatementQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        window = query.validated_data
+        statement = account_statement(
+            ledger.pool_account(pool),
+            start=window.get("from"),
+            end=window.get("to"),
+            as_of=window.get("as_of"),
+        )
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(statement.movements, request, view=self)
+        as_of = statement.as_of
+        return Response(
+            {
+                "pool": pool.pk,
+                "from": window.get("from"),
+                "to": window.get("to"),
+                "as_of": as_of.isoformat() if as_of else None,
+                "unit": "GPU-seconds",
+                "opening_balance": statement.opening_balance,
+                "closing_balance": statement.closing_balance,
+                "count": paginator.count,
+                "next": paginator.get_next_link(),
+                "previous": paginator.get_previous_link(),
+                "movements": EntrySerializer(page, many=True).data,
+            }
+        )
+
+    def _move(self, request, serializer_class, perform):
+        pool = self.get_object()
+        payload = serializer_class(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        day = data.get("effective_date")
+        already = LedgerTransaction.objects.filter(idempotency_key=data["idempotency_key"]).exists()
+        try:
+            txn = perform(pool, data, start_of_day(day) if day else None)
+        except _CONFLICTS as error:
+            raise Conflict(error.message) from None
+        except ledger.LedgerError as error:
+            raise ValidationError({error.field or "non_field_errors": [error.message]}) from None
+        return Response(
+            TransactionSerializer(txn).data, status=status.HTTP_200_OK if already else status.HTTP_201_CREATED
+        )
+
+    @extend_schema(request=MovementSerializer, responses=TransactionSerializer)
+    @action(detail=True, methods=["post"])
+    def deposit(self, request, pk=None):
+        return self._move(
+            request,
+            MovementSerializer,
+            lambda pool, data, when: ledger.deposit_to_pool(
+                pool=pool,
+                seconds=data["hours"],
+                actor=request.user,
+                reason=data["reason"],
+                idempotency_key=data["idempotency_key"],
+                effective_at=when,
+            ),
+        )
+
+    @extend_schema(request=MovementSerializer, responses=TransactionSerializer)
+    @action(detail=True, methods=["post"])
+    def withdraw(self, request, pk=None):
+        return self._move(
+            request,
+            MovementSerializer,
+            lambda pool, data, when: ledger.withdraw_from_pool(
+                pool=pool,
+                seconds=data["hours"],
+                actor=request.user,
+                reason=data["reason"],
+                idempotency_key=data["idempotency_key"],
+                effective_at=when,
+            ),
+        )
+
+    @extend_schema(request=TransferSerializer, responses=TransactionSerializer)
+    @action(detail=True, methods=["post"])
+    def transfer(self, request, pk=None):
+        return self._move(
+            request,
+            TransferSerializer,
+            lambda pool, data, when: ledger.transfer_between_pools(
+                source=pool,
+                destination=data["destination"],
+                seconds=data["hours"],
+                actor=request.user,
+                reason=data["reason"],
+                idempotency_key=data["idempotency_key"],
+                effective_at=when,
+            ),
+        )

@@ -1,0 +1,92 @@
+"""Forms for the ledger pages: hours typed in GPU-hours, checked to a GPU-second before a service runs."""
+
+import uuid
+
+from django import forms
+
+from airr_portal.forms import GovukDateInput
+from programmes.models import FundPool
+
+from . import ledger
+from .selectors import start_of_day
+
+
+class PoolMovementForm(forms.Form):
+    """Deposit into or withdraw from a pool; the hidden key makes a double submit move hours only once."""
+
+    hours = forms.CharField(
+        label="GPU-hours",
+        help_text="For example, 160000 or 12.5",
+        widget=forms.TextInput(
+            attrs={"class": "govuk-input--width-10", "inputmode": "decimal", "spellcheck": "false"}
+        ),
+    )
+    effective_date = forms.DateField(
+        label="Date it takes effect",
+        required=False,
+        widget=GovukDateInput,
+        help_text="Leave blank for today. For example, 1 4 2026",
+    )
+    reason = forms.CharField(
+        label="Reason",
+        max_length=2000,
+        help_text="This appears on the pool's statement",
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
+    idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=200)
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("initial", {}).setdefault("idempotency_key", uuid.uuid4().hex)
+        super().__init__(*args, **kwargs)
+
+    def clean_hours(self) -> int:
+        """Cleaned as whole GPU-seconds."""
+        try:
+            return ledger.hours_to_seconds(self.cleaned_data["hours"])
+        except ledger.InvalidAmount as error:
+            raise forms.ValidationError(error.message) from None
+
+    @property
+    def effective_at(self):
+        day = self.cleaned_data.get("effective_date")
+        return start_of_day(day) if day else None
+
+    def add_ledger_error(self, error: ledger.LedgerError) -> None:
+        self.add_error(error.field if error.field in self.fields else None, error.message)
+
+
+class TransferForm(PoolMovementForm):
+    destination = forms.ModelChoiceField(
+        queryset=FundPool.objects.none(),
+        label="Pool to transfer to",
+        empty_label="Choose a pool",
+        help_text="Only pools on the same system can receive these hours",
+    )
+    field_order = ["destination", "hours", "effective_date", "reason"]
+
+    def __init__(self, *args, source: FundPool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["destination"].queryset = (
+            FundPool.objects.filter(system=source.system).exclude(pk=source.pk).select_related("programme")
+        )
+        self.fields["destination"].label_from_instance = lambda pool: f"{pool.name} ({pool.programme.name})"
+
+
+class StatementFilterForm(forms.Form):
+    """Which part of a statement to show: a window of effective dates, as the ledger stood on a day."""
+
+    start = forms.DateField(label="From", required=False, widget=GovukDateInput)
+    end = forms.DateField(label="To", required=False, widget=GovukDateInput)
+    as_of = forms.DateField(
+        label="As recorded by",
+        required=False,
+        widget=GovukDateInput,
+        help_text="Leave blank for now. Give a past date to see the statement exactly as it was on that day",
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        start, end = cleaned.get("start"), cleaned.get("end")
+        if start and end and end < start:
+            self.add_error("end", "The end date must be on or after the start date")
+        return cleaned

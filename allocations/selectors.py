@@ -1,0 +1,165 @@
+"""Reads of the ledger: a pool's figures and an account's statement, computed from entries, never stored.
+
+Both take `as_of`, which keeps only entries *recorded* by then: a statement exported today and again next year
+for the same window and the same `as_of` gives the same numbers, whatever was back-dated in between.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+
+from django.db.models import BigIntegerField, F, Q, QuerySet, Sum, Value, Window
+from django.db.models.expressions import RowRange
+from django.utils import timezone
+
+from programmes.models import FundPool
+
+from .models import LedgerAccount, LedgerEntry, LedgerTransaction
+
+Type = LedgerTransaction.Type
+
+
+@dataclass(frozen=True)
+class PoolFigures:
+    """A pool's hours in GPU-seconds; `available` (what awards can still draw) is its account's balance."""
+
+    deposited: int = 0
+    withdrawn: int = 0
+    transferred_in: int = 0
+    transferred_out: int = 0
+    committed: int = 0
+    returned: int = 0
+    consumed: int = 0
+    forfeited: int = 0
+    available: int = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.deposited - self.withdrawn + self.transferred_in - self.transferred_out
+
+    @property
+    def held_by_allocations(self) -> int:
+        """Committed hours not yet used, returned or forfeited (negative when allocations overran)."""
+        return self.committed - self.returned - self.consumed - self.forfeited
+
+
+def start_of_day(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min))
+
+
+def end_of(moment: date | datetime | None) -> datetime | None:
+    """A date means the whole of that day (in the portal's time zone); a datetime means itself."""
+    if moment is None or isinstance(moment, datetime):
+        return moment
+    return start_of_day(moment + timedelta(days=1)) - timedelta(microseconds=1)
+
+
+def figures_for_pools(pools, *, as_of: date | datetime | None = None) -> dict[int, PoolFigures]:
+    """Figures for many pools in two grouped queries, keyed by pool id."""
+    pool_ids = [pool.pk for pool in pools]
+    recorded = Q(recorded_at__lte=end_of(as_of)) if as_of is not None else Q()
+    sums = defaultdict(lambda: defaultdict(int))
+
+    on_pools = (
+        LedgerEntry.objects.filter(recorded, account__pool__in=pool_ids)
+        .values("account__pool", "transaction__type")
+        .annotate(into=Sum("amount", filter=Q(amount__gt=0)), out=Sum("amount", filter=Q(amount__lt=0)))
+    )
+    for row in on_pools:
+        figures = sums[row["account__pool"]]
+        into, out = row["into"] or 0, -(row["out"] or 0)
+        figures["available"] += into - out
+        match row["transaction__type"]:
+            case Type.DEPOSIT:
+                figures["deposited"] += into - out
+            case Type.WITHDRAW:
+                figures["withdrawn"] += out - into
+            case Type.TRANSFER:
+                figures["transferred_in"] += into
+                figures["transferred_out"] += out
+            case Type.COMMIT:
+                figures["committed"] += out - into
+            case Type.EXPIRE | Type.REVOKE:
+                figures["returned"] += into - out
+
+    on_allocations = (
+        LedgerEntry.objects.filter(recorded, account__allocation__pool__in=pool_ids)
+        .values("account__allocation__pool", "transaction__type")
+        .annotate(total=Sum("amount"))
+    )
+    for row in on_allocations:
+        figures = sums[row["account__allocation__pool"]]
+        match row["transaction__type"]:
+            case Type.CHARGE | Type.REFUND | Type.ADJUST:
+                figures["consumed"] -= row["total"]
+            case Type.FORFEIT:
+                figures["forfeited"] -= row["total"]
+
+    return {pool_id: PoolFigures(**sums[pool_id]) for pool_id in pool_ids}
+
+
+def pool_figures(pool: FundPool, *, as_of: date | datetime | None = None) -> PoolFigures:
+    return figures_for_pools([pool], as_of=as_of)[pool.pk]
+
+
+@dataclass(frozen=True)
+class Statement:
+    """An account's movements in a window, each with its running balance, between opening and closing."""
+
+    account: LedgerAccount
+    start: date | None
+    end: date | None
+    as_of: date | datetime | None
+    opening_balance: int
+    closing_balance: int
+    movements: QuerySet  # LedgerEntry rows annotated with `running_balance`; slice it to page through
+
+    @property
+    def net_change(self) -> int:
+        return self.closing_balance - self.opening_balance
+
+
+def account_statement(
+    account: LedgerAccount,
+    *,
+    start: date | None = None,
+    end: date | None = None,
+    as_of: date | datetime | None = None,
+) -> Statement:
+    """Opening balance at the start of `start`, each movement effective by the end of `end`, closing balance.
+
+    Two aggregates and one windowed query, all on the (account, effective_at, id) index, so the cost follows
+    the page read rather than the account's history.
+    """
+    entries = LedgerEntry.objects.filter(account=account)
+    if as_of is not None:
+        entries = entries.filter(recorded_at__lte=end_of(as_of))
+    before = entries.filter(effective_at__lt=start_of_day(start)) if start else entries.none()
+    in_window = entries
+    if start:
+        in_window = in_window.filter(effective_at__gte=start_of_day(start))
+    if end:
+        in_window = in_window.filter(effective_at__lte=end_of(end))
+    opening = before.aggregate(total=Sum("amount"))["total"] or 0
+    change = in_window.aggregate(total=Sum("amount"))["total"] or 0
+    movements = (
+        in_window.select_related("transaction", "transaction__actor")
+        .annotate(
+            running_balance=Window(
+                Sum("amount"),
+                order_by=[F("effective_at").asc(), F("id").asc()],
+                frame=RowRange(start=None, end=0),
+            )
+            + Value(opening, output_field=BigIntegerField())
+        )
+        .order_by("effective_at", "id")
+    )
+    return Statement(
+        account=account,
+        start=start,
+        end=end,
+        as_of=as_of,
+        opening_balance=opening,
+        closing_balance=opening + change,
+        movements=movements,
+    )
