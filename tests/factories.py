@@ -55,6 +55,7 @@ class SystemFactory(factory.django.DjangoModelFactory):
 class ProgrammeFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Programme
+        skip_postgeneration_save = True
 
     name = factory.Sequence(lambda n: f"Programme {n}")
     slug = factory.Sequence(lambda n: f"programme-{n}")
