@@ -12,8 +12,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from airr_portal.celery import QUEUES
-
-from .seed_demo import DEMO_PASSWORD, demo_logins
+from airr_portal.demo import DEMO_PASSWORD, demo_logins
 
 
 class Command(BaseCommand):

@@ -7,7 +7,7 @@ from django.test import override_settings
 
 from airr_portal import roles
 from airr_portal.models import User
-from programmes.models import Programme, System
+from programmes.models import FundPool, Programme, System
 
 pytestmark = pytest.mark.django_db
 
@@ -35,6 +35,9 @@ def test_seed_demo_creates_systems_programmes_and_one_user_per_role_and_can_run_
     assert roles.is_technical_assessor(User.objects.get(email="assessor@demo.airr.example"))
     assert roles.is_admin(User.objects.get(email="admin@demo.airr.example"))
     assert roles.roles_of(User.objects.get(email="applicant@demo.airr.example")) == [roles.ROLE_APPLICANT]
+    builder_fund = FundPool.objects.get(programme__slug="open-source-ai-builder-fund", system__slug="isambard-ai")
+    # Deposited once, although the command ran twice.
+    assert builder_fund.ledger_account.balance == 160_000 * 3600
 
 
 @override_settings(DEBUG=False)

@@ -1,0 +1,113 @@
+"""Load demo data: the two AIRR systems, two programmes with directors, funded pools and a user for every role.
+
+It lives in `allocations`, the top of the apps' dependency chain, because demo data spans all of them.
+Safe to run twice: everything is looked up by its natural key, and deposits carry idempotency keys.
+"""
+
+import datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from airr_portal.demo import ensure_demo_users
+from allocations.ledger import deposit_to_pool, hours_to_seconds
+from programmes.models import FundPool, Programme, System
+from programmes.services import create_fund_pool
+
+SYSTEMS = [
+    {
+        "slug": "isambard-ai",
+        "name": "Isambard-AI",
+        "cluster_name": "isambard-ai",
+        "gpu_model": "NVIDIA GH200",
+        "gpus_per_node": 4,
+        "charge_factor": Decimal("1.0"),
+        "time_zone": "UTC",
+    },
+    {
+        "slug": "dawn",
+        "name": "Dawn",
+        "cluster_name": "dawn",
+        "gpu_model": "Intel Data Center GPU Max 1550",
+        "gpus_per_node": 4,
+        "charge_factor": Decimal("1.0"),
+        "time_zone": "UTC",
+    },
+]
+
+PROGRAMMES = [
+    {
+        "slug": "open-source-ai-builder-fund",
+        "name": "Open-Source AI Builder Fund",
+        "description": "GPU time for teams building open-source AI models, tools and data sets.",
+    },
+    {
+        "slug": "ai-for-science",
+        "name": "AI for Science",
+        "description": "GPU time for AI that advances research in the natural and life sciences.",
+    },
+]
+
+# programme slug, system slug, GPU-hours deposited
+POOLS = [
+    ("open-source-ai-builder-fund", "isambard-ai", "160000"),
+    ("ai-for-science", "dawn", "50000"),
+]
+
+
+def _current_financial_year() -> tuple[datetime.date, datetime.date]:
+    # UK public funding runs 1 April to 31 March: the demo pools are always open, whenever the demo is run.
+    today = datetime.date.today()
+    first_year = today.year if today.month >= 4 else today.year - 1
+    return datetime.date(first_year, 4, 1), datetime.date(first_year + 1, 3, 31)
+
+
+class Command(BaseCommand):
+    help = "Create demo systems, programmes, funded pools and one user per role (safe to run twice)."
+
+    @transaction.atomic
+    def handle(self, *args, **options):
+        if not settings.DEBUG:
+            raise CommandError("seed_demo creates users with a published password: it runs only with DEBUG on.")
+        users = ensure_demo_users()
+        systems = {
+            values["slug"]: System.objects.get_or_create(slug=values["slug"], defaults=values)[0] for values in SYSTEMS
+        }
+        programmes = {
+            values["slug"]: Programme.objects.get_or_create(slug=values["slug"], defaults=values)[0]
+            for values in PROGRAMMES
+        }
+        for programme in programmes.values():
+            programme.directors.add(users["programme director"])
+        systems["isambard-ai"].assessors.add(users["technical assessor"])
+
+        valid_from, valid_until = _current_financial_year()
+        for programme_slug, system_slug, hours in POOLS:
+            programme, system = programmes[programme_slug], systems[system_slug]
+            name = f"{programme.name} — {system.name}"
+            pool = FundPool.objects.filter(programme=programme, system=system, name=name).first()
+            if pool is None:
+                pool = create_fund_pool(
+                    programme=programme,
+                    system=system,
+                    name=name,
+                    valid_from=valid_from,
+                    valid_until=valid_until,
+                    unused_hours_policy=FundPool.UnusedHoursPolicy.RETURN,
+                    actor=users["admin"],
+                )
+            deposit_to_pool(
+                pool=pool,
+                seconds=hours_to_seconds(hours),
+                actor=users["admin"],
+                reason=f"Demo funding for the {valid_from.year}–{valid_until.year % 100:02d} financial year",
+                idempotency_key=f"seed-demo:deposit:{programme_slug}:{system_slug}:{valid_from.year}",
+            )
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Demo data ready: {len(systems)} systems, {len(programmes)} programmes, {len(POOLS)} funded pools, "
+                f"{len(users)} demo users."
+            )
+        )
