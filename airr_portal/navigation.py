@@ -22,10 +22,6 @@ def _everyone(user) -> bool:
     return True
 
 
-def _signed_in(user) -> bool:
-    return user.is_authenticated
-
-
 def _director_or_admin(user) -> bool:
     return roles.is_admin(user) or roles.is_programme_director(user)
 
@@ -34,7 +30,6 @@ DESTINATIONS = [
     Destination("Home", "home", _everyone),
     Destination("Programmes", "programmes:programme-list", _director_or_admin),
     Destination("Fund pools", "allocations:pool-list", _director_or_admin),
-    Destination("Your account", "account_email", _signed_in),
     Destination("Admin site", "admin:index", roles.is_admin),
 ]
 
