@@ -1,5 +1,7 @@
 """Accounts: email is the login, addresses are verified, sign-in is rate limited, OIDC is set from settings."""
 
+import re
+
 import pytest
 from allauth.account.models import EmailAddress
 from django.core import mail
@@ -106,3 +108,27 @@ def test_account_pages_use_sentence_case_as_govuk_writes(client):
     assert "Sign in</h1>" in page or ">Sign in<" in page
     assert "Sign In" not in page
     assert "Remember me" in page
+
+
+def test_a_forgotten_password_is_reset_through_the_emailed_link(client):
+    user = UserFactory()
+    client.post(reverse("account_reset_password"), {"email": user.email})
+    assert len(mail.outbox) == 1
+    link = re.search(r"http://testserver(/accounts/password/reset/key/\S+/)", mail.outbox[0].body).group(1)
+    form_page = client.get(link, follow=True)
+    assert form_page.status_code == 200
+    client.post(
+        form_page.redirect_chain[-1][0] if form_page.redirect_chain else link,
+        {"password1": "a-brand-new-pass-phrase", "password2": "a-brand-new-pass-phrase"},
+    )
+    user.refresh_from_db()
+    assert user.check_password("a-brand-new-pass-phrase")
+
+
+def test_changing_email_sends_a_verification_to_the_new_address(client):
+    user = UserFactory()
+    client.post(reverse("account_login"), {"login": user.email, "password": DEMO_PASSWORD})
+    response = client.post(reverse("account_email"), {"action_add": "", "email": "new.address@example.ac.uk"})
+    assert response.status_code in (200, 302)
+    assert EmailAddress.objects.filter(user=user, email="new.address@example.ac.uk", verified=False).exists()
+    assert any("new.address@example.ac.uk" in message.to for message in mail.outbox)
