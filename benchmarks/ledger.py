@@ -8,17 +8,17 @@ it never touches the portal's data. The million entries are inserted in SQL (`ge
 ledger's append-only trigger allows: it refuses only UPDATE and DELETE.
 """
 
+import multiprocessing
 import os
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-WORKERS = 8
+WORKERS = int(os.environ.get("BENCH_WORKERS", "8"))
 COMMITMENTS_PER_WORKER = 250
-STATEMENT_ENTRIES = 1_000_000
+STATEMENT_ENTRIES = int(os.environ.get("BENCH_STATEMENT_ENTRIES", "1000000"))
 BENCH_DATABASE = "airr_bench"
 
 
@@ -79,6 +79,26 @@ def _world():
     return pool
 
 
+def _commit_worker(allocation_ids, barrier) -> None:
+    from django.db import connection
+
+    from allocations import ledger
+    from allocations.models import Allocation
+
+    chunk = list(Allocation.objects.filter(pk__in=allocation_ids).select_related("pool"))
+    connection.close()
+    barrier.wait()
+    for allocation in chunk:
+        ledger.commit_to_allocation(
+            allocation=allocation,
+            seconds=3600,
+            actor=None,
+            reason="Award",
+            idempotency_key=f"bench-award-{allocation.pk}",
+        )
+    connection.close()
+
+
 def bench_commitments(pool) -> float:
     from django.db import connection
 
@@ -102,36 +122,21 @@ def bench_commitments(pool) -> float:
     )
     for allocation in allocations:  # open the accounts first: the benchmark measures commitments, not set-up
         ledger.allocation_account(allocation)
+    # Workers are processes, as gunicorn's are: threads would also queue on Python's GIL while holding the lock.
     connection.close()
-    barrier = threading.Barrier(WORKERS + 1)
-    errors = []
-
-    def worker(chunk):
-        try:
-            barrier.wait()
-            for allocation in chunk:
-                ledger.commit_to_allocation(
-                    allocation=allocation,
-                    seconds=3600,
-                    actor=None,
-                    reason="Award",
-                    idempotency_key=f"bench-award-{allocation.pk}",
-                )
-        except Exception as error:
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(allocations[i::WORKERS],)) for i in range(WORKERS)]
-    for thread in threads:
-        thread.start()
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(WORKERS + 1)
+    chunks = [[allocation.pk for allocation in allocations[i::WORKERS]] for i in range(WORKERS)]
+    workers = [context.Process(target=_commit_worker, args=(chunk, barrier)) for chunk in chunks]
+    for process in workers:
+        process.start()
     barrier.wait()
     started = time.perf_counter()
-    for thread in threads:
-        thread.join()
+    for process in workers:
+        process.join()
     elapsed = time.perf_counter() - started
-    if errors:
-        raise errors[0]
+    if any(process.exitcode != 0 for process in workers):
+        raise SystemExit("a commitment worker failed")
     assert ledger.pool_account(pool).balance == 0
     return total / elapsed
 
