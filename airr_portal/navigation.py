@@ -34,6 +34,14 @@ DESTINATIONS = [
 ]
 
 
+# Calls and proposals.
+DESTINATIONS[1:1] = [
+    Destination("Calls", "proposals:call-list", _everyone),
+    Destination("Your proposals", "proposals:proposal-list", _signed_in),
+    Destination("Proposals to decide", "proposals:proposal-queue", _director_or_admin),
+]
+
+
 def navigation_for(request) -> list[dict]:
     user = request.user
     items = []

@@ -46,6 +46,10 @@ class Allocation(models.Model):
     end_date = models.DateField()
     state = models.CharField(max_length=10, choices=State.choices, default=State.SCHEDULED)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The award it came from; empty for allocations made by hand (allocations → programmes is allowed).
+    proposal = models.OneToOneField(
+        "programmes.Proposal", on_delete=models.PROTECT, null=True, blank=True, related_name="allocation"
+    )
 
     objects = AllocationQuerySet.as_manager()
 
@@ -202,3 +206,4 @@ class LedgerEntry(models.Model):
 
     def __str__(self):
         return f"{self.amount:+d} s on {self.account}"
+

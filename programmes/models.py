@@ -179,3 +179,356 @@ class DirectorInvitation(models.Model):
     @property
     def is_pending(self) -> bool:
         return self.accepted_at is None
+
+
+# Calls, proposals and their review -------------------------------------------------------------------------
+# GPU-hours are stored as whole GPU-seconds, as in the ledger; `allocations.ledger` converts for display.
+
+SECONDS_PER_HOUR = 3600
+
+
+class CallQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        # Calls are invitations to the public: anyone may read them, signed in or not.
+        return self.all()
+
+    def open_on(self, day):
+        return self.filter(Q(opens_on__lte=day), Q(closes_on__isnull=True) | Q(closes_on__gte=day))
+
+    def managed_by(self, user):
+        """The calls a user may run: admins all, directors their programmes', nobody else any."""
+        if not user.is_authenticated:
+            return self.none()
+        if user.is_staff:
+            return self.all()
+        return self.filter(programme__directors=user)
+
+
+class Call(models.Model):
+    """An invitation to apply within a programme, drawing on its pools, with the review criteria it uses."""
+
+    programme = models.ForeignKey(Programme, on_delete=models.PROTECT, related_name="calls")
+    title = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=80, unique=True)
+    summary = models.TextField(blank=True)
+    guidance = models.TextField(blank=True)
+    opens_on = models.DateField()
+    closes_on = models.DateField(null=True, blank=True, help_text="Empty for a rolling call.")
+    pools = models.ManyToManyField(FundPool, related_name="calls", blank=True)
+    min_seconds = models.BigIntegerField(
+        help_text="Fewest GPU-seconds one request (on one system) may ask for."
+    )
+    max_seconds = models.BigIntegerField(
+        help_text="Most GPU-seconds one request (on one system) may ask for."
+    )
+    max_duration_months = models.PositiveSmallIntegerField(validators=[MinValueValidator(1)])
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = CallQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["closes_on", "title"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(min_seconds__gt=0) & Q(max_seconds__gte=models.F("min_seconds")),
+                name="call_hours_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(closes_on__isnull=True) | Q(closes_on__gte=models.F("opens_on")),
+                name="call_window",
+            ),
+        ]
+
+    def __str__(self):
+        return self.title
+
+    @property
+    def is_rolling(self) -> bool:
+        return self.closes_on is None
+
+    def is_open_on(self, day) -> bool:
+        return self.opens_on <= day and (self.closes_on is None or day <= self.closes_on)
+
+    def systems(self):
+        return System.objects.filter(pools__calls=self).distinct()
+
+
+class Criterion(models.Model):
+    """One thing reviewers score a call's proposals on, from 1 to 5."""
+
+    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="criteria")
+    name = models.CharField(max_length=200)
+    guidance = models.TextField(blank=True)
+    order = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["call", "order", "pk"]
+        verbose_name_plural = "criteria"
+
+    def __str__(self):
+        return self.name
+
+
+class ProposalQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        """Admins all; PIs and accepted team members theirs; directors their programmes' (once submitted);
+        assessors those that ask for their systems (once submitted); reviewers those they are assigned to
+        and have not declared a conflict on."""
+        if not user.is_authenticated:
+            return self.none()
+        if user.is_staff:
+            return self.all()
+        not_draft = ~Q(state__in=[Proposal.State.DRAFT])
+        condition = (
+            Q(pi=user)
+            | Q(members__user=user, members__accepted_at__isnull=False)
+            | (Q(call__programme__directors=user) & not_draft)
+            | (Q(resource_requests__system__assessors=user) & not_draft)
+            | Q(review_assignments__reviewer=user, review_assignments__conflict_declared=False)
+        )
+        # A subquery of ids keeps the outer query free of joins, so annotations and counts stay correct.
+        return self.filter(pk__in=Proposal.objects.filter(condition).values("pk"))
+
+    def editable_by(self, user):
+        return (
+            self.visible_to(user)
+            .filter(Q(pi=user) | Q(members__user=user, members__accepted_at__isnull=False))
+            .distinct()
+        )
+
+
+class Proposal(models.Model):
+    """A request for GPU-hours under a call. Its state changes only through `programmes.proposals`."""
+
+    class State(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        SUBMITTED = "submitted", "Submitted"
+        CHANGES_REQUESTED = "changes_requested", "Changes requested"
+        IN_REVIEW = "in_review", "In review"
+        AWARDED = "awarded", "Awarded"
+        REJECTED = "rejected", "Rejected"
+        ACCEPTED = "accepted", "Accepted"
+        DECLINED = "declined", "Declined"
+        WITHDRAWN = "withdrawn", "Withdrawn"
+
+    EDITABLE_STATES = (State.DRAFT, State.CHANGES_REQUESTED)
+
+    class Ethics(models.TextChoices):
+        NOT_NEEDED = "not_needed", "No ethical approval is needed"
+        APPROVED = "approved", "Ethical approval has been given"
+        PENDING = "pending", "Ethical approval has been applied for"
+
+    reference = models.CharField(max_length=20, unique=True, null=True, blank=True)
+    call = models.ForeignKey(Call, on_delete=models.PROTECT, related_name="proposals")
+    pi = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="led_proposals")
+    state = models.CharField(max_length=20, choices=State.choices, default=State.DRAFT)
+    # Project details
+    title = models.CharField(max_length=200, blank=True)
+    summary = models.TextField(blank=True, help_text="Published if the proposal is awarded.")
+    research_field = models.CharField(max_length=200, blank=True)
+    keywords = models.CharField(max_length=300, blank=True)
+    # Timeline
+    start_date = models.DateField(null=True, blank=True)
+    duration_months = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Case for support
+    case_for_support = models.TextField(blank=True)
+    case_for_support_pdf = models.FileField(upload_to="proposals/case-for-support/", blank=True)
+    # Data, ethics and trusted research
+    data_statement = models.TextField(blank=True)
+    ethics = models.CharField(max_length=20, choices=Ethics.choices, blank=True)
+    ethics_statement = models.TextField(blank=True)
+    trusted_research_confirmed = models.BooleanField(default=False)
+    # Declarations and terms
+    terms_accepted_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ProposalQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["call", "state"], name="proposal_call_state")]
+
+    def __str__(self):
+        return f"{self.reference or 'Draft'} — {self.title or 'Untitled proposal'}"
+
+    @property
+    def is_editable(self) -> bool:
+        return self.state in self.EDITABLE_STATES
+
+
+class ProposalMember(models.Model):
+    """A co-investigator invited by email; they read and edit the proposal once they accept."""
+
+    proposal = models.ForeignKey(Proposal, on_delete=models.CASCADE, related_name="members")
+    email = models.EmailField()
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="proposal_memberships",
+    )
+    token = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    invited_at = models.DateTimeField(auto_now_add=True)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["invited_at", "pk"]
+        constraints = [models.UniqueConstraint(fields=["proposal", "email"], name="proposal_member_once")]
+
+    def __str__(self):
+        return self.email
+
+
+class ResourceRequest(models.Model):
+    """GPU-hours asked for on one system, justified as runs × GPU-hours per run."""
+
+    proposal = models.ForeignKey(Proposal, on_delete=models.CASCADE, related_name="resource_requests")
+    system = models.ForeignKey(System, on_delete=models.PROTECT, related_name="resource_requests")
+    method = models.TextField(help_text="What the runs do, and how the cost of one run was measured.")
+    runs = models.PositiveIntegerField(validators=[MinValueValidator(1)])
+    seconds_per_run = models.BigIntegerField(validators=[MinValueValidator(1)])
+    gpus_per_job = models.PositiveIntegerField(validators=[MinValueValidator(1)])
+    software = models.TextField(blank=True, help_text="Software and containers the runs need.")
+
+    class Meta:
+        ordering = ["system__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["proposal", "system"], name="resource_request_one_per_system"),
+        ]
+
+    def __str__(self):
+        return f"{self.system}: {self.seconds}"
+
+    @property
+    def seconds(self) -> int:
+        return self.runs * self.seconds_per_run
+
+
+class ProposalTransition(models.Model):
+    """One change of a proposal's state: who, when, from, to and why. Never edited."""
+
+    proposal = models.ForeignKey(Proposal, on_delete=models.CASCADE, related_name="transitions")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+")
+    from_state = models.CharField(max_length=20, choices=Proposal.State.choices)
+    to_state = models.CharField(max_length=20, choices=Proposal.State.choices)
+    reason = models.TextField(blank=True)
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["at", "pk"]
+
+    def __str__(self):
+        return f"{self.from_state} → {self.to_state}"
+
+
+class TechnicalAssessment(models.Model):
+    """A system's assessor saying whether the request on that system can run there."""
+
+    class Outcome(models.TextChoices):
+        FEASIBLE = "feasible", "Feasible"
+        CONDITIONS = "conditions", "Feasible with conditions"
+        NOT_FEASIBLE = "not_feasible", "Not feasible"
+
+    proposal = models.ForeignKey(Proposal, on_delete=models.CASCADE, related_name="assessments")
+    system = models.ForeignKey(System, on_delete=models.PROTECT, related_name="+")
+    assessor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    outcome = models.CharField(max_length=20, choices=Outcome.choices)
+    notes = models.TextField(blank=True)
+    assessed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["system__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["proposal", "system"], name="assessment_one_per_system")
+        ]
+
+    def __str__(self):
+        return f"{self.system}: {self.get_outcome_display()}"
+
+
+class ReviewAssignment(models.Model):
+    """A reviewer asked to score one proposal: they declare conflicts first, then score every criterion.
+
+    The review itself (its scores and when it was submitted) lives here too: one assignment, one review.
+    """
+
+    class State(models.TextChoices):
+        INVITED = "invited", "Invited"
+        READY = "ready", "No conflict declared"
+        CONFLICTED = "conflicted", "Conflict declared"
+        SUBMITTED = "submitted", "Review submitted"
+
+    proposal = models.ForeignKey(Proposal, on_delete=models.CASCADE, related_name="review_assignments")
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="review_assignments",
+    )
+    email = models.EmailField()
+    token = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    state = models.CharField(max_length=12, choices=State.choices, default=State.INVITED)
+    conflict_declared = models.BooleanField(default=False)
+    conflict_details = models.TextField(blank=True)
+    comment_for_applicant = models.TextField(blank=True)
+    released_to_applicant = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        constraints = [models.UniqueConstraint(fields=["proposal", "email"], name="review_assignment_once")]
+
+    def __str__(self):
+        return f"{self.email} on {self.proposal_id}"
+
+
+class Score(models.Model):
+    """One reviewer's score of one criterion, from 1 to 5, with a comment."""
+
+    assignment = models.ForeignKey(ReviewAssignment, on_delete=models.CASCADE, related_name="scores")
+    criterion = models.ForeignKey(Criterion, on_delete=models.PROTECT, related_name="scores")
+    value = models.PositiveSmallIntegerField()
+    comment = models.TextField()
+
+    class Meta:
+        ordering = ["criterion__order", "criterion_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["assignment", "criterion"], name="score_once_per_criterion"),
+            models.CheckConstraint(condition=Q(value__gte=1, value__lte=5), name="score_between_1_and_5"),
+        ]
+
+    def __str__(self):
+        return f"{self.criterion}: {self.value}"
+
+
+class Decision(models.Model):
+    """A director's decision on a proposal, with the rationale the applicant reads."""
+
+    class Outcome(models.TextChoices):
+        AWARD_FULL = "award_full", "Awarded in full"
+        AWARD_PART = "award_part", "Awarded in part"
+        REJECT = "reject", "Rejected"
+
+    proposal = models.OneToOneField(Proposal, on_delete=models.CASCADE, related_name="decision")
+    outcome = models.CharField(max_length=12, choices=Outcome.choices)
+    pool = models.ForeignKey(FundPool, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    awarded_seconds = models.BigIntegerField(null=True, blank=True)
+    start_date = models.DateField(null=True, blank=True)
+    end_date = models.DateField(null=True, blank=True)
+    rationale = models.TextField()
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    decided_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"{self.get_outcome_display()}: {self.proposal_id}"

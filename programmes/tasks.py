@@ -1,11 +1,13 @@
-"""Background work for programmes: the emails that tell people they direct a programme."""
+"""Background work for programmes: the emails to directors, applicants, co-investigators and reviewers.
+
+Every task takes ids, re-reads state and is safe to run twice (at worst someone gets the same email again)."""
 
 from celery import shared_task
 from django.conf import settings
 from django.core.mail import send_mail
 from django.urls import reverse
 
-from .models import DirectorInvitation
+from .models import DirectorInvitation, Proposal, ProposalMember, ReviewAssignment
 
 
 @shared_task
@@ -29,3 +31,92 @@ def send_director_invitation_task(invitation_id: int) -> None:
             f"Sign in to see its fund pools:\n{settings.SITE_URL}{reverse('programmes:programme-list')}\n"
         )
     send_mail(settings.ACCOUNT_EMAIL_SUBJECT_PREFIX + subject, body, None, [invitation.email])
+
+
+def _send(subject: str, body: str, to: list[str]) -> None:
+    send_mail(settings.ACCOUNT_EMAIL_SUBJECT_PREFIX + subject, body, None, to)
+
+
+def _proposal_url(proposal) -> str:
+    return f"{settings.SITE_URL}{reverse('proposals:proposal-detail', args=[proposal.pk])}"
+
+
+@shared_task
+def send_proposal_email_task(proposal_id: int, event: str) -> None:
+    """Tell a proposal's team what just happened to it: submitted, changes requested, decided or accepted."""
+    proposal = Proposal.objects.select_related("call__programme", "pi").filter(pk=proposal_id).first()
+    if proposal is None:
+        return
+    team = [
+        proposal.pi.email,
+        *proposal.members.filter(accepted_at__isnull=False).values_list("email", flat=True),
+    ]
+    name = f"{proposal.reference} {proposal.title}"
+    link = _proposal_url(proposal)
+    if event == "submitted":
+        _send(
+            f"Proposal submitted: {proposal.reference}",
+            (
+                f"Your proposal {name} to {proposal.call.title} has been submitted.\n\n"
+                f"Your reference is {proposal.reference}. Follow its progress at:\n{link}\n"
+            ),
+            team,
+        )
+    elif event == "changes_requested":
+        message = proposal.transitions.filter(to_state=Proposal.State.CHANGES_REQUESTED).last()
+        _send(
+            f"Changes requested: {proposal.reference}",
+            (
+                f"The directors of {proposal.call.programme.name} ask for changes to {name}:\n\n"
+                f"{message.reason if message else ''}\n\nMake them and submit again at:\n{link}\n"
+            ),
+            team,
+        )
+    elif event == "decided":
+        _send(
+            f"Decision on {proposal.reference}",
+            (f"A decision has been made on {name}. Read it, and the rationale, at:\n{link}\n"),
+            team,
+        )
+    elif event == "accepted":
+        directors = list(proposal.call.programme.directors.values_list("email", flat=True))
+        _send(
+            f"Award accepted: {proposal.reference}",
+            (f"The award to {name} has been accepted by {proposal.pi.email}.\n\n{link}\n"),
+            team + directors,
+        )
+
+
+@shared_task
+def send_member_invitation_task(member_id: int) -> None:
+    member = ProposalMember.objects.select_related("proposal__pi").filter(pk=member_id).first()
+    if member is None or member.accepted_at is not None:
+        return
+    link = f"{settings.SITE_URL}{reverse('proposals:member-accept', args=[member.token])}"
+    _send(
+        "You are invited to join a proposal",
+        (
+            f"{member.proposal.pi.full_name or member.proposal.pi.email} invites you to be a co-investigator "
+            f"on {member.proposal.title or 'a proposal'} ({member.proposal.reference}).\n\n"
+            f"Sign in (or create an account) and follow this link to join:\n{link}\n"
+        ),
+        [member.email],
+    )
+
+
+@shared_task
+def send_reviewer_invitation_task(assignment_id: int) -> None:
+    assignment = ReviewAssignment.objects.select_related("proposal__call").filter(pk=assignment_id).first()
+    if assignment is None or assignment.state == ReviewAssignment.State.CONFLICTED:
+        return
+    link = f"{settings.SITE_URL}{reverse('proposals:review-claim', args=[assignment.token])}"
+    _send(
+        "You are invited to review a proposal",
+        (
+            f"You are invited to review proposal {assignment.proposal.reference} to "
+            f"{assignment.proposal.call.title}.\n\n"
+            f"Sign in (or sign up with this email address), then follow this link. You are asked first "
+            f"whether you have a conflict of interest:\n{link}\n"
+        ),
+        [assignment.email],
+    )

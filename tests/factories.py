@@ -98,3 +98,144 @@ class AllocationFactory(factory.django.DjangoModelFactory):
     start_date = factory.LazyAttribute(lambda allocation: allocation.pool.valid_from)
     end_date = factory.LazyAttribute(lambda allocation: allocation.pool.valid_until)
     state = "active"
+
+
+# Calls and proposals ----------------------------------------------------------------------------------------
+
+HOUR = 3600
+
+
+class CallFactory(factory.django.DjangoModelFactory):
+    """An open call with two criteria; pass `pools=[...]` to say which pools (and so systems) it draws on."""
+
+    class Meta:
+        model = "programmes.Call"
+        skip_postgeneration_save = True
+
+    programme = factory.SubFactory(ProgrammeFactory)
+    title = factory.Sequence(lambda n: f"Call {n}")
+    slug = factory.Sequence(lambda n: f"call-{n}")
+    summary = "Open-source AI models trained in the open."
+    guidance = "Tell us what you will build and why it needs national GPU time."
+    opens_on = factory.LazyFunction(lambda: _first_of_this_year())
+    closes_on = factory.LazyAttribute(lambda call: call.opens_on.replace(year=call.opens_on.year + 1))
+    min_seconds = 100 * HOUR
+    max_seconds = 50_000 * HOUR
+    max_duration_months = 12
+
+    @factory.post_generation
+    def pools(self, create, extracted, **kwargs):
+        if create and extracted:
+            self.pools.add(*extracted)
+
+    @factory.post_generation
+    def criteria(self, create, extracted, **kwargs):
+        if not create:
+            return
+        from programmes.models import Criterion
+
+        for order, name in enumerate(extracted or ["Scientific excellence", "Need for national GPU time"]):
+            Criterion.objects.create(call=self, name=name, order=order)
+
+
+def complete_proposal(proposal, *, system, hours_per_run=100, runs=10):
+    """Fill every section of a draft so that it can be submitted."""
+    from datetime import date, timedelta
+
+    from programmes.models import ResourceRequest
+
+    proposal.title = proposal.title or "Training an open Welsh language model"
+    proposal.summary = "An open model for Welsh speakers."
+    proposal.research_field = "Natural language processing"
+    proposal.keywords = "Welsh, language models"
+    proposal.start_date = date.today() + timedelta(days=30)
+    proposal.duration_months = 6
+    proposal.case_for_support = "Nobody has trained one in the open."
+    proposal.data_statement = "Public web text under open licences."
+    proposal.ethics = "not_needed"
+    proposal.trusted_research_confirmed = True
+    from django.utils import timezone
+
+    proposal.terms_accepted_at = timezone.now()
+    proposal.save()
+    ResourceRequest.objects.update_or_create(
+        proposal=proposal,
+        system=system,
+        defaults={
+            "method": "Pre-training runs",
+            "runs": runs,
+            "seconds_per_run": hours_per_run * HOUR,
+            "gpus_per_job": 64,
+            "software": "PyTorch in Apptainer",
+        },
+    )
+    return proposal
+
+
+def make_proposal(*, call, pi, system, state="draft", title=""):
+    """A complete proposal in `state`, reached the way the portal would (directly written, for speed)."""
+    from programmes.models import Proposal
+
+    proposal = Proposal.objects.create(
+        call=call, pi=pi, title=title or "Training an open Welsh language model"
+    )
+    proposal.reference = f"AIRR-2026-{proposal.pk:05d}"
+    proposal.state = state
+    if state != "draft":
+        from django.utils import timezone
+
+        proposal.submitted_at = timezone.now()
+    proposal.save()
+    return complete_proposal(proposal, system=system)
+
+
+def bulk_proposals(*, call, system, count: int, reviewers, state="in_review"):
+    """`count` reviewed proposals in a few bulk inserts, for query-count tests and benchmarks.
+
+    Each reviewer scores every criterion of every proposal, with scores that vary by reviewer and proposal.
+    """
+    from datetime import date, timedelta
+
+    from django.utils import timezone
+
+    from programmes.models import Proposal, ResourceRequest, ReviewAssignment, Score
+
+    pi = UserFactory()
+    now = timezone.now()
+    proposals = Proposal.objects.bulk_create(
+        Proposal(call=call, pi=pi, state=state, title=f"Bulk proposal {n}", summary="S", submitted_at=now,
+                 start_date=date.today() + timedelta(days=30), duration_months=6)
+        for n in range(count)
+    )  # fmt: skip
+    if not proposals[0].pk:  # backends that do not return ids from bulk inserts
+        proposals = list(Proposal.objects.filter(call=call, title__startswith="Bulk proposal").order_by("pk"))
+    for proposal in proposals:
+        proposal.reference = f"AIRR-2026-{proposal.pk:05d}"
+    Proposal.objects.bulk_update(proposals, ["reference"])
+    ResourceRequest.objects.bulk_create(
+        ResourceRequest(
+            proposal=p, system=system, method="M", runs=10, seconds_per_run=100 * HOUR, gpus_per_job=8
+        )
+        for p in proposals
+    )
+    assignments = ReviewAssignment.objects.bulk_create(
+        ReviewAssignment(
+            proposal=p, reviewer=r, email=r.email, token=f"bulk-{p.pk}-{r.pk}", state="submitted"
+        )
+        for p in proposals
+        for r in reviewers
+    )
+    if not assignments[0].pk:
+        assignments = list(ReviewAssignment.objects.filter(proposal__in=proposals))
+    criteria = list(call.criteria.all())
+    Score.objects.bulk_create(
+        Score(
+            assignment=a,
+            criterion=c,
+            value=1 + (a.proposal_id * 7 + a.reviewer_id * 3 + c.pk) % 5,
+            comment="ok",
+        )
+        for a in assignments
+        for c in criteria
+    )
+    return proposals

@@ -2,6 +2,7 @@
 
 from django.urls import reverse
 
+from tests.programmes.proposal_routes import proposal_routes
 from tests.routes import FORBIDDEN, NOT_FOUND, OK, REDIRECT, UNAUTHORISED, Route, everyone, signed_in
 
 CREATED = 201
@@ -24,6 +25,10 @@ def admin_only(status: int = OK) -> dict[str, int]:
 
 def routes(world):
     programme = world.programme
+    return _programme_routes(world, programme) + proposal_routes(world)
+
+
+def _programme_routes(world, programme):
     return [
         Route("programmes:programme-list", reverse("programmes:programme-list"), director_or_admin()),
         Route(

@@ -1,0 +1,185 @@
+"""Awards: the director's decision commits hours from the pool in the same transaction as the state change;
+the PI accepts (the allocation runs) or declines (every hour returns to the pool)."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import connection
+
+from allocations import awards
+from allocations.models import Allocation, LedgerAccount
+from allocations.selectors import pool_figures
+from programmes.models import Decision, Proposal
+from programmes.proposals import ProposalStateError, add_months
+from tests.factories import HOUR, make_proposal
+from tests.postgres import requires_postgres
+
+State = Proposal.State
+
+
+def _in_review(call, system, pi, **kwargs):
+    return make_proposal(call=call, pi=pi, system=system, state=State.IN_REVIEW, **kwargs)
+
+
+def _award(proposal, pool, director, hours=None, end=None):
+    requested = proposal.resource_requests.get().seconds
+    return awards.award_proposal(
+        proposal=proposal,
+        pool=pool,
+        seconds=hours * HOUR if hours else requested,
+        start=proposal.start_date,
+        end=end or add_months(proposal.start_date, proposal.duration_months),
+        rationale="Excellent and feasible",
+        actor=director,
+    )
+
+
+@pytest.mark.django_db
+def test_an_award_in_full_commits_the_hours_and_moves_the_proposal_to_awarded(
+    call, pool, system, alice, director
+):
+    proposal = _in_review(call, system, alice)
+    allocation = _award(proposal, pool, director)
+    proposal.refresh_from_db()
+    assert proposal.state == State.AWARDED
+    assert proposal.decision.outcome == Decision.Outcome.AWARD_FULL
+    assert allocation.scheduler_account == f"airr-{proposal.pk:05d}"
+    assert LedgerAccount.objects.get(allocation=allocation).balance == 1000 * HOUR
+    assert pool_figures(pool).available == 9000 * HOUR
+    assert proposal.transitions.last().to_state == State.AWARDED
+
+
+@pytest.mark.django_db
+def test_fewer_hours_or_a_shorter_window_is_a_partial_award(call, pool, system, alice, bob, director):
+    fewer = _award(_in_review(call, system, alice), pool, director, hours=400)
+    assert fewer.proposal.decision.outcome == Decision.Outcome.AWARD_PART
+    assert LedgerAccount.objects.get(allocation=fewer).balance == 400 * HOUR
+    shorter = _in_review(call, system, bob)
+    allocation = _award(shorter, pool, director, end=shorter.start_date + timedelta(days=30))
+    assert allocation.proposal.decision.outcome == Decision.Outcome.AWARD_PART
+
+
+@pytest.mark.django_db
+def test_an_award_the_pool_cannot_cover_changes_nothing_and_says_why(call, pool, system, alice, director):
+    proposal = make_proposal(call=call, pi=alice, system=system, state=State.IN_REVIEW)
+    request = proposal.resource_requests.get()
+    request.runs = 200  # 200 × 100 = 20,000 GPU-hours; the pool holds 10,000
+    request.save()
+    with pytest.raises(ValidationError, match="more than the 10,000 GPU-hours available"):
+        _award(proposal, pool, director)
+    proposal.refresh_from_db()
+    assert proposal.state == State.IN_REVIEW
+    assert not Allocation.objects.filter(proposal=proposal).exists()
+    assert not Decision.objects.filter(proposal=proposal).exists()
+    assert pool_figures(pool).available == 10_000 * HOUR
+
+
+@pytest.mark.django_db
+def test_more_hours_than_requested_cannot_be_awarded(call, pool, system, alice, director):
+    with pytest.raises(ValidationError, match="at most"):
+        _award(_in_review(call, system, alice), pool, director, hours=5000)
+
+
+@pytest.mark.django_db
+def test_only_a_director_of_the_programme_may_award(call, pool, system, alice, bob):
+    with pytest.raises(PermissionDenied):
+        _award(_in_review(call, system, alice), pool, bob)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "state", [State.DRAFT, State.SUBMITTED, State.AWARDED, State.REJECTED, State.WITHDRAWN]
+)
+def test_only_a_proposal_in_review_can_be_awarded(call, pool, system, alice, director, state):
+    proposal = make_proposal(call=call, pi=alice, system=system, state=state)
+    with pytest.raises(ProposalStateError):
+        _award(proposal, pool, director)
+
+
+@pytest.mark.django_db
+def test_the_pi_accepts_and_the_allocation_becomes_active_on_its_start_date(
+    call, pool, system, alice, director, django_capture_on_commit_callbacks
+):
+    proposal = _in_review(call, system, alice)
+    allocation = _award(proposal, pool, director)
+    assert allocation.state == Allocation.State.SCHEDULED
+    with django_capture_on_commit_callbacks(execute=True):
+        awards.accept_award(proposal=proposal, actor=alice)
+    proposal.refresh_from_db()
+    allocation.refresh_from_db()
+    assert proposal.state == State.ACCEPTED
+    # The requested start is in the future: the allocation waits for it.
+    assert allocation.state == Allocation.State.SCHEDULED
+    assert any("accepted" in message.subject.lower() for message in mail.outbox)
+
+
+@pytest.mark.django_db
+def test_an_award_starting_today_is_active_once_accepted(call, pool, system, alice, director):
+    from django.utils import timezone
+
+    proposal = _in_review(call, system, alice)
+    proposal.start_date = timezone.localdate()
+    proposal.save()
+    allocation = _award(proposal, pool, director)
+    awards.accept_award(proposal=proposal, actor=alice)
+    allocation.refresh_from_db()
+    assert allocation.state == Allocation.State.ACTIVE
+
+
+@pytest.mark.django_db
+def test_declining_returns_every_hour_to_the_pool(call, pool, system, alice, director):
+    proposal = _in_review(call, system, alice)
+    allocation = _award(proposal, pool, director)
+    awards.decline_award(proposal=proposal, actor=alice)
+    proposal.refresh_from_db()
+    allocation.refresh_from_db()
+    assert proposal.state == State.DECLINED
+    assert allocation.state == Allocation.State.REVOKED
+    assert pool_figures(pool).available == 10_000 * HOUR
+
+
+@pytest.mark.django_db
+def test_only_the_pi_answers_an_award_and_only_once(call, pool, system, alice, bob, director):
+    proposal = _in_review(call, system, alice)
+    _award(proposal, pool, director)
+    with pytest.raises(PermissionDenied):
+        awards.accept_award(proposal=proposal, actor=bob)
+    awards.accept_award(proposal=proposal, actor=alice)
+    with pytest.raises(ProposalStateError):
+        awards.decline_award(proposal=proposal, actor=alice)
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_directors_deciding_the_same_proposal_at_once_cannot_both_succeed(
+    call, pool, system, alice, director
+):
+    from tests.factories import UserFactory
+
+    second = UserFactory()
+    call.programme.directors.add(second)
+    proposal = _in_review(call, system, alice)
+    barrier = threading.Barrier(2)
+    outcomes = []
+
+    def decide(actor):
+        try:
+            barrier.wait()
+            _award(Proposal.objects.get(pk=proposal.pk), pool, actor)
+            outcomes.append("awarded")
+        except ProposalStateError:
+            outcomes.append("refused")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=decide, args=(actor,)) for actor in (director, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["awarded", "refused"]
+    assert Allocation.objects.filter(proposal=proposal).count() == 1
+    assert pool_figures(pool).available == 9000 * HOUR
