@@ -278,23 +278,26 @@ class ProposalQuerySet(models.QuerySet):
             return self.none()
         if user.is_staff:
             return self.all()
-        not_draft = ~Q(state__in=[Proposal.State.DRAFT])
-        condition = (
+        submitted = ~Q(state=Proposal.State.DRAFT)
+        # Each way in is its own `IN (subquery)` rather than a join: no duplicate rows, so annotations and
+        # counts stay right, and the planner never multiplies the proposal table by members × reviewers.
+        members = ProposalMember.objects.filter(user=user, accepted_at__isnull=False)
+        assessed = ResourceRequest.objects.filter(system__assessors=user)
+        reviewing = ReviewAssignment.objects.filter(reviewer=user, conflict_declared=False)
+        return self.filter(
             Q(pi=user)
-            | Q(members__user=user, members__accepted_at__isnull=False)
-            | (Q(call__programme__directors=user) & not_draft)
-            | (Q(resource_requests__system__assessors=user) & not_draft)
-            | Q(review_assignments__reviewer=user, review_assignments__conflict_declared=False)
+            | Q(pk__in=members.values("proposal_id"))
+            | (Q(call__in=Call.objects.managed_by(user).values("pk")) & submitted)
+            | (Q(pk__in=assessed.values("proposal_id")) & submitted)
+            | Q(pk__in=reviewing.values("proposal_id"))
         )
-        # A subquery of ids keeps the outer query free of joins, so annotations and counts stay correct.
-        return self.filter(pk__in=Proposal.objects.filter(condition).values("pk"))
 
     def editable_by(self, user):
-        return (
-            self.visible_to(user)
-            .filter(Q(pi=user) | Q(members__user=user, members__accepted_at__isnull=False))
-            .distinct()
-        )
+        """The proposals whose team the user is on (PI or accepted co-investigator)."""
+        if not user.is_authenticated:
+            return self.none()
+        members = ProposalMember.objects.filter(user=user, accepted_at__isnull=False)
+        return self.filter(Q(pi=user) | Q(pk__in=members.values("proposal_id")))
 
 
 class Proposal(models.Model):

@@ -107,7 +107,7 @@ def proposal_list(request):
     user = request.user
     own = (
         Proposal.objects.visible_to(user)
-        .filter(pk__in=Proposal.objects.editable_by(user).values("pk"))
+        .filter(pk__in=Proposal.objects.editable_by(user))
         .select_related("call")
     )
     reviews = (

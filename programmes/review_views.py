@@ -29,6 +29,7 @@ from .proposals import ProposalStateError
 from .selectors import QUEUE_SORTS, call_ranking, director_queue
 
 QUEUE_PAGE_SIZE = 50
+DECISION_PAGE_SIZE = 100
 
 
 def _directed_proposal(request, pk) -> Proposal:
@@ -281,6 +282,10 @@ def call_decisions(request, slug):
     available = figures_for_pools(pools)[pool.pk].available if pool else 0
     rows = call_ranking(call, pool=pool, available=available) if pool else []
     cut_off = next((index for index, row in enumerate(rows) if not row.within_pool), None)
+    # The ranking and running totals cover the whole call; the page shows them a hundred at a time.
+    page = Paginator(rows, DECISION_PAGE_SIZE).get_page(request.GET.get("page"))
+    first = (page.number - 1) * DECISION_PAGE_SIZE
+    on_this_page = cut_off is not None and first <= cut_off < first + len(page)
     return render(
         request,
         "programmes/call_decisions.html",
@@ -289,8 +294,11 @@ def call_decisions(request, slug):
             "pools": pools,
             "pool": pool,
             "available": available,
-            "rows": rows,
-            "cut_off": cut_off,
+            "page": page,
+            "first_rank": first + 1,
+            "cut_off_here": cut_off - first if on_this_page else None,
+            "cut_off_page": cut_off // DECISION_PAGE_SIZE + 1 if cut_off is not None else None,
+            "query": request.GET.copy(),
         },
     )
 

@@ -7,7 +7,8 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from django.db.models import Avg, Count, F, Prefetch, Q, QuerySet
+from django.db.models import Avg, Count, F, Prefetch, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
 
 from .models import Call, Proposal, ResourceRequest, Score
 
@@ -106,6 +107,8 @@ def calibrate(scores: list[tuple[int, int, int]]) -> dict[int, tuple[float, floa
 def call_ranking(call: Call, *, pool, available: int) -> list[RankedProposal]:
     """The call's proposals in review (and those decided), best calibrated score first, with the running total
     of hours asked for on the pool's system and whether each still fits in the pool's available hours."""
+    # Only the columns the page shows, and the hours asked for on the pool's system summed in SQL: the
+    # page lists every proposal of the call, so per-row objects are what its time goes on.
     proposals = list(
         Proposal.objects.filter(
             call=call,
@@ -116,9 +119,15 @@ def call_ranking(call: Call, *, pool, available: int) -> list[RankedProposal]:
                 Proposal.State.REJECTED,
             ],
         )
-        .select_related("pi", "decision")
-        .prefetch_related(
-            Prefetch("resource_requests", queryset=ResourceRequest.objects.select_related("system"))
+        .only("pk", "reference", "title", "state", "submitted_at")
+        .annotate(
+            requested=Coalesce(
+                Sum(
+                    F("resource_requests__runs") * F("resource_requests__seconds_per_run"),
+                    filter=Q(resource_requests__system_id=pool.system_id),
+                ),
+                0,
+            )
         )
     )
     triples = list(
@@ -129,9 +138,8 @@ def call_ranking(call: Call, *, pool, available: int) -> list[RankedProposal]:
     figures = calibrate(triples)
     rows = []
     for proposal in proposals:
-        requested = sum(r.seconds for r in proposal.resource_requests.all() if r.system_id == pool.system_id)
         raw_mean, calibrated, count = figures.get(proposal.pk, (None, None, 0))
-        rows.append(RankedProposal(proposal, requested, raw_mean, calibrated, count))
+        rows.append(RankedProposal(proposal, proposal.requested, raw_mean, calibrated, count))
     # Unreviewed proposals go last; ties go to the earlier submission.
     rows.sort(
         key=lambda row: (
