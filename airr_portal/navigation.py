@@ -35,10 +35,14 @@ DESTINATIONS = [
 
 
 # Calls and proposals.
+def _directs_or_assesses(user) -> bool:
+    return _director_or_admin(user) or roles.is_technical_assessor(user)
+
+
 DESTINATIONS[1:1] = [
     Destination("Calls", "proposals:call-list", _everyone),
     Destination("Your proposals", "proposals:proposal-list", _signed_in),
-    Destination("Proposals to decide", "proposals:proposal-queue", _director_or_admin),
+    Destination("Proposal queue", "proposals:proposal-queue", _directs_or_assesses),
 ]
 
 

@@ -22,11 +22,12 @@ QUEUE_SORTS = {
 
 
 def director_queue(user, *, call=None, state=None, system=None, sort="-submitted") -> QuerySet:
-    """The submitted proposals a user may direct, with their raw mean score, filtered and sorted."""
+    """The submitted proposals a user directs or assesses, with their raw mean score, filtered and sorted."""
     proposals = Proposal.objects.visible_to(user)
     if not user.is_staff:
-        # Visible is wider than directed (a director may also be a reviewer or a PI elsewhere).
-        proposals = proposals.filter(call__in=Call.objects.managed_by(user))
+        # Visible is wider than the queue: a director or assessor may also review, or lead a proposal.
+        assessed = ResourceRequest.objects.filter(system__assessors=user).values("proposal_id")
+        proposals = proposals.filter(Q(call__in=Call.objects.managed_by(user)) | Q(pk__in=assessed))
     proposals = (
         proposals.exclude(state=Proposal.State.DRAFT)
         .select_related("call", "pi")

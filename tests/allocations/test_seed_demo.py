@@ -40,6 +40,19 @@ def test_seed_demo_creates_systems_programmes_and_one_user_per_role_and_can_run_
     assert builder_fund.ledger_account.balance == 160_000 * 3600
 
 
+@override_settings(DEBUG=True)
+def test_seed_demo_opens_a_funded_call_with_a_proposal_the_demo_reviewer_is_asked_to_review():
+    from programmes.models import Call, Proposal
+
+    call_command("seed_demo")
+    call_command("seed_demo")
+    call = Call.objects.get()
+    assert call.is_rolling and call.pools.count() == 1
+    proposal = Proposal.objects.get()
+    assert proposal.state == Proposal.State.IN_REVIEW
+    assert roles.is_reviewer(User.objects.get(email="reviewer@demo.airr.example"))
+
+
 @override_settings(DEBUG=False)
 def test_seed_demo_refuses_to_run_in_production():
     from django.core.management.base import CommandError

@@ -86,7 +86,7 @@ def proposal_routes(world):
             "proposals:proposal-start", url("proposal-start", call.slug), signed_in(REDIRECT), method="post"
         ),
         Route("proposals:proposal-list", url("proposal-list"), signed_in(OK)),
-        Route("proposals:proposal-queue", url("proposal-queue"), directors),
+        Route("proposals:proposal-queue", url("proposal-queue"), {**directors, "assessor": OK}),
         Route("proposals:proposal-detail", url("proposal-detail", in_review.pk), _statuses()),
         Route(
             "proposals:proposal-detail",

@@ -319,3 +319,17 @@ def test_the_queue_filters_by_state_and_sorts_by_score(client, call, system, ali
         reverse("proposals:proposal-queue"), {"state": "submitted", "sort": "score"}
     ).content.decode()
     assert submitted.reference in page and "Reviewed one" not in page
+
+
+def test_an_assessor_queue_lists_only_proposals_asking_for_their_system(client, call, system, alice, assessor):
+    from tests.factories import CallFactory, FundPoolFactory, SystemFactory
+
+    mine = make_proposal(call=call, pi=alice, system=system, state=State.SUBMITTED, title="On my system")
+    dawn = SystemFactory(slug="dawn", name="Dawn")
+    elsewhere = CallFactory(pools=[FundPoolFactory(system=dawn)])
+    make_proposal(call=elsewhere, pi=alice, system=dawn, state=State.SUBMITTED, title="On Dawn")
+    client.force_login(assessor)
+    page = client.get(reverse("proposals:proposal-queue")).content.decode()
+    assert mine.reference in page and "On Dawn" not in page
+    detail = client.get(_url("proposal-detail", mine)).content.decode()
+    assert "Assess<span" in detail

@@ -13,7 +13,8 @@ from django.db import transaction
 
 from airr_portal.demo import ensure_demo_users
 from allocations.ledger import deposit_to_pool, hours_to_seconds
-from programmes.models import FundPool, Programme, System
+from programmes import proposals
+from programmes.models import Call, Criterion, FundPool, Programme, Proposal, ResourceRequest, System
 from programmes.services import create_fund_pool
 
 SYSTEMS = [
@@ -84,6 +85,7 @@ class Command(BaseCommand):
         systems["isambard-ai"].assessors.add(users["technical assessor"])
 
         valid_from, valid_until = _current_financial_year()
+        pools = {}
         for programme_slug, system_slug, hours in POOLS:
             programme, system = programmes[programme_slug], systems[system_slug]
             name = f"{programme.name} — {system.name}"
@@ -98,6 +100,7 @@ class Command(BaseCommand):
                     unused_hours_policy=FundPool.UnusedHoursPolicy.RETURN,
                     actor=users["admin"],
                 )
+            pools[programme_slug] = pool
             deposit_to_pool(
                 pool=pool,
                 seconds=hours_to_seconds(hours),
@@ -105,9 +108,75 @@ class Command(BaseCommand):
                 reason=f"Demo funding for the {valid_from.year}–{valid_until.year % 100:02d} financial year",
                 idempotency_key=f"seed-demo:deposit:{programme_slug}:{system_slug}:{valid_from.year}",
             )
+        seed_calls_and_proposals(
+            programme=programmes["open-source-ai-builder-fund"],
+            system=systems["isambard-ai"],
+            pool=pools["open-source-ai-builder-fund"],
+            users=users,
+        )
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo data ready: {len(systems)} systems, {len(programmes)} programmes, {len(POOLS)} funded pools, "
                 f"{len(users)} demo users."
             )
         )
+
+
+# Calls and proposals ---------------------------------------------------------------------------------------
+
+DEMO_CALL_SLUG = "open-source-ai-builder-fund-rolling"
+
+
+def seed_calls_and_proposals(*, programme, system, pool, users) -> None:
+    """An open rolling call on the funded pool, and a demo proposal in review that the demo reviewer is asked to
+    score. Looked up by natural keys, so running it twice adds nothing."""
+    today = datetime.date.today()
+    call, created = Call.objects.get_or_create(
+        slug=DEMO_CALL_SLUG,
+        defaults={
+            "programme": programme,
+            "title": "Open-Source AI Builder Fund: rolling call",
+            "summary": "GPU time for teams building open-source AI models, tools and data sets.",
+            "guidance": "Tell us what you will build, why it must be open and why it needs national GPUs.",
+            "opens_on": pool.valid_from,
+            "closes_on": None,
+            "min_seconds": hours_to_seconds("500"),
+            "max_seconds": hours_to_seconds("50000"),
+            "max_duration_months": 12,
+        },
+    )
+    if created:
+        call.pools.add(pool)
+        criteria = ["Scientific and technical excellence", "Openness", "Need for national GPUs"]
+        for order, name in enumerate(criteria):
+            Criterion.objects.create(call=call, name=name, order=order)
+    if Proposal.objects.filter(call=call, pi=users["applicant"]).exists():
+        return
+    applicant, director = users["applicant"], users["programme director"]
+    proposal = proposals.create_proposal(call=call, pi=applicant, title="An open Welsh language model")
+    proposals.update_proposal(
+        proposal=proposal,
+        actor=applicant,
+        summary="An open large language model for Welsh speakers.",
+        research_field="Natural language processing",
+        keywords="Welsh, language models, open source",
+        start_date=today + datetime.timedelta(days=30),
+        duration_months=6,
+        case_for_support="No open model serves Welsh well; we will train one in the open.",
+        data_statement="Public Welsh web text and government translations under open licences.",
+        ethics="not_needed",
+        trusted_research_confirmed=True,
+    )
+    ResourceRequest.objects.create(
+        proposal=proposal,
+        system=system,
+        method="Pre-training a 7B model",
+        runs=10,
+        seconds_per_run=hours_to_seconds("1000"),
+        gpus_per_job=64,
+        software="PyTorch in Apptainer",
+    )
+    proposals.accept_terms(proposal=proposal, actor=applicant)
+    proposals.submit_proposal(proposal=proposal, actor=applicant)
+    proposals.confirm_eligibility(proposal=proposal, actor=director)
+    proposals.assign_reviewer(proposal=proposal, email=users["reviewer"].email, actor=director)
