@@ -5,7 +5,7 @@ Both issue a fixed number of queries whatever the number of proposals (tests ass
 
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django.db.models import Avg, Count, F, Prefetch, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
@@ -70,7 +70,6 @@ class RankedProposal:
     review_count: int
     running_total: int = 0
     within_pool: bool = False
-    reviewers: set = field(default_factory=set)
 
 
 def calibrate(scores: list[tuple[int, int, int]]) -> dict[int, tuple[float, float, int]]:

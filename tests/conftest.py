@@ -133,3 +133,9 @@ def _empty_cache():
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _uploads_go_to_a_temporary_folder(settings, tmp_path):
+    """Uploaded files (a proposal's PDF) land in the test's own folder, never in var/uploads."""
+    settings.MEDIA_ROOT = tmp_path / "uploads"
