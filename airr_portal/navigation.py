@@ -1,12 +1,12 @@
 """The service navigation: one list of destinations, each shown only to the roles that may use it.
 
-Later apps add their destinations here, so that the header and the permission tests read one list.
+Each app's destinations are listed here, so that the header and its tests read one list.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 
 from . import roles
 
@@ -22,27 +22,26 @@ def _everyone(user) -> bool:
     return True
 
 
+def _signed_in(user) -> bool:
+    return user.is_authenticated
+
+
 def _director_or_admin(user) -> bool:
     return roles.is_admin(user) or roles.is_programme_director(user)
 
 
-DESTINATIONS = [
-    Destination("Home", "home", _everyone),
-    Destination("Programmes", "programmes:programme-list", _director_or_admin),
-    Destination("Fund pools", "allocations:pool-list", _director_or_admin),
-    Destination("Admin site", "admin:index", roles.is_admin),
-]
-
-
-# Calls and proposals.
 def _directs_or_assesses(user) -> bool:
     return _director_or_admin(user) or roles.is_technical_assessor(user)
 
 
-DESTINATIONS[1:1] = [
+# The service name in the header already links home, so "Home" is not repeated here.
+DESTINATIONS = [
     Destination("Calls", "proposals:call-list", _everyone),
     Destination("Your proposals", "proposals:proposal-list", _signed_in),
     Destination("Proposal queue", "proposals:proposal-queue", _directs_or_assesses),
+    Destination("Programmes", "programmes:programme-list", _director_or_admin),
+    Destination("Fund pools", "allocations:pool-list", _director_or_admin),
+    Destination("Admin site", "admin:index", roles.is_admin),
 ]
 
 
@@ -52,10 +51,7 @@ def navigation_for(request) -> list[dict]:
     for destination in DESTINATIONS:
         if not destination.shown_to(user):
             continue
-        try:
-            url = reverse(destination.url_name)
-        except NoReverseMatch:
-            continue
+        url = reverse(destination.url_name)
         active = request.path == url if url == "/" else request.path.startswith(url)
         items.append({"label": destination.label, "url": url, "active": active})
     return items

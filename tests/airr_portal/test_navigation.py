@@ -13,11 +13,11 @@ def _navigation_labels(client):
 @pytest.mark.parametrize(
     ("role", "expected"),
     [
-        ("anonymous", ["Home"]),
-        ("applicant", ["Home"]),
-        ("assessor", ["Home"]),
-        ("director", ["Home", "Programmes", "Fund pools"]),
-        ("admin", ["Home", "Programmes", "Fund pools", "Admin site"]),
+        ("anonymous", ["Calls"]),
+        ("applicant", ["Calls", "Your proposals"]),
+        ("assessor", ["Calls", "Your proposals", "Proposal queue"]),
+        ("director", ["Calls", "Your proposals", "Proposal queue", "Programmes", "Fund pools"]),
+        ("admin", ["Calls", "Your proposals", "Proposal queue", "Programmes", "Fund pools", "Admin site"]),
     ],
 )
 def test_each_role_sees_only_its_destinations(client, make_persona, role, expected):
