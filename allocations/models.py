@@ -207,3 +207,276 @@ class LedgerEntry(models.Model):
     def __str__(self):
         return f"{self.amount:+d} s on {self.account}"
 
+
+# Usage: from the scheduler to the ledger ------------------------------------------------------------------
+# See DESIGN.md, "Usage: from the scheduler to the ledger". Ingest (allocations/usage/ingest.py) writes
+# IngestBatch, RejectedRow and JobRecord; reconciliation (allocations/usage/reconcile.py) turns JobRecords into
+# ledger charges and writes JobCharge, so every usage entry traces to its jobs.
+
+
+class IngestTokenQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(revoked_at__isnull=True)
+
+
+class IngestToken(models.Model):
+    """A cluster's key for posting its system's job records and reading its limits; it can do nothing else.
+
+    Only the SHA-256 of the key is stored: the key is shown once, when it is made.
+    """
+
+    system = models.ForeignKey(System, on_delete=models.PROTECT, related_name="ingest_tokens")
+    name = models.CharField(max_length=100, help_text="Where the token is used, e.g. 'slurmctld cron on login1'.")
+    prefix = models.CharField(max_length=12, help_text="The key's first characters, to recognise it by.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = IngestTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "pk"]
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…) for {self.system}"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+class IngestBatchQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        """Admins see every batch; a system's technical assessors (its operators) see their system's."""
+        if not user.is_authenticated:
+            return self.none()
+        if user.is_staff:
+            return self.all()
+        return self.filter(system__assessors=user)
+
+
+class IngestBatch(models.Model):
+    """One payload of job records as received, stored raw before it is parsed, with what came of its rows."""
+
+    class Source(models.TextChoices):
+        API = "api", "API"
+        COMMAND = "command", "Management command"
+        UPLOAD = "upload", "Upload page"
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", "Received"
+        INGESTED = "ingested", "Ingested"
+        FAILED = "failed", "Could not be read"
+
+    system = models.ForeignKey(System, on_delete=models.PROTECT, related_name="ingest_batches")
+    source = models.CharField(max_length=10, choices=Source.choices)
+    sha256 = models.CharField(max_length=64, help_text="Of the payload's bytes as received (after gzip).")
+    raw_path = models.CharField(max_length=300, help_text="The payload, gzip-compressed, under MEDIA_ROOT.")
+    size = models.BigIntegerField(default=0)
+    format = models.CharField(max_length=20, blank=True)
+    delimiter = models.CharField(max_length=4, blank=True)
+    columns = models.TextField(blank=True, help_text="Comma-separated column names for headerless payloads.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)
+    error = models.TextField(blank=True, help_text="Why the payload as a whole could not be read.")
+    new = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    unchanged = models.PositiveIntegerField(default=0)
+    unmatched = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    never_started = models.PositiveIntegerField(default=0)
+    skipped_steps = models.PositiveIntegerField(default=0)
+    skipped_pending = models.PositiveIntegerField(default=0)
+    token = models.ForeignKey(IngestToken, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    objects = IngestBatchQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-received_at", "-pk"]
+        constraints = [
+            # A byte-identical payload posted again is a no-op: it finds this batch and returns its counts.
+            models.UniqueConstraint(fields=["system", "sha256"], name="ingest_batch_once_per_payload"),
+        ]
+
+    def __str__(self):
+        return f"Batch {self.pk} for {self.system} ({self.received_at:%Y-%m-%d %H:%M})"
+
+    def counts(self) -> dict[str, int]:
+        return {
+            name: getattr(self, name)
+            for name in ("new", "updated", "unchanged", "unmatched", "rejected", "never_started")
+        }
+
+
+class RejectedRow(models.Model):
+    """A line of a batch that could not be read: kept with its line number and reason, for replay."""
+
+    batch = models.ForeignKey(IngestBatch, on_delete=models.CASCADE, related_name="rejected_rows")
+    line_number = models.PositiveIntegerField()
+    raw = models.TextField()
+    reason = models.TextField()
+    replayed_at = models.DateTimeField(null=True, blank=True)
+    replay_outcome = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["batch", "line_number"]
+
+    def __str__(self):
+        return f"Line {self.line_number} of batch {self.batch_id}: {self.reason}"
+
+
+class UsageSequence(models.Model):
+    """A system's change counter: every write to its job records takes the next number, under this row's lock.
+
+    Reconciliation reads records whose `changed_seq` is above its cursor. Because a writer holds this row's lock
+    until it commits, every committed number is below every uncommitted one, so the cursor never skips a record.
+    """
+
+    system = models.OneToOneField(System, on_delete=models.CASCADE, related_name="usage_sequence")
+    last_seq = models.BigIntegerField(default=0)
+
+
+class JobRecordQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        """Admins see all; the system's assessors their system's; holders and directors their allocations'."""
+        if not user.is_authenticated:
+            return self.none()
+        if user.is_staff:
+            return self.all()
+        return self.filter(
+            Q(system__assessors=user)
+            | Q(allocation__holder=user)
+            | Q(allocation__pool__programme__directors=user)
+        ).distinct()
+
+    def unmatched(self):
+        return self.filter(allocation__isnull=True)
+
+
+class JobRecord(models.Model):
+    """One run of one job as the scheduler reported it last: the unit that is charged.
+
+    Keyed by (system, JobIDRaw, Start), because a requeued job appears once per run. Jobs that never started
+    (Start None) are counted in their batch but not stored: they used nothing.
+    """
+
+    system = models.ForeignKey(System, on_delete=models.PROTECT, related_name="job_records")
+    job_id_raw = models.CharField(max_length=64)
+    start = models.DateTimeField()
+    job_id = models.CharField(max_length=64)
+    account = models.CharField(max_length=64, db_index=False)
+    user = models.CharField(max_length=64)
+    state = models.CharField(max_length=32)
+    submit = models.DateTimeField(null=True, blank=True)
+    end = models.DateTimeField(null=True, blank=True, help_text="Empty while the job is running.")
+    elapsed_seconds = models.BigIntegerField()
+    gpus = models.IntegerField()
+    job_name = models.CharField(max_length=200, blank=True)
+    gpu_seconds = models.BigIntegerField(help_text="What this run costs: GPUs × elapsed × charge factor, rounded.")
+    charged_seconds = models.BigIntegerField(default=0, help_text="What the ledger holds for it so far.")
+    allocation = models.ForeignKey(
+        Allocation, on_delete=models.PROTECT, null=True, blank=True, related_name="job_records"
+    )
+    is_outside_window = models.BooleanField(
+        default=False, help_text="Ran outside the allocation's dates: charged, and flagged for an operator."
+    )
+    changed_seq = models.BigIntegerField()
+    last_batch = models.ForeignKey(IngestBatch, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+
+    objects = JobRecordQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["system", "start", "job_id_raw"]
+        constraints = [
+            models.UniqueConstraint(fields=["system", "job_id_raw", "start"], name="job_record_one_per_run"),
+        ]
+        indexes = [
+            models.Index(fields=["system", "changed_seq"], name="job_record_changes"),
+            models.Index(fields=["system", "account"], name="job_record_account"),
+            models.Index(fields=["allocation", "start"], name="job_record_allocation"),
+        ]
+
+    def __str__(self):
+        return f"Job {self.job_id} on {self.system_id} from {self.start:%Y-%m-%d %H:%M}"
+
+    @property
+    def is_running(self) -> bool:
+        return self.end is None
+
+
+class ReconciliationCursor(models.Model):
+    """How far reconciliation has charged a system's job records; locked by the run that moves it."""
+
+    system = models.OneToOneField(System, on_delete=models.CASCADE, related_name="reconciliation_cursor")
+    reconciled_seq = models.BigIntegerField(default=0)
+
+
+class ReconciliationRun(models.Model):
+    """One pass that charged a system's changed job records to the ledger; the cause of its transactions."""
+
+    system = models.ForeignKey(System, on_delete=models.PROTECT, related_name="reconciliation_runs")
+    from_seq = models.BigIntegerField()
+    to_seq = models.BigIntegerField()
+    records = models.PositiveIntegerField(default=0)
+    allocations = models.PositiveIntegerField(default=0)
+    charged_seconds = models.BigIntegerField(default=0, help_text="Net GPU-seconds charged (refunds subtract).")
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-pk"]
+
+    def __str__(self):
+        return f"Reconciliation {self.pk} of {self.system} ({self.from_seq}–{self.to_seq})"
+
+
+class JobCharge(models.Model):
+    """One job's part of one usage transaction: the GPU-seconds it added (or gave back) in that run."""
+
+    run = models.ForeignKey(ReconciliationRun, on_delete=models.PROTECT, related_name="job_charges")
+    transaction = models.ForeignKey(LedgerTransaction, on_delete=models.PROTECT, related_name="job_charges")
+    job_record = models.ForeignKey(JobRecord, on_delete=models.PROTECT, related_name="charges")
+    seconds = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["pk"]
+
+
+class ThresholdNotice(models.Model):
+    """That an allocation's PI and team were told it passed a percentage used: the row makes it once only."""
+
+    allocation = models.ForeignKey(Allocation, on_delete=models.CASCADE, related_name="threshold_notices")
+    percent = models.PositiveSmallIntegerField()
+    used_seconds = models.BigIntegerField()
+    sent_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["allocation", "percent"]
+        constraints = [
+            models.UniqueConstraint(fields=["allocation", "percent"], name="threshold_notice_once"),
+        ]
+
+
+class UsageReport(models.Model):
+    """A cluster's own view of one account's usage (sshare/sreport), and its variance against the ledger."""
+
+    system = models.ForeignKey(System, on_delete=models.PROTECT, related_name="usage_reports")
+    account = models.CharField(max_length=64)
+    allocation = models.ForeignKey(
+        Allocation, on_delete=models.SET_NULL, null=True, blank=True, related_name="usage_reports"
+    )
+    reported_seconds = models.BigIntegerField(help_text="GPU-seconds the scheduler says the account used.")
+    ledger_seconds = models.BigIntegerField(help_text="GPU-seconds the ledger had charged when it was received.")
+    variance_seconds = models.BigIntegerField(help_text="Reported minus ledger.")
+    is_flagged = models.BooleanField(default=False, help_text="The variance is beyond the tolerance.")
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-received_at", "account"]

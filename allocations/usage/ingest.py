@@ -1,0 +1,494 @@
+"""Ingest sacct payloads: store each raw, read its rows, and record every job run once per (system, JobIDRaw, Start).
+
+Guarantees (DESIGN.md, "Usage: from the scheduler to the ledger"):
+- the payload is on disk, gzip-compressed, and its batch row committed before a single row is parsed;
+- a byte-identical payload for the same system is a no-op that returns the first batch and its counts;
+- every unreadable row is kept as a RejectedRow with its line number and reason, and never blocks the others;
+- a job record's `changed_seq` moves only when something about the job really changed, so reconciliation's
+  work follows new information, and ingesting the same rows again changes nothing.
+
+Nothing here touches the ledger: reconciliation (`reconcile.py`) charges what changed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import tempfile
+import zoneinfo
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import BinaryIO
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+
+from allocations.models import (
+    Allocation,
+    IngestBatch,
+    IngestToken,
+    JobRecord,
+    RejectedRow,
+    UsageSequence,
+)
+from programmes.models import System
+
+from .sacct import JobRow, SacctFormatError, iter_sacct
+
+GZIP_MAGIC = b"\x1f\x8b"
+CHUNK_ROWS = 5000
+# Column widths of JobRecord; a longer value is rejected with a reason rather than cut.
+_FIELD_LIMITS = {"job_id": 64, "job_id_raw": 64, "account": 64, "user": 64, "state": 32}
+JOB_NAME_LIMIT = 200
+
+
+class IngestError(ValueError):
+    """The payload as a whole cannot be ingested (it is still stored, with this message on its batch)."""
+
+
+@dataclass
+class IngestOutcome:
+    batch: IngestBatch
+    is_duplicate: bool
+
+    def as_dict(self) -> dict:
+        batch = self.batch
+        rejected = list(batch.rejected_rows.values("line_number", "reason")[:1000])
+        return {
+            "batch": batch.pk,
+            "duplicate": self.is_duplicate,
+            "status": batch.status,
+            "format": batch.format,
+            **batch.counts(),
+            "rejected_rows": rejected,
+        }
+
+
+# Receiving ------------------------------------------------------------------------------------------------
+
+
+def _store_raw(source: BinaryIO, *, system: System) -> tuple[str, str, int]:
+    """Copy the payload to MEDIA_ROOT/ingest/<system>/ gzip-compressed; return (path, sha256, size in bytes).
+
+    The hash is of the bytes as received, so the same gzip file or the same text is recognised when re-sent.
+    """
+    folder = Path(settings.MEDIA_ROOT) / "ingest" / system.slug
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    size = 0
+    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".partial")
+    with os.fdopen(handle, "wb") as out:
+        first = source.read(1 << 20)
+        is_gzip = first.startswith(GZIP_MAGIC)
+        sink = out if is_gzip else gzip.GzipFile(fileobj=out, mode="wb", compresslevel=1)
+        chunk = first
+        while chunk:
+            digest.update(chunk)
+            size += len(chunk)
+            sink.write(chunk)
+            chunk = source.read(1 << 20)
+        if sink is not out:
+            sink.close()
+    sha256 = digest.hexdigest()
+    final = folder / f"{sha256}.gz"
+    os.replace(temporary, final)
+    return str(final.relative_to(settings.MEDIA_ROOT)), sha256, size
+
+
+def receive_payload(
+    *,
+    system: System,
+    payload: bytes | BinaryIO,
+    source: str,
+    token: IngestToken | None = None,
+    uploaded_by=None,
+    delimiter: str | None = None,
+    columns: list[str] | None = None,
+) -> IngestOutcome:
+    """Store a payload raw and record its batch (committed on its own), or find the batch of the same bytes."""
+    stream = io.BytesIO(payload) if isinstance(payload, bytes | bytearray) else payload
+    raw_path, sha256, size = _store_raw(stream, system=system)
+    existing = IngestBatch.objects.filter(system=system, sha256=sha256).first()
+    if existing is not None:
+        return IngestOutcome(existing, is_duplicate=True)
+    try:
+        with transaction.atomic():
+            batch = IngestBatch.objects.create(
+                system=system,
+                source=source,
+                sha256=sha256,
+                raw_path=raw_path,
+                size=size,
+                delimiter=delimiter or "",
+                columns=",".join(columns or []),
+                token=token,
+                uploaded_by=uploaded_by,
+            )
+    except IntegrityError:
+        # The same bytes were posted concurrently and the other request recorded them first.
+        return IngestOutcome(IngestBatch.objects.get(system=system, sha256=sha256), is_duplicate=True)
+    return IngestOutcome(batch, is_duplicate=False)
+
+
+def open_raw(batch: IngestBatch) -> BinaryIO:
+    return gzip.open(Path(settings.MEDIA_ROOT) / batch.raw_path, "rb")
+
+
+def ingest_sacct(
+    *,
+    system: System,
+    payload: bytes | BinaryIO,
+    source: str,
+    token: IngestToken | None = None,
+    uploaded_by=None,
+    delimiter: str | None = None,
+    columns: list[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> IngestOutcome:
+    """Store a payload, then read and record its rows; a payload already received returns its first batch.
+
+    Raises IngestError when the payload as a whole cannot be read; the batch stays, marked failed.
+    """
+    outcome = receive_payload(
+        system=system,
+        payload=payload,
+        source=source,
+        token=token,
+        uploaded_by=uploaded_by,
+        delimiter=delimiter,
+        columns=columns,
+    )
+    if outcome.is_duplicate and outcome.batch.status != IngestBatch.Status.RECEIVED:
+        if outcome.batch.status == IngestBatch.Status.FAILED:
+            raise IngestError(outcome.batch.error)
+        return outcome
+    process_batch(batch=outcome.batch, progress=progress)
+    return outcome
+
+
+# Reading and recording ------------------------------------------------------------------------------------
+
+
+def next_change_seq(system: System) -> int:
+    """Take the system's next change number; the caller's transaction holds the counter's lock until commit."""
+    UsageSequence.objects.get_or_create(system=system)
+    sequence = UsageSequence.objects.select_for_update().get(system=system)
+    sequence.last_seq += 1
+    sequence.save(update_fields=["last_seq"])
+    return sequence.last_seq
+
+
+class _Matcher:
+    """Resolves a scheduler account to its allocation and says whether a run falls outside its window."""
+
+    def __init__(self, system: System):
+        self.tz = zoneinfo.ZoneInfo(system.time_zone or "UTC")
+        self.by_account = {
+            account: (pk, start, end)
+            for account, pk, start, end in Allocation.objects.filter(pool__system=system).values_list(
+                "scheduler_account", "pk", "start_date", "end_date"
+            )
+        }
+
+    def match(self, account: str, start, end) -> tuple[int | None, bool]:
+        found = self.by_account.get(account)
+        if found is None:
+            return None, False
+        pk, first_day, last_day = found
+        outside = (
+            start.astimezone(self.tz).date() < first_day
+            or (end or start).astimezone(self.tz).date() > last_day
+        )
+        return pk, outside
+
+
+def gpu_seconds_of(gpus: int, elapsed_seconds: int, charge_factor: Decimal) -> int:
+    """GPUs × elapsed × the system's charge factor, rounded half up once per job (DESIGN.md)."""
+    used = gpus * elapsed_seconds
+    if charge_factor == 1:
+        return used
+    return int((used * charge_factor).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def _too_long(row: JobRow) -> str | None:
+    for name, limit in _FIELD_LIMITS.items():
+        if len(getattr(row, name)) > limit:
+            return f"{name} is longer than {limit} characters"
+    return None
+
+
+@dataclass
+class _Counts:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    unmatched: int = 0
+    rejected: int = 0
+    never_started: int = 0
+
+
+def process_batch(*, batch: IngestBatch, progress: Callable[[int], None] | None = None) -> IngestBatch:
+    """Read a stored batch and record its rows in one transaction; safe to run again on the same batch."""
+    system = batch.system
+    tz = zoneinfo.ZoneInfo(system.time_zone or "UTC")
+    try:
+        with open_raw(batch) as raw:
+            source = _CountingReader(raw, progress) if progress else raw
+            try:
+                reader = iter_sacct(
+                    source,
+                    tz=UTC if tz.key == "UTC" else tz,
+                    delimiter=batch.delimiter or None,
+                    columns=batch.columns.split(",") if batch.columns else None,
+                )
+            except SacctFormatError as problem:
+                IngestBatch.objects.filter(pk=batch.pk).update(
+                    status=IngestBatch.Status.FAILED, error=str(problem)
+                )
+                batch.refresh_from_db()
+                raise IngestError(str(problem)) from None
+            with transaction.atomic():
+                seq = next_change_seq(system)
+                # A re-run of this batch (after a crash) starts its rejected rows afresh.
+                batch.rejected_rows.all().delete()
+                counts = _record_rows(batch=batch, rows=reader, seq=seq)
+                batch.format = reader.format
+                batch.skipped_steps = reader.skipped_steps
+                batch.skipped_pending = reader.skipped_pending
+                for name, value in vars(counts).items():
+                    setattr(batch, name, value)
+                batch.status = IngestBatch.Status.INGESTED
+                batch.error = ""
+                batch.save()
+    except (EOFError, OSError, gzip.BadGzipFile) as problem:
+        # A truncated or corrupt gzip body: the batch stays stored, marked as unreadable.
+        message = f"The gzip payload is truncated or corrupt ({problem})"
+        IngestBatch.objects.filter(pk=batch.pk).update(status=IngestBatch.Status.FAILED, error=message)
+        batch.refresh_from_db()
+        raise IngestError(message) from None
+    return batch
+
+
+class _CountingReader:
+    """A file wrapper that reports each chunk's size, for a progress bar over the uncompressed payload."""
+
+    def __init__(self, raw: BinaryIO, progress: Callable[[int], None]):
+        self.raw = raw
+        self.progress = progress
+
+    def __iter__(self):
+        for line in self.raw:
+            self.progress(len(line))
+            yield line
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.progress(len(data))
+        return data
+
+
+def _record_rows(*, batch: IngestBatch, rows: Iterable, seq: int) -> _Counts:
+    system = batch.system
+    matcher = _Matcher(system)
+    factor = Decimal(system.charge_factor)
+    counts = _Counts()
+    rejected: list[RejectedRow] = []
+    chunk: list[tuple] = []
+    store = _store_chunk_postgresql if connection.vendor == "postgresql" else _store_chunk_portable
+    staging = _Staging() if connection.vendor == "postgresql" else None
+    for row in rows:
+        if type(row) is not JobRow:
+            rejected.append(
+                RejectedRow(batch=batch, line_number=row.line_number, raw=row.raw, reason=row.reason)
+            )
+        elif row.start is None:
+            # It never ran (pending, or cancelled before starting): nothing to charge, nothing to store.
+            counts.never_started += 1
+        elif (problem := _too_long(row)) is not None:
+            rejected.append(
+                RejectedRow(batch=batch, line_number=row.line_number, raw=row.raw, reason=problem)
+            )
+        else:
+            allocation_id, outside = matcher.match(row.account, row.start, row.end)
+            if allocation_id is None:
+                counts.unmatched += 1
+            chunk.append(
+                (
+                    row.job_id_raw,
+                    row.start,
+                    row.job_id,
+                    row.account,
+                    row.user,
+                    row.state,
+                    row.submit,
+                    row.end,
+                    row.elapsed_seconds,
+                    row.gpus,
+                    row.job_name[:JOB_NAME_LIMIT],
+                    gpu_seconds_of(row.gpus, row.elapsed_seconds, factor),
+                    allocation_id,
+                    outside,
+                )
+            )
+        if len(chunk) >= CHUNK_ROWS:
+            store(chunk, batch=batch, seq=seq, counts=counts, staging=staging)
+            chunk = []
+        if len(rejected) >= CHUNK_ROWS:
+            RejectedRow.objects.bulk_create(rejected)
+            rejected = []
+    if chunk:
+        store(chunk, batch=batch, seq=seq, counts=counts, staging=staging)
+    if staging is not None:
+        staging.merge(batch=batch, seq=seq, counts=counts)
+    RejectedRow.objects.bulk_create(rejected)
+    counts.rejected = batch.rejected_rows.count()
+    return counts
+
+
+# The fields that, when they differ from the stored record, make it a change to reconcile.
+_COMPARED = (
+    "job_id",
+    "account",
+    "user",
+    "state",
+    "submit",
+    "end",
+    "elapsed_seconds",
+    "gpus",
+    "job_name",
+    "gpu_seconds",
+    "is_outside_window",
+)
+_COLUMNS = (
+    "job_id_raw",
+    "start",
+    "job_id",
+    "account",
+    "user",
+    "state",
+    "submit",
+    "end",
+    "elapsed_seconds",
+    "gpus",
+    "job_name",
+    "gpu_seconds",
+    "allocation_id",
+    "is_outside_window",
+)
+
+
+def _store_chunk_portable(chunk, *, batch, seq, counts, staging=None):
+    """Upsert through the ORM, a chunk at a time: the path for SQLite (and any database without COPY)."""
+    # The last report of a run in one payload wins, as it does across payloads.
+    by_key = {(values[0], values[1]): values for values in chunk}
+    counts.unchanged += len(chunk) - len(by_key)
+    existing = {
+        (record.job_id_raw, record.start): record
+        for record in JobRecord.objects.filter(system=batch.system, job_id_raw__in={key[0] for key in by_key})
+    }
+    created, changed = [], []
+    for key, values in by_key.items():
+        fields = dict(zip(_COLUMNS, values, strict=True))
+        record = existing.get(key)
+        if record is None:
+            created.append(JobRecord(system=batch.system, changed_seq=seq, last_batch=batch, **fields))
+            continue
+        if all(getattr(record, name) == fields[name] for name in _COMPARED) and not (
+            record.allocation_id is None and fields["allocation_id"] is not None
+        ):
+            counts.unchanged += 1
+            continue
+        for name in _COMPARED:
+            setattr(record, name, fields[name])
+        # Once matched, a record stays with its allocation: its charges are there.
+        record.allocation_id = record.allocation_id or fields["allocation_id"]
+        record.changed_seq = seq
+        record.last_batch = batch
+        changed.append(record)
+    JobRecord.objects.bulk_create(created, batch_size=1000)
+    JobRecord.objects.bulk_update(
+        changed, [*_COMPARED, "allocation_id", "changed_seq", "last_batch"], batch_size=1000
+    )
+    counts.new += len(created)
+    counts.updated += len(changed)
+
+
+def _store_chunk_postgresql(chunk, *, batch, seq, counts, staging):
+    staging.copy(chunk)
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return value.translate(_COPY_ESCAPES)
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+class _Staging:
+    """PostgreSQL's fast path: COPY rows into a temporary table, then merge them with one INSERT … ON CONFLICT.
+
+    COPY is the floor of what PostgreSQL can load; the merge is one set operation that inserts new runs,
+    updates only runs whose fields changed (so unchanged rows keep their change number) and counts both.
+    """
+
+    def __init__(self):
+        self.rows = 0
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                CREATE TEMPORARY TABLE IF NOT EXISTS usage_staging (
+                    line bigserial, job_id_raw text, start timestamptz, job_id text, account text, "user" text,
+                    state text, submit timestamptz, "end" timestamptz, elapsed_seconds bigint, gpus integer,
+                    job_name text, gpu_seconds bigint, allocation_id bigint, is_outside_window boolean
+                ) ON COMMIT DROP
+                """
+            )
+            cursor.execute("TRUNCATE usage_staging")
+
+    def copy(self, chunk) -> None:
+        text = "".join("\t".join(map(_copy_text, values)) + "\n" for values in chunk)
+        columns = ", ".join(f'"{name}"' for name in _COLUMNS)
+        with connection.cursor() as cursor:
+            cursor.cursor.copy_expert(f"COPY usage_staging ({columns}) FROM STDIN", io.StringIO(text))
+        self.rows += len(chunk)
+
+    def merge(self, *, batch, seq, counts) -> None:
+        table = JobRecord._meta.db_table
+        changed = " OR ".join(f'r."{name}" IS DISTINCT FROM EXCLUDED."{name}"' for name in _COMPARED)
+        updates = ", ".join(f'"{name}" = EXCLUDED."{name}"' for name in _COMPARED)
+        columns = ", ".join(f'"{name}"' for name in _COLUMNS)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                WITH merged AS (
+                    INSERT INTO {table} AS r (system_id, {columns}, charged_seconds, changed_seq, last_batch_id)
+                    SELECT DISTINCT ON (job_id_raw, start) %s, {columns}, 0, %s, %s
+                    FROM usage_staging ORDER BY job_id_raw, start, line DESC
+                    ON CONFLICT (system_id, job_id_raw, start) DO UPDATE SET {updates},
+                        allocation_id = COALESCE(r.allocation_id, EXCLUDED.allocation_id),
+                        changed_seq = EXCLUDED.changed_seq, last_batch_id = EXCLUDED.last_batch_id
+                    WHERE {changed} OR (r.allocation_id IS NULL AND EXCLUDED.allocation_id IS NOT NULL)
+                    RETURNING (xmax = 0) AS inserted
+                )
+                SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged
+                """,
+                [batch.system_id, seq, batch.pk],
+            )
+            new, updated = cursor.fetchone()
+            cursor.execute("DROP TABLE usage_staging")
+        counts.new += new
+        counts.updated += updated
+        counts.unchanged += self.rows - new - updated

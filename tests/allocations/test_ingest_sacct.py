@@ -1,0 +1,232 @@
+"""Ingesting sacct payloads: stored raw first, one record per run, rejected rows kept, counts that add up."""
+
+import gzip
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from allocations.models import IngestBatch, JobRecord, RejectedRow
+from allocations.usage.ingest import IngestError, ingest_sacct
+from tests.allocations.test_sacct_real_data import HABROK_COLUMNS, SNOWMAN, seconds_of, untyped_gpus
+from tests.allocations.usage_helpers import funded_allocation, payload, sacct_line, sacct_sample
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _media_in_tmp(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+def ingest(system, data, **options):
+    return ingest_sacct(system=system, payload=data, source="command", **options)
+
+
+def test_it_records_one_job_per_run_and_counts_new_rows(system):
+    funded_allocation(system)
+    outcome = ingest(system, payload(sacct_line(1, gpus=4), sacct_line(2, gpus=2, elapsed=60)))
+
+    assert outcome.batch.counts() == {
+        "new": 2,
+        "updated": 0,
+        "unchanged": 0,
+        "unmatched": 0,
+        "rejected": 0,
+        "never_started": 0,
+    }
+    assert sorted(JobRecord.objects.values_list("job_id", "gpu_seconds")) == [("1", 4 * 3600), ("2", 120)]
+
+
+def test_it_stores_the_payload_raw_and_compressed_before_reading_it(system):
+    data = payload(sacct_line(1))
+    outcome = ingest(system, data)
+
+    stored = Path(settings.MEDIA_ROOT) / outcome.batch.raw_path
+    assert gzip.decompress(stored.read_bytes()) == data
+    assert outcome.batch.size == len(data)
+
+
+def test_a_byte_identical_payload_is_a_no_op_that_returns_the_first_batch(system):
+    data = payload(sacct_line(1))
+    first = ingest(system, data)
+    second = ingest(system, data)
+
+    assert second.is_duplicate and second.batch.pk == first.batch.pk
+    assert IngestBatch.objects.count() == 1
+    assert JobRecord.objects.count() == 1
+
+
+def test_the_same_rows_in_a_new_payload_are_unchanged_and_keep_their_change_number(system):
+    ingest(system, payload(sacct_line(1), sacct_line(2)))
+    before = dict(JobRecord.objects.values_list("job_id", "changed_seq"))
+
+    outcome = ingest(system, payload(sacct_line(2), sacct_line(1), sacct_line(3)))
+
+    assert (outcome.batch.new, outcome.batch.updated, outcome.batch.unchanged) == (1, 0, 2)
+    after = dict(JobRecord.objects.values_list("job_id", "changed_seq"))
+    assert after["1"] == before["1"] and after["2"] == before["2"]
+    assert after["3"] > before["1"]
+
+
+def test_a_running_job_reported_again_when_it_ends_is_updated_not_duplicated(system):
+    ingest(system, payload(sacct_line(1, state="RUNNING", end="Unknown", elapsed=600)))
+    assert JobRecord.objects.get().is_running
+
+    outcome = ingest(system, payload(sacct_line(1, state="COMPLETED", elapsed=3600)))
+
+    assert (outcome.batch.new, outcome.batch.updated) == (0, 1)
+    record = JobRecord.objects.get()
+    assert (record.state, record.gpu_seconds, record.is_running) == ("COMPLETED", 3600, False)
+
+
+def test_a_requeued_job_is_one_record_per_start(system):
+    outcome = ingest(
+        system,
+        payload(
+            sacct_line(
+                7, state="REQUEUED", start="2026-03-01T10:00:00", end="2026-03-01T10:10:00", elapsed=600
+            ),
+            sacct_line(7, start="2026-03-01T11:00:00", end="2026-03-01T12:00:00", elapsed=3600),
+        ),
+    )
+
+    assert outcome.batch.new == 2
+    assert sorted(JobRecord.objects.values_list("gpu_seconds", flat=True)) == [600, 3600]
+
+
+def test_a_job_that_never_started_is_counted_but_not_recorded(system):
+    outcome = ingest(
+        system, payload(sacct_line(1, state="CANCELLED by 1234", start="None", end="None", elapsed=0))
+    )
+
+    assert (outcome.batch.never_started, outcome.batch.new) == (1, 0)
+    assert not JobRecord.objects.exists()
+
+
+def test_usage_for_an_account_no_allocation_owns_is_recorded_as_unmatched(system):
+    allocation = funded_allocation(system, account="airr-00001")
+    outcome = ingest(system, payload(sacct_line(1, account="airr-00001"), sacct_line(2, account="nobody")))
+
+    assert (outcome.batch.new, outcome.batch.unmatched) == (2, 1)
+    assert dict(JobRecord.objects.values_list("account", "allocation")) == {
+        "airr-00001": allocation.pk,
+        "nobody": None,
+    }
+
+
+def test_a_job_outside_the_allocation_window_is_recorded_and_flagged(system):
+    allocation = funded_allocation(system)
+    late = allocation.end_date.replace(year=allocation.end_date.year + 1)
+    ingest(system, payload(sacct_line(1, start=f"{late}T10:00:00", end=f"{late}T11:00:00")))
+
+    record = JobRecord.objects.get()
+    assert record.is_outside_window and record.allocation == allocation
+
+
+def test_the_charge_factor_is_applied_once_per_job_and_rounded(system):
+    system.charge_factor = "1.5"
+    system.save()
+    ingest(system, payload(sacct_line(1, gpus=1, elapsed=3)))
+
+    assert JobRecord.objects.get().gpu_seconds == 5  # 4.5 rounds half up once, not per GPU
+
+
+def test_gzip_payloads_are_read(system):
+    outcome = ingest(system, gzip.compress(payload(sacct_line(1), sacct_line(2))))
+
+    assert outcome.batch.new == 2
+
+
+BAD_LINES = {
+    "truncated": (
+        "1|1|isambard-ai|airr-00001|alice|COMPLETED|2026-03-01T09:00:00|2026",
+        "expected 12 fields",
+    ),
+    "bad date": (sacct_line(2, start="yesterday"), "Start 'yesterday' is not a date and time"),
+    "negative elapsed": (sacct_line(3, elapsed=-5), "ElapsedRaw '-5' is not a whole number"),
+    "huge elapsed": (sacct_line(4, elapsed=10**30), "ElapsedRaw"),
+    "bad tres": (sacct_line(5).replace("gres/gpu=1", "gres/gpu=lots"), "gres/gpu"),
+}
+
+
+def test_bad_rows_are_kept_with_line_numbers_and_reasons_and_do_not_block_good_ones(system):
+    bad = [line for line, _ in BAD_LINES.values()]
+    data = payload(sacct_line(100), *bad, sacct_line(101, name="a|name|with|pipes")) + b"\xff\xfe|broken\n"
+    outcome = ingest(system, data)
+
+    rejected = list(RejectedRow.objects.order_by("line_number").values_list("line_number", "reason"))
+    assert [number for number, _ in rejected] == [3, 4, 5, 6, 7, 9]
+    for (_, expected), (_, reason) in zip(BAD_LINES.values(), rejected, strict=False):
+        assert expected in reason
+    assert rejected[-1][1] == "the line is not valid UTF-8"
+    assert (outcome.batch.new, outcome.batch.rejected) == (2, 6)
+    assert JobRecord.objects.get(job_id="101").job_name == "a|name|with|pipes"
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty"),
+        (b"JobID|State\n1|COMPLETED\n", "lacks required columns"),
+        (b"\x1f\x8b\x08\x00garbage", "gzip"),
+    ],
+)
+def test_an_unreadable_payload_is_stored_and_refused_with_a_reason(system, data, message):
+    with pytest.raises(IngestError, match=message):
+        ingest(system, data)
+
+    batch = IngestBatch.objects.get()
+    assert batch.status == "failed" and message in batch.error
+
+
+def test_a_failed_payload_loses_nothing_accepted_earlier(system):
+    ingest(system, payload(sacct_line(1)))
+    with pytest.raises(IngestError):
+        ingest(system, b"JobID|State\n2|COMPLETED\n")
+
+    assert list(JobRecord.objects.values_list("job_id", flat=True)) == ["1"]
+
+
+def habrok_with_accounts() -> bytes:
+    """The real Habrok file with an Account column added (it has none): one account per user."""
+    lines = sacct_sample("habrok-hb-jobinfo-sacct.txt").read_text(encoding="utf-8").split("\n")
+    return "\n".join(
+        f"{line}acct-{line.split(SNOWMAN)[2]}{SNOWMAN}" if line else line for line in lines
+    ).encode()
+
+
+def expected_habrok_seconds() -> dict[str, int]:
+    """Per-account GPU-seconds worked out here from the rules, straight from the file's fields."""
+    text = sacct_sample("habrok-hb-jobinfo-sacct.txt").read_text(encoding="utf-8")
+    expected = defaultdict(int)
+    for line in filter(None, text.split("\n")):
+        fields = line.split(SNOWMAN)
+        is_step = "." in fields[0]
+        never_ran = fields[10] in ("None", "Unknown")
+        if not is_step and not never_ran:
+            expected[f"acct-{fields[2]}"] += untyped_gpus(fields[22]) * seconds_of(fields[13])
+    return dict(expected)
+
+
+def test_the_real_habrok_file_records_the_gpu_seconds_worked_out_from_its_fields(system):
+    outcome = ingest(system, habrok_with_accounts(), columns=[*HABROK_COLUMNS, "Account"])
+
+    recorded = defaultdict(int)
+    for account, seconds in JobRecord.objects.values_list("account", "gpu_seconds"):
+        recorded[account] += seconds
+    assert dict(recorded) == expected_habrok_seconds()
+    assert sum(recorded.values()) == 793_454
+    assert (outcome.batch.new, outcome.batch.never_started, outcome.batch.rejected) == (90, 10, 0)
+    assert outcome.batch.skipped_steps == 142
+    assert JobRecord.objects.filter(end__isnull=True).count() == 3
+
+
+def test_ingesting_the_real_habrok_file_twice_in_another_payload_changes_nothing(system):
+    data = habrok_with_accounts()
+    ingest(system, data, columns=[*HABROK_COLUMNS, "Account"])
+    again = ingest(system, gzip.compress(data), columns=[*HABROK_COLUMNS, "Account"])
+
+    assert not again.is_duplicate
+    assert (again.batch.new, again.batch.updated, again.batch.unchanged) == (0, 0, 90)

@@ -1,0 +1,63 @@
+"""Helpers for the usage tests: sacct text written here, so each test shows the rows it feeds in."""
+
+from pathlib import Path
+
+import pytest
+
+from allocations import ledger
+from tests.factories import AllocationFactory, FundPoolFactory
+
+HEADER = "JobID|JobIDRaw|Cluster|Account|User|State|Submit|Start|End|ElapsedRaw|AllocTRES|JobName"
+HOUR = 3600
+
+
+def sacct_line(
+    job_id,
+    *,
+    account="airr-00001",
+    user="alice",
+    state="COMPLETED",
+    start="2026-03-01T10:00:00",
+    end="2026-03-01T11:00:00",
+    elapsed=3600,
+    gpus=1,
+    name="train",
+    job_id_raw=None,
+):
+    tres = f"billing=1,cpu=8,gres/gpu={gpus},node=1" if gpus is not None else "billing=1,cpu=8,node=1"
+    raw = job_id_raw or str(job_id).split("_")[0].split("+")[0]
+    return (
+        f"{job_id}|{raw}|isambard-ai|{account}|{user}|{state}|2026-03-01T09:00:00|{start}|{end}|{elapsed}|"
+        f"{tres}|{name}"
+    )
+
+
+def payload(*lines: str) -> bytes:
+    return ("\n".join([HEADER, *lines]) + "\n").encode()
+
+
+def funded_allocation(system, *, account="airr-00001", hours=100, **options):
+    pool = FundPoolFactory(system=system, **options.pop("pool_options", {}))
+    ledger.deposit_to_pool(
+        pool=pool,
+        seconds=10 * hours * HOUR,
+        actor=None,
+        reason="Budget",
+        idempotency_key=f"deposit-{pool.pk}",
+    )
+    allocation = AllocationFactory(pool=pool, scheduler_account=account, **options)
+    ledger.commit_to_allocation(
+        allocation=allocation,
+        seconds=hours * HOUR,
+        actor=None,
+        reason="Award",
+        idempotency_key=f"commit-{allocation.pk}",
+    )
+    return allocation
+
+
+def sacct_sample(name: str) -> Path:
+    directory = Path(__file__).resolve().parents[3] / "shared" / "data" / "sacct"
+    if not directory.is_dir():
+        pytest.skip(f"the real sacct samples are not beside the clone (looked in {directory})")
+    return directory / name
