@@ -55,3 +55,15 @@ def navigation_for(request) -> list[dict]:
         active = request.path == url if url == "/" else request.path.startswith(url)
         items.append({"label": destination.label, "url": url, "active": active})
     return items
+
+
+# Usage (allocations/usage): operators are admins and the systems' technical assessors; everyone signed in may
+# have allocations to watch.
+def _usage_operator(user) -> bool:
+    return roles.is_admin(user) or roles.is_technical_assessor(user)
+
+
+DESTINATIONS += [
+    Destination("Allocations", "usage:allocation-list", _signed_in),
+    Destination("Usage", "usage:batch-list", _usage_operator),
+]

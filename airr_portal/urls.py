@@ -32,3 +32,6 @@ urlpatterns = [
 
 handler404 = "airr_portal.errors.page_not_found"
 handler500 = "airr_portal.errors.server_error"
+
+# Usage: operators' and PIs' pages (allocations/usage).
+urlpatterns += [path("usage/", include("allocations.usage.urls"))]

@@ -605,3 +605,40 @@ def revoke_allocation(
         idempotency_key=idempotency_key,
         effective_at=effective_at,
     )
+
+
+# Usage reconciliation -------------------------------------------------------------------------------------
+
+
+def lock_usage_accounts(*, allocations: Iterable[Allocation]) -> None:
+    """Lock the accounts a reconciliation run will charge, all at once and in the module's order.
+
+    A run charges many allocations inside one database transaction; locking them one by one as it goes would
+    take an allocation's lock after the consumed sink's, against the order every other service follows.
+    Must be called inside the caller's transaction, which then holds the locks until it commits.
+    """
+    allocations = list(allocations)
+    if not allocations:
+        return
+    accounts = [allocation_account(allocation) for allocation in allocations]
+    systems = {allocation.pool.system_id: allocation.pool.system for allocation in allocations}
+    accounts += [sink_account(system, Kind.CONSUMED) for system in systems.values()]
+    _lock(accounts)
+
+
+def usage_and_commitments(allocation_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """(GPU-seconds used net of refunds and adjustments, GPU-seconds committed) per allocation id."""
+    totals = {pk: [0, 0] for pk in allocation_ids}
+    rows = (
+        LedgerEntry.objects.filter(
+            account__allocation__in=list(totals), transaction__type__in=(*USAGE_TYPES, Type.COMMIT)
+        )
+        .values_list("account__allocation", "transaction__type")
+        .annotate(total=Sum("amount"))
+    )
+    for allocation_id, type_, total in rows:
+        if type_ == Type.COMMIT:
+            totals[allocation_id][1] += total
+        else:
+            totals[allocation_id][0] -= total
+    return {pk: (used, committed) for pk, (used, committed) in totals.items()}

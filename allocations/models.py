@@ -210,8 +210,8 @@ class LedgerEntry(models.Model):
 
 # Usage: from the scheduler to the ledger ------------------------------------------------------------------
 # See DESIGN.md, "Usage: from the scheduler to the ledger". Ingest (allocations/usage/ingest.py) writes
-# IngestBatch, RejectedRow and JobRecord; reconciliation (allocations/usage/reconcile.py) turns JobRecords into
-# ledger charges and writes JobCharge, so every usage entry traces to its jobs.
+# IngestBatch, RejectedRow and JobRecord; reconciliation (allocations/usage/reconcile.py) turns JobRecords
+# into ledger charges and writes JobCharge, so every usage entry traces to its jobs.
 
 
 class IngestTokenQuerySet(models.QuerySet):
@@ -226,7 +226,9 @@ class IngestToken(models.Model):
     """
 
     system = models.ForeignKey(System, on_delete=models.PROTECT, related_name="ingest_tokens")
-    name = models.CharField(max_length=100, help_text="Where the token is used, e.g. 'slurmctld cron on login1'.")
+    name = models.CharField(
+        max_length=100, help_text="Where the token is used, e.g. 'slurmctld cron on login1'."
+    )
     prefix = models.CharField(max_length=12, help_text="The key's first characters, to recognise it by.")
     key_hash = models.CharField(max_length=64, unique=True)
     created_by = models.ForeignKey(
@@ -335,12 +337,15 @@ class RejectedRow(models.Model):
 class UsageSequence(models.Model):
     """A system's change counter: every write to its job records takes the next number, under this row's lock.
 
-    Reconciliation reads records whose `changed_seq` is above its cursor. Because a writer holds this row's lock
-    until it commits, every committed number is below every uncommitted one, so the cursor never skips a record.
+    Reconciliation reads records whose `changed_seq` is above its cursor. Because a writer holds this row's
+    lock until it commits, every committed number is below every uncommitted one: the cursor never skips one.
     """
 
     system = models.OneToOneField(System, on_delete=models.CASCADE, related_name="usage_sequence")
     last_seq = models.BigIntegerField(default=0)
+
+    def __str__(self):
+        return f"Usage changes of system {self.system_id}: {self.last_seq}"
 
 
 class JobRecordQuerySet(models.QuerySet):
@@ -379,7 +384,9 @@ class JobRecord(models.Model):
     elapsed_seconds = models.BigIntegerField()
     gpus = models.IntegerField()
     job_name = models.CharField(max_length=200, blank=True)
-    gpu_seconds = models.BigIntegerField(help_text="What this run costs: GPUs × elapsed × charge factor, rounded.")
+    gpu_seconds = models.BigIntegerField(
+        help_text="What this run costs: GPUs × elapsed × charge factor, rounded."
+    )
     charged_seconds = models.BigIntegerField(default=0, help_text="What the ledger holds for it so far.")
     allocation = models.ForeignKey(
         Allocation, on_delete=models.PROTECT, null=True, blank=True, related_name="job_records"
@@ -388,7 +395,9 @@ class JobRecord(models.Model):
         default=False, help_text="Ran outside the allocation's dates: charged, and flagged for an operator."
     )
     changed_seq = models.BigIntegerField()
-    last_batch = models.ForeignKey(IngestBatch, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    last_batch = models.ForeignKey(
+        IngestBatch, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
 
     objects = JobRecordQuerySet.as_manager()
 
@@ -417,6 +426,9 @@ class ReconciliationCursor(models.Model):
     system = models.OneToOneField(System, on_delete=models.CASCADE, related_name="reconciliation_cursor")
     reconciled_seq = models.BigIntegerField(default=0)
 
+    def __str__(self):
+        return f"Reconciled system {self.system_id} up to change {self.reconciled_seq}"
+
 
 class ReconciliationRun(models.Model):
     """One pass that charged a system's changed job records to the ledger; the cause of its transactions."""
@@ -426,7 +438,9 @@ class ReconciliationRun(models.Model):
     to_seq = models.BigIntegerField()
     records = models.PositiveIntegerField(default=0)
     allocations = models.PositiveIntegerField(default=0)
-    charged_seconds = models.BigIntegerField(default=0, help_text="Net GPU-seconds charged (refunds subtract).")
+    charged_seconds = models.BigIntegerField(
+        default=0, help_text="Net GPU-seconds charged (refunds subtract)."
+    )
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField()
 
@@ -448,6 +462,9 @@ class JobCharge(models.Model):
     class Meta:
         ordering = ["pk"]
 
+    def __str__(self):
+        return f"{self.seconds:+d} s for job record {self.job_record_id} in run {self.run_id}"
+
 
 class ThresholdNotice(models.Model):
     """That an allocation's PI and team were told it passed a percentage used: the row makes it once only."""
@@ -463,6 +480,9 @@ class ThresholdNotice(models.Model):
             models.UniqueConstraint(fields=["allocation", "percent"], name="threshold_notice_once"),
         ]
 
+    def __str__(self):
+        return f"{self.percent}% notice for allocation {self.allocation_id}"
+
 
 class UsageReport(models.Model):
     """A cluster's own view of one account's usage (sshare/sreport), and its variance against the ledger."""
@@ -473,10 +493,15 @@ class UsageReport(models.Model):
         Allocation, on_delete=models.SET_NULL, null=True, blank=True, related_name="usage_reports"
     )
     reported_seconds = models.BigIntegerField(help_text="GPU-seconds the scheduler says the account used.")
-    ledger_seconds = models.BigIntegerField(help_text="GPU-seconds the ledger had charged when it was received.")
+    ledger_seconds = models.BigIntegerField(
+        help_text="GPU-seconds the ledger had charged when it was received."
+    )
     variance_seconds = models.BigIntegerField(help_text="Reported minus ledger.")
     is_flagged = models.BooleanField(default=False, help_text="The variance is beyond the tolerance.")
     received_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-received_at", "account"]
+
+    def __str__(self):
+        return f"{self.account}: {self.variance_seconds:+d} s against the ledger"

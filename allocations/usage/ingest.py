@@ -1,4 +1,4 @@
-"""Ingest sacct payloads: store each raw, read its rows, and record every job run once per (system, JobIDRaw, Start).
+"""Ingest sacct payloads: store each raw, read its rows, record each run once per (system, JobIDRaw, Start).
 
 Guarantees (DESIGN.md, "Usage: from the scheduler to the ledger"):
 - the payload is on disk, gzip-compressed, and its batch row committed before a single row is parsed;
@@ -110,7 +110,7 @@ def receive_payload(
     delimiter: str | None = None,
     columns: list[str] | None = None,
 ) -> IngestOutcome:
-    """Store a payload raw and record its batch (committed on its own), or find the batch of the same bytes."""
+    """Store a payload raw and record its batch (committed on its own), or find the batch of those bytes."""
     stream = io.BytesIO(payload) if isinstance(payload, bytes | bytearray) else payload
     raw_path, sha256, size = _store_raw(stream, system=system)
     existing = IngestBatch.objects.filter(system=system, sha256=sha256).first()
@@ -175,7 +175,7 @@ def ingest_sacct(
 
 
 def next_change_seq(system: System) -> int:
-    """Take the system's next change number; the caller's transaction holds the counter's lock until commit."""
+    """Take the system's next change number; the caller's transaction holds the lock until it commits."""
     UsageSequence.objects.get_or_create(system=system)
     sequence = UsageSequence.objects.select_for_update().get(system=system)
     sequence.last_seq += 1
@@ -254,6 +254,10 @@ def process_batch(*, batch: IngestBatch, progress: Callable[[int], None] | None 
                 raise IngestError(str(problem)) from None
             with transaction.atomic():
                 seq = next_change_seq(system)
+                # Under the sequence lock: if another process read this batch meanwhile, keep its counts.
+                if IngestBatch.objects.get(pk=batch.pk).status != IngestBatch.Status.RECEIVED:
+                    batch.refresh_from_db()
+                    return batch
                 # A re-run of this batch (after a crash) starts its rejected rows afresh.
                 batch.rejected_rows.all().delete()
                 counts = _record_rows(batch=batch, rows=reader, seq=seq)
@@ -292,7 +296,10 @@ class _CountingReader:
         return data
 
 
-def _record_rows(*, batch: IngestBatch, rows: Iterable, seq: int) -> _Counts:
+def _record_rows(
+    *, batch: IngestBatch, rows: Iterable, seq: int, on_rejected: Callable | None = None
+) -> _Counts:
+    """Store a batch's rows under change number `seq`; rejected rows go to `on_rejected` when given."""
     system = batch.system
     matcher = _Matcher(system)
     factor = Decimal(system.charge_factor)
@@ -303,6 +310,9 @@ def _record_rows(*, batch: IngestBatch, rows: Iterable, seq: int) -> _Counts:
     staging = _Staging() if connection.vendor == "postgresql" else None
     for row in rows:
         if type(row) is not JobRow:
+            if on_rejected is not None:
+                on_rejected(row.line_number, row.reason)
+                continue
             rejected.append(
                 RejectedRow(batch=batch, line_number=row.line_number, raw=row.raw, reason=row.reason)
             )
@@ -310,6 +320,9 @@ def _record_rows(*, batch: IngestBatch, rows: Iterable, seq: int) -> _Counts:
             # It never ran (pending, or cancelled before starting): nothing to charge, nothing to store.
             counts.never_started += 1
         elif (problem := _too_long(row)) is not None:
+            if on_rejected is not None:
+                on_rejected(row.line_number, problem)
+                continue
             rejected.append(
                 RejectedRow(batch=batch, line_number=row.line_number, raw=row.raw, reason=problem)
             )
@@ -346,7 +359,7 @@ def _record_rows(*, batch: IngestBatch, rows: Iterable, seq: int) -> _Counts:
     if staging is not None:
         staging.merge(batch=batch, seq=seq, counts=counts)
     RejectedRow.objects.bulk_create(rejected)
-    counts.rejected = batch.rejected_rows.count()
+    counts.rejected = batch.rejected_rows.filter(replayed_at__isnull=True).count()
     return counts
 
 
@@ -438,7 +451,7 @@ def _copy_text(value) -> str:
 
 
 class _Staging:
-    """PostgreSQL's fast path: COPY rows into a temporary table, then merge them with one INSERT … ON CONFLICT.
+    """The PostgreSQL path: COPY rows into a temporary table, then merge them in one INSERT … ON CONFLICT.
 
     COPY is the floor of what PostgreSQL can load; the merge is one set operation that inserts new runs,
     updates only runs whose fields changed (so unchanged rows keep their change number) and counts both.
@@ -450,7 +463,8 @@ class _Staging:
             cursor.execute(
                 """
                 CREATE TEMPORARY TABLE IF NOT EXISTS usage_staging (
-                    line bigserial, job_id_raw text, start timestamptz, job_id text, account text, "user" text,
+                    line bigserial, job_id_raw text, start timestamptz, job_id text, account text,
+                    "user" text,
                     state text, submit timestamptz, "end" timestamptz, elapsed_seconds bigint, gpus integer,
                     job_name text, gpu_seconds bigint, allocation_id bigint, is_outside_window boolean
                 ) ON COMMIT DROP
@@ -471,10 +485,12 @@ class _Staging:
         updates = ", ".join(f'"{name}" = EXCLUDED."{name}"' for name in _COMPARED)
         columns = ", ".join(f'"{name}"' for name in _COLUMNS)
         with connection.cursor() as cursor:
+            # Table and column names come from the model; every value is a parameter.
             cursor.execute(
                 f"""
                 WITH merged AS (
-                    INSERT INTO {table} AS r (system_id, {columns}, charged_seconds, changed_seq, last_batch_id)
+                    INSERT INTO {table} AS r
+                        (system_id, {columns}, charged_seconds, changed_seq, last_batch_id)
                     SELECT DISTINCT ON (job_id_raw, start) %s, {columns}, 0, %s, %s
                     FROM usage_staging ORDER BY job_id_raw, start, line DESC
                     ON CONFLICT (system_id, job_id_raw, start) DO UPDATE SET {updates},
@@ -484,7 +500,7 @@ class _Staging:
                     RETURNING (xmax = 0) AS inserted
                 )
                 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged
-                """,
+                """,  # noqa: S608
                 [batch.system_id, seq, batch.pk],
             )
             new, updated = cursor.fetchone()

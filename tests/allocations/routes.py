@@ -102,3 +102,107 @@ def routes(world):
             api=True,
         ),
     ]
+
+
+# Usage: the cluster's endpoints and the operators' pages (allocations/usage) --------------------------------
+
+_fund_pool_routes = routes
+
+
+def _usage_api(admin: int) -> dict[str, int]:
+    # The cluster's endpoints accept only an ingest token (tested in test_usage_api.py); a browser session is
+    # no credential there, so every persona is unauthenticated to them.
+    return {
+        **dict.fromkeys(["anonymous", "applicant", "reviewer", "assessor", "director"], UNAUTHORISED),
+        "admin": admin,
+    }
+
+
+def usage_routes(world):
+    slug = world.system.slug
+    limits_expected = {**_api(OK, FORBIDDEN, FORBIDDEN)}
+    return [
+        Route(
+            "usage-ingest",
+            reverse("usage-ingest", args=[slug]),
+            _usage_api(UNAUTHORISED),
+            method="post",
+            api=True,
+        ),
+        Route(
+            "usage-report",
+            reverse("usage-report", args=[slug]),
+            _usage_api(UNAUTHORISED),
+            method="post",
+            api=True,
+        ),
+        Route("system-limits", reverse("system-limits", args=[slug]), limits_expected, api=True),
+    ]
+
+
+def _operators(status: int = OK, assessor: int | None = None) -> dict[str, int]:
+    return {
+        **admin_only(status),
+        "assessor": status if assessor is None else assessor,
+        "anonymous": REDIRECT,
+    }
+
+
+def usage_page_routes(world):
+    from allocations.models import RejectedRow
+    from allocations.usage.ingest import receive_payload
+    from allocations.usage.services import create_ingest_token
+    from tests.factories import AllocationFactory
+
+    token, _ = create_ingest_token(system=world.system, name="Routes token", actor=None)
+    header = b"JobID|JobIDRaw|Cluster|Account|User|State|Submit|Start|End|ElapsedRaw|AllocTRES\n"
+    batch = receive_payload(system=world.system, payload=header + b"x\n", source="api").batch
+    RejectedRow.objects.create(batch=batch, line_number=2, raw="x", reason="Routes")
+    pool = FundPoolFactory(programme=world.programme, system=world.system, name="Usage routes pool")
+    applicant = world.users["applicant"]
+    allocation = AllocationFactory(pool=pool, holder=applicant, scheduler_account="airr-routes")
+    revoke = reverse("usage:token-revoke", args=[token.pk])
+    usage_page = reverse("usage:allocation-usage", args=[allocation.pk])
+    mine_or_managed = {
+        "anonymous": REDIRECT,
+        "applicant": OK,
+        "reviewer": NOT_FOUND,
+        "assessor": NOT_FOUND,
+        "director": OK,
+        "admin": OK,
+    }
+    return [
+        Route("usage:token-list", reverse("usage:token-list"), admin_only()),
+        Route("usage:token-create", reverse("usage:token-create"), admin_only()),
+        Route(
+            "usage:token-create",
+            reverse("usage:token-create"),
+            admin_only(),
+            method="post",
+            data={"system": world.system.pk, "name": "Made in the matrix"},
+        ),
+        Route("usage:token-revoke", revoke, admin_only(REDIRECT), "post"),
+        Route("usage:batch-list", reverse("usage:batch-list"), _operators()),
+        Route("usage:batch-detail", reverse("usage:batch-detail", args=[batch.pk]), _operators()),
+        Route(
+            "usage:batch-replay",
+            reverse("usage:batch-replay", args=[batch.pk]),
+            _operators(REDIRECT, assessor=FORBIDDEN) | admin_only(REDIRECT),
+            "post",
+        ),
+        Route("usage:upload", reverse("usage:upload"), admin_only()),
+        Route("usage:unmatched", reverse("usage:unmatched"), _operators()),
+        Route(
+            "usage:unmatched-assign",
+            reverse("usage:unmatched-assign", args=[world.system.slug]),
+            admin_only(REDIRECT),
+            "post",
+            data={"account": "nobody", "allocation": allocation.pk},
+        ),
+        Route("usage:allocation-list", reverse("usage:allocation-list"), signed_in(OK)),
+        Route("usage:allocation-usage", usage_page, mine_or_managed),
+    ]
+
+
+def routes(world):  # noqa: F811 (extends the fund pool routes above with the usage routes)
+    return [*_fund_pool_routes(world), *usage_routes(world), *usage_page_routes(world)]

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from allocations.models import IngestBatch, JobRecord, RejectedRow
 from allocations.usage.ingest import IngestError, ingest_sacct
@@ -230,3 +233,38 @@ def test_ingesting_the_real_habrok_file_twice_in_another_payload_changes_nothing
 
     assert not again.is_duplicate
     assert (again.batch.new, again.batch.updated, again.batch.unchanged) == (0, 0, 90)
+
+
+_sacct_lines = st.lists(
+    st.one_of(
+        st.builds(
+            lambda job, gpus, elapsed, name: sacct_line(job, gpus=gpus, elapsed=elapsed, name=name),
+            st.integers(1, 50),
+            st.integers(0, 10**6),
+            st.integers(0, 10**12),
+            st.text(max_size=20),
+        ),
+        st.text(max_size=120),
+    ),
+    max_size=15,
+)
+
+
+@hypothesis_settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(lines=_sacct_lines, tail=st.binary(max_size=40))
+def test_whatever_a_cluster_sends_is_recorded_rejected_or_refused_never_an_error(system, lines, tail):
+    data = payload(*lines) + tail
+    try:
+        outcome = ingest(system, data)
+    except IngestError:
+        assert IngestBatch.objects.filter(status="failed").exists()
+        return
+    batch = outcome.batch
+    assert batch.status == "ingested"
+    if outcome.is_duplicate:
+        return  # the same bytes as an earlier example: its records may have moved on since
+    assert JobRecord.objects.filter(last_batch=batch).count() == batch.new + batch.updated
+    assert RejectedRow.objects.filter(batch=batch).count() == batch.rejected
+    assert all(record.gpu_seconds >= 0 for record in JobRecord.objects.all())

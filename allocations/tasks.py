@@ -1,0 +1,121 @@
+"""Celery tasks for usage: they take ids, re-read state, and are safe to run twice (DESIGN.md, Celery queues).
+
+Names route them: `ingest_*` to the ingest queue, `reconcile_*` to reconcile, the rest to default. Retries are
+for transient database trouble only (a deadlock victim, a dropped connection); a bug fails loudly.
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+from celery.schedules import crontab
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import OperationalError
+
+from airr_portal.celery import app
+
+TRANSIENT = (OperationalError,)
+
+
+@shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
+def ingest_batch_task(batch_id: int) -> dict:
+    """Read a stored batch (an upload) and record its rows; a batch already read is left as it is."""
+    from allocations.models import IngestBatch
+    from allocations.usage.ingest import IngestError, process_batch
+
+    batch = IngestBatch.objects.select_related("system").get(pk=batch_id)
+    if batch.status == IngestBatch.Status.RECEIVED:
+        try:
+            process_batch(batch=batch)
+        except IngestError:
+            pass  # the batch is marked failed, with the reason, for the operator to see
+        else:
+            reconcile_system_task.delay(batch.system_id)
+    return batch.counts()
+
+
+@shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
+def reconcile_system_task(system_id: int) -> int | None:
+    """Charge what changed on a system, then check thresholds; returns the run id (None if nothing moved)."""
+    from allocations.usage.reconcile import reconcile_system
+    from programmes.models import System
+
+    system = System.objects.get(pk=system_id)
+    run = reconcile_system(system=system)
+    if run is not None:
+        check_thresholds_task.delay(system_id)
+    return run.pk if run else None
+
+
+@shared_task
+def reconcile_all_systems_task() -> None:
+    """Beat: reconcile every system, in case an ingest's own run was lost."""
+    from programmes.models import System
+
+    for system_id in System.objects.values_list("pk", flat=True):
+        reconcile_system_task.delay(system_id)
+
+
+@shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
+def check_thresholds_task(system_id: int) -> int:
+    from allocations.usage.thresholds import check_thresholds
+    from programmes.models import System
+
+    return len(check_thresholds(system=System.objects.get(pk=system_id)))
+
+
+@shared_task
+def check_all_thresholds_task() -> None:
+    from programmes.models import System
+
+    for system_id in System.objects.values_list("pk", flat=True):
+        check_thresholds_task.delay(system_id)
+
+
+@shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
+def expire_allocations_task() -> int:
+    """Beat, daily: end allocations past their end date, each once (a ledger key per allocation)."""
+    from allocations.usage.thresholds import expire_ended_allocations
+
+    return expire_ended_allocations()
+
+
+@shared_task(autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+def send_threshold_notice_task(notice_id: int) -> bool:
+    """Email the PI that their allocation passed a threshold (the notice row exists once)."""
+    from allocations.ledger import format_gpu_hours
+    from allocations.models import ThresholdNotice
+
+    notice = ThresholdNotice.objects.select_related("allocation__holder").get(pk=notice_id)
+    allocation = notice.allocation
+    if allocation.holder is None:
+        return False
+    send_mail(
+        subject=f"{allocation.scheduler_account} has used {notice.percent}% of its GPU-hours",
+        message=(
+            f"Your allocation {allocation} has used {format_gpu_hours(notice.used_seconds)} GPU-hours, "
+            f"{notice.percent}% of its award.\n"
+            + (
+                "When it passes its award (plus any grace), its jobs can no longer start.\n"
+                if notice.percent < 100
+                else "It has reached its award: new jobs may be held by the scheduler.\n"
+            )
+        ),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        recipient_list=[allocation.holder.email],
+    )
+    return True
+
+
+@app.on_after_finalize.connect
+def _schedule_usage_work(sender, **kwargs):
+    sender.conf.beat_schedule.update(
+        {
+            "reconcile-usage": {"task": "allocations.tasks.reconcile_all_systems_task", "schedule": 300.0},
+            "check-thresholds": {"task": "allocations.tasks.check_all_thresholds_task", "schedule": 900.0},
+            "expire-allocations": {
+                "task": "allocations.tasks.expire_allocations_task",
+                "schedule": crontab(hour=0, minute=15),
+            },
+        }
+    )

@@ -1,0 +1,168 @@
+"""The cluster's API: post job records and usage reports with the system's ingest token; read limits.
+
+Every refusal uses the project's one error format; nothing a cluster can send answers 500.
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+from django.conf import settings
+from django.db import transaction
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from programmes.models import System
+
+from .authentication import IngestTokenAuthentication, IsIngestTokenOfSystem, IsIngestTokenOfSystemOrAdmin
+from .ingest import IngestError, ingest_sacct
+from .limits import account_limits
+from .variance import UsageReportError, record_usage_report
+
+READ_CHUNK = 1 << 20
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "payload_too_large"
+
+
+def _too_large() -> PayloadTooLarge:
+    limit = settings.INGEST_MAX_BYTES // (1024 * 1024)
+    return PayloadTooLarge(
+        f"The payload is larger than {limit} MB: send a shorter window (sacct -S/-E) or gzip it "
+        "(Content-Encoding: gzip)"
+    )
+
+
+def _read_body(request):
+    """The request body in a temporary file (in memory up to 8 MB), refused early when over the limit.
+
+    Content-Length is checked before a byte is read; the copy stops at the limit too, for bodies without one.
+    """
+    limit = settings.INGEST_MAX_BYTES
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        raise _too_large()
+    body = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115 (the caller closes it)
+    stream = request._request  # the Django request: reading it directly skips DRF's parsers and memory copy
+    total = 0
+    while chunk := stream.read(READ_CHUNK):
+        total += len(chunk)
+        if total > limit:
+            body.close()
+            raise _too_large()
+        body.write(chunk)
+    if total == 0:
+        body.close()
+        raise exceptions.ValidationError({"body": ["The body is empty: send sacct output"]})
+    body.seek(0)
+    return body
+
+
+def _enqueue_reconciliation(system: System) -> None:
+    from allocations.tasks import reconcile_system_task
+
+    transaction.on_commit(lambda: reconcile_system_task.delay(system.pk))
+
+
+class UsageIngestView(APIView):
+    """POST sacct output (--parsable2, --parsable, any delimiter, or --json; gzip accepted)."""
+
+    authentication_classes = [IngestTokenAuthentication]
+    permission_classes = [IsIngestTokenOfSystem]
+    parser_classes = []
+
+    @extend_schema(
+        request={"text/plain": str},
+        parameters=[
+            OpenApiParameter("delimiter", str, description="The field delimiter, when not detectable"),
+            OpenApiParameter(
+                "columns", str, description="Comma-separated column names, for --noheader output"
+            ),
+        ],
+        responses={200: dict, 201: dict},
+    )
+    def post(self, request, slug):
+        system = request.auth.system
+        delimiter = request.query_params.get("delimiter") or None
+        if delimiter is not None and not 1 <= len(delimiter) <= 4:
+            raise exceptions.ValidationError({"delimiter": ["Give the delimiter as 1 to 4 characters"]})
+        columns = [
+            name.strip() for name in request.query_params.get("columns", "").split(",") if name.strip()
+        ]
+        body = _read_body(request)
+        try:
+            outcome = ingest_sacct(
+                system=system,
+                payload=body,
+                source="api",
+                token=request.auth,
+                delimiter=delimiter,
+                columns=columns or None,
+            )
+        except IngestError as problem:
+            return Response(
+                {"status": 400, "code": "unreadable_payload", "detail": str(problem), "errors": {}},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        finally:
+            body.close()
+        if not outcome.is_duplicate:
+            _enqueue_reconciliation(system)
+        return Response(
+            outcome.as_dict(), status=status.HTTP_200_OK if outcome.is_duplicate else status.HTTP_201_CREATED
+        )
+
+
+class UsageReportView(APIView):
+    """POST the cluster's own view of usage (sshare / sreport parsable output) to record its variance."""
+
+    authentication_classes = [IngestTokenAuthentication]
+    permission_classes = [IsIngestTokenOfSystem]
+    parser_classes = []
+
+    @extend_schema(request={"text/plain": str}, responses={201: dict})
+    def post(self, request, slug):
+        body = _read_body(request)
+        try:
+            reports = record_usage_report(system=request.auth.system, payload=body.read())
+        except UsageReportError as problem:
+            raise exceptions.ValidationError({"body": [str(problem)]}) from None
+        finally:
+            body.close()
+        return Response(
+            {
+                "accounts": [
+                    {
+                        "account": report.account,
+                        "reported_gpu_seconds": report.reported_seconds,
+                        "ledger_gpu_seconds": report.ledger_seconds,
+                        "variance_gpu_seconds": report.variance_seconds,
+                        "flagged": report.is_flagged,
+                    }
+                    for report in reports
+                ]
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class LimitsView(APIView):
+    """GET the GrpTRESMins each scheduler account of the system must have (absolute GPU-minutes)."""
+
+    authentication_classes = [IngestTokenAuthentication, *APIView.authentication_classes]
+    permission_classes = [IsIngestTokenOfSystemOrAdmin]
+
+    @extend_schema(responses={200: dict})
+    def get(self, request, slug):
+        system = get_object_or_404(System, slug=slug)
+        return Response(
+            {"system": system.slug, "cluster": system.cluster_name, "accounts": account_limits(system=system)}
+        )

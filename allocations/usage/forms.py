@@ -1,0 +1,39 @@
+"""Forms for the operators' usage pages (rendered as GOV.UK fields by the project's form renderer)."""
+
+from django import forms
+
+from allocations.models import Allocation
+from programmes.models import System
+
+
+class IngestTokenForm(forms.Form):
+    system = forms.ModelChoiceField(queryset=System.objects.all(), empty_label=None)
+    name = forms.CharField(
+        label="Name", max_length=100, help_text="Where it will be used, for example 'sacct cron on login1'"
+    )
+
+
+class UploadForm(forms.Form):
+    system = forms.ModelChoiceField(queryset=System.objects.all(), empty_label=None)
+    file = forms.FileField(
+        label="sacct output",
+        help_text="sacct --parsable2 (or --parsable, or --json) output with a header line; gzip accepted",
+    )
+    delimiter = forms.CharField(
+        label="Delimiter (optional)", required=False, max_length=4, help_text="Only if it cannot be detected"
+    )
+    columns = forms.CharField(
+        label="Column names (optional)",
+        required=False,
+        max_length=2000,
+        help_text="Comma-separated, only for output made with --noheader",
+    )
+
+
+class AssignAccountForm(forms.Form):
+    account = forms.CharField(widget=forms.HiddenInput, max_length=64, required=False)
+    allocation = forms.ModelChoiceField(queryset=Allocation.objects.none(), label="Allocation")
+
+    def __init__(self, *args, system: System, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["allocation"].queryset = Allocation.objects.filter(pool__system=system)

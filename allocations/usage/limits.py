@@ -1,0 +1,71 @@
+"""The limits each scheduler account must have, for an agent (JSON) and as idempotent `sacctmgr` commands.
+
+`GrpTRESMins=gres/gpu=N` caps the usage Slurm has accumulated for an association or QOS (raw GPU-minutes,
+without the portal's charge factor). Two ways to set it, for the two Slurm set-ups in the README:
+- `total` (default): the award plus the pool's grace. Right when Slurm never forgets usage (a QOS with
+  Flags=NoDecay): Slurm subtracts what was used itself, so the portal must not subtract it too.
+- `remaining`: the award plus grace minus what the ledger has charged. Right just after Slurm reset its usage
+  (PriorityDecayHalfLife=0 with a PriorityUsageResetPeriod): apply it right after each reset.
+Absolute values make the commands idempotent; an account that may not run (scheduled, exhausted, expired,
+revoked) gets 0.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_FLOOR, Decimal
+
+from allocations import ledger
+from allocations.models import Allocation
+from programmes.models import System
+
+
+def account_limits(*, system: System) -> list[dict]:
+    allocations = list(
+        Allocation.objects.filter(pool__system=system).select_related("pool").order_by("scheduler_account")
+    )
+    figures = ledger.usage_and_commitments([a.pk for a in allocations])
+    factor = Decimal(system.charge_factor)
+    limits = []
+    for allocation in allocations:
+        used, committed = figures[allocation.pk]
+        may_run = allocation.state == Allocation.State.ACTIVE
+        allowed = committed * (100 + allocation.pool.grace_percent) // 100
+        raw_minutes = _raw_minutes(allowed, factor)
+        remaining_minutes = _raw_minutes(max(0, allowed - used), factor)
+        limits.append(
+            {
+                "account": allocation.scheduler_account,
+                "cluster": system.cluster_name,
+                "state": allocation.state,
+                "gpu_minutes_limit": raw_minutes if may_run else 0,
+                "remaining_gpu_minutes_limit": remaining_minutes if may_run else 0,
+                "committed_gpu_seconds": committed,
+                "used_gpu_seconds": used,
+                "remaining_gpu_seconds": committed - used,
+                "start_date": allocation.start_date.isoformat(),
+                "end_date": allocation.end_date.isoformat(),
+            }
+        )
+    return limits
+
+
+def _raw_minutes(charged_seconds: int, factor: Decimal) -> int:
+    """Charged GPU-seconds are raw seconds times the charge factor: divide back to what Slurm counts."""
+    return int((Decimal(charged_seconds) / factor / 60).to_integral_value(rounding=ROUND_FLOOR))
+
+
+def sacctmgr_commands(*, system: System, limit: str = "total", target: str = "account") -> str:
+    """One `sacctmgr -i modify` per account; `target` "qos" sets a QOS named like the account instead."""
+    key = "gpu_minutes_limit" if limit == "total" else "remaining_gpu_minutes_limit"
+    lines = [
+        f"# GPU limits for {system.name} (cluster {system.cluster_name}): absolute, safe to run again.",
+    ]
+    for account in account_limits(system=system):
+        where = f"name={account['account']}" + (
+            f" cluster={account['cluster']}" if target == "account" else ""
+        )
+        lines.append(
+            f"sacctmgr -i modify {target} where {where} "
+            f"set GrpTRESMins=gres/gpu={account[key]}  # {account['state']}"
+        )
+    return "\n".join(lines) + "\n"

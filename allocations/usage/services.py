@@ -1,0 +1,157 @@
+"""Operators' actions on usage: ingest tokens, claiming unmatched usage, replaying rejected rows.
+
+Each is one transaction; reconciliation is enqueued after commit, so what they change is charged promptly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import zoneinfo
+from datetime import UTC
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from allocations.models import Allocation, IngestBatch, IngestToken, JobRecord, RejectedRow
+from programmes.models import System
+
+from .ingest import _record_rows, next_change_seq, open_raw
+from .sacct import SacctFormatError, iter_sacct
+
+TOKEN_PREFIX = "airr_ingest_"
+
+
+class UsageError(ValueError):
+    """An operator's request the portal refuses; the message is for them."""
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_ingest_token(*, system: System, name: str, actor) -> tuple[IngestToken, str]:
+    """Make a token for a cluster of `system`; returns it and its key, which is never shown again."""
+    name = (name or "").strip()
+    if not name:
+        raise UsageError("Enter a name that says where the token will be used")
+    secret = secrets.token_urlsafe(32)
+    key = f"{TOKEN_PREFIX}{secret}"
+    with transaction.atomic():
+        token = IngestToken.objects.create(
+            system=system, name=name[:100], prefix=secret[:8], key_hash=hash_key(key), created_by=actor
+        )
+    return token, key
+
+
+def revoke_ingest_token(*, token: IngestToken, actor) -> IngestToken:
+    """Stop a token working at once; revoking twice keeps the first time."""
+    with transaction.atomic():
+        IngestToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    token.refresh_from_db()
+    return token
+
+
+def _enqueue_reconciliation(system: System) -> None:
+    from allocations.tasks import reconcile_system_task
+
+    transaction.on_commit(lambda: reconcile_system_task.delay(system.pk))
+
+
+def unmatched_accounts(system_ids=None):
+    """Scheduler accounts with held usage: account, system, jobs and GPU-seconds, largest first."""
+    from django.db.models import Count, Sum
+
+    records = JobRecord.objects.unmatched()
+    if system_ids is not None:
+        records = records.filter(system__in=system_ids)
+    return (
+        records.values("system", "system__slug", "system__name", "account")
+        .annotate(jobs=Count("pk"), gpu_seconds=Sum("gpu_seconds"))
+        .order_by("-gpu_seconds", "account")
+    )
+
+
+def assign_unmatched_account(*, system: System, account: str, allocation: Allocation, actor) -> int:
+    """Give the held usage of a scheduler account to an allocation; returns how many job records moved.
+
+    The records get a new change number, so the next reconciliation (enqueued on commit) charges them.
+    """
+    if allocation.pool.system_id != system.pk:
+        raise UsageError(f"{allocation.scheduler_account} is on {allocation.pool.system}, not on {system}")
+    with transaction.atomic():
+        seq = next_change_seq(system)
+        records = JobRecord.objects.filter(system=system, account=account, allocation__isnull=True)
+        moved = records.update(allocation=allocation, changed_seq=seq)
+        # A run outside the allocation's dates is still charged (usage happened), but flagged for an operator.
+        JobRecord.objects.filter(
+            system=system, account=account, allocation=allocation, changed_seq=seq
+        ).filter(Q(start__date__lt=allocation.start_date) | Q(end__date__gt=allocation.end_date)).update(
+            is_outside_window=True
+        )
+        if moved:
+            _enqueue_reconciliation(system)
+    return moved
+
+
+def replay_rejected_rows(*, batch: IngestBatch, actor) -> tuple[int, int]:
+    """Read a batch's rejected rows again with the system's settings; returns (recorded, still rejected).
+
+    Rows that now read are recorded like any others (and charged by the next reconciliation); rows that still
+    fail keep their place, with the new reason.
+    """
+    pending = list(batch.rejected_rows.filter(replayed_at__isnull=True).order_by("line_number"))
+    if not pending:
+        return 0, 0
+    system = batch.system
+    tz = zoneinfo.ZoneInfo(system.time_zone or "UTC")
+    try:
+        with open_raw(batch) as raw:
+            first = raw.readline()
+    except OSError as problem:
+        raise UsageError(f"The stored payload of batch {batch.pk} cannot be read: {problem}") from None
+    is_json = first.lstrip().startswith(b"{") or first.lstrip().startswith(b"[")
+    if is_json:
+        jobs = []
+        for row in pending:
+            try:
+                jobs.append(json.loads(row.raw))
+            except ValueError:
+                jobs.append(row.raw)
+        payload = json.dumps({"jobs": jobs}).encode()
+    else:
+        lines = [row.raw.encode() for row in pending]
+        header = [] if batch.columns else [first.rstrip(b"\r\n")]
+        payload = b"\n".join([*header, *lines]) + b"\n"
+    try:
+        reader = iter_sacct(
+            payload,
+            tz=UTC if tz.key == "UTC" else tz,
+            delimiter=batch.delimiter or None,
+            columns=batch.columns.split(",") if batch.columns else None,
+        )
+    except SacctFormatError as problem:
+        raise UsageError(f"The batch cannot be read again: {problem}") from None
+    offset = 0 if (is_json or batch.columns) else 1
+    failures: dict[int, str] = {}
+
+    def on_rejected(line_number: int, reason: str) -> None:
+        failures[line_number - offset - 1] = reason
+
+    with transaction.atomic():
+        seq = next_change_seq(system)
+        _record_rows(batch=batch, rows=reader, seq=seq, on_rejected=on_rejected)
+        now = timezone.now()
+        for index, row in enumerate(pending):
+            if index in failures:
+                row.reason = failures[index]
+                row.replay_outcome = f"Still rejected on {now:%d %B %Y %H:%M}"
+            else:
+                row.replayed_at = now
+                row.replay_outcome = "Recorded"
+        RejectedRow.objects.bulk_update(pending, ["reason", "replayed_at", "replay_outcome"])
+        IngestBatch.objects.filter(pk=batch.pk).update(rejected=len(failures))
+        _enqueue_reconciliation(system)
+    return len(pending) - len(failures), len(failures)

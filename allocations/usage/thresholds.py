@@ -1,0 +1,94 @@
+"""What follows from usage: notices at 50, 75, 90 and 100 % used, exhaustion past the grace, expiry.
+
+Each is safe to run any number of times: a notice is a row unique per (allocation, percent), exhaustion is a
+state change guarded by the current state, and expiry goes through the ledger with a key per allocation.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from allocations import ledger
+from allocations.models import Allocation, ThresholdNotice
+from programmes.models import System
+
+THRESHOLDS = (50, 75, 90, 100)
+_OPEN_STATES = (Allocation.State.ACTIVE, Allocation.State.EXHAUSTED)
+
+
+def percent_used(used: int, committed: int) -> int:
+    """Whole percent used, rounded down (99.99 % is not yet 100 %)."""
+    return (used * 100) // committed if committed > 0 else 0
+
+
+def check_thresholds(*, system: System) -> list[ThresholdNotice]:
+    """Record (and email after commit) each threshold passed; exhaust allocations past 100 % + grace."""
+    allocations = {a.pk: a for a in Allocation.objects.filter(pool__system=system, state__in=_OPEN_STATES)}
+    if not allocations:
+        return []
+    figures = ledger.usage_and_commitments(allocations)
+    sent = {
+        (allocation_id, percent)
+        for allocation_id, percent in ThresholdNotice.objects.filter(allocation__in=allocations).values_list(
+            "allocation", "percent"
+        )
+    }
+    notices = []
+    for pk, allocation in allocations.items():
+        used, committed = figures[pk]
+        if committed <= 0:
+            continue
+        percent = percent_used(used, committed)
+        for threshold in THRESHOLDS:
+            if percent >= threshold and (pk, threshold) not in sent:
+                notice = _record_notice(allocation, threshold, used)
+                if notice is not None:
+                    notices.append(notice)
+        limit = committed * (100 + allocation.pool.grace_percent)
+        if allocation.state == Allocation.State.ACTIVE and used * 100 >= limit:
+            exhaust_allocation(allocation=allocation)
+    return notices
+
+
+def _record_notice(allocation: Allocation, percent: int, used: int) -> ThresholdNotice | None:
+    from allocations.tasks import send_threshold_notice_task
+
+    try:
+        with transaction.atomic():
+            notice = ThresholdNotice.objects.create(allocation=allocation, percent=percent, used_seconds=used)
+            transaction.on_commit(lambda: send_threshold_notice_task.delay(notice.pk))
+    except IntegrityError:
+        return None  # another run recorded it first: it is sent once, by that run
+    return notice
+
+
+def exhaust_allocation(*, allocation: Allocation) -> bool:
+    """Mark an active allocation exhausted (its scheduler limit drops to 0); False if it was not active."""
+    with transaction.atomic():
+        changed = Allocation.objects.filter(pk=allocation.pk, state=Allocation.State.ACTIVE).update(
+            state=Allocation.State.EXHAUSTED
+        )
+    if changed:
+        allocation.state = Allocation.State.EXHAUSTED
+    return bool(changed)
+
+
+def expire_ended_allocations(*, today: date | None = None) -> int:
+    """Expire every open allocation whose end date has passed; unused hours follow the pool's policy, once."""
+    today = today or timezone.localdate()
+    ended = Allocation.objects.filter(
+        end_date__lt=today, state__in=(*_OPEN_STATES, Allocation.State.SCHEDULED)
+    )
+    count = 0
+    for allocation in ended.select_related("pool__system"):
+        try:
+            ledger.expire_allocation(
+                allocation=allocation, idempotency_key=f"expire-allocation:{allocation.pk}"
+            )
+            count += 1
+        except ledger.WrongState:
+            continue  # ended meanwhile (revoked, or expired by a concurrent run)
+    return count

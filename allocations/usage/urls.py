@@ -1,0 +1,19 @@
+from django.urls import path
+
+from . import views
+
+app_name = "usage"
+
+urlpatterns = [
+    path("tokens/", views.token_list, name="token-list"),
+    path("tokens/new/", views.token_create, name="token-create"),
+    path("tokens/<int:pk>/revoke/", views.token_revoke, name="token-revoke"),
+    path("batches/", views.batch_list, name="batch-list"),
+    path("batches/<int:pk>/", views.batch_detail, name="batch-detail"),
+    path("batches/<int:pk>/replay/", views.batch_replay, name="batch-replay"),
+    path("upload/", views.upload, name="upload"),
+    path("unmatched/", views.unmatched, name="unmatched"),
+    path("unmatched/<slug:slug>/assign/", views.unmatched_assign, name="unmatched-assign"),
+    path("allocations/", views.allocation_list, name="allocation-list"),
+    path("allocations/<int:pk>/", views.allocation_usage, name="allocation-usage"),
+]

@@ -1,0 +1,106 @@
+"""A cluster's own view of usage (sshare or sreport output), compared with the ledger account by account.
+
+Accepted, `|`-separated with a header (`-P`/`--parsable2`):
+- `sshare -P -a -o Account,User,GrpTRESRaw`: account rows (User empty), `gres/gpu=N` in GPU-minutes;
+- `sreport -P -T gres/gpu cluster AccountUtilizationByUser -t minutes`: account rows (Login empty),
+  `Used` in minutes.
+Slurm counts raw GPU-minutes; the ledger charges them times the system's charge factor, so the report is
+converted before comparing. A variance beyond the tolerance is flagged for an operator.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.conf import settings
+from django.db import transaction
+
+from allocations import ledger
+from allocations.models import Allocation, UsageReport
+from programmes.models import System
+
+
+class UsageReportError(ValueError):
+    pass
+
+
+def _gpu_minutes_of_tres(value: str) -> int | None:
+    for entry in value.split(","):
+        name, _, number = entry.partition("=")
+        if name == "gres/gpu" and number.isdigit():
+            return int(number)
+    return None
+
+
+def parse_usage_report(payload: bytes) -> dict[str, int]:
+    """GPU-minutes per account from sshare or sreport parsable output."""
+    try:
+        text = payload.decode()
+    except UnicodeDecodeError:
+        raise UsageReportError("The report is not valid UTF-8") from None
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("-")]
+    header_at = next((i for i, line in enumerate(lines) if "account" in line.lower().split("|")), None)
+    if header_at is None:
+        raise UsageReportError(
+            "The report has no header line naming an Account column (use -P / --parsable2)"
+        )
+    names = [name.strip().lower() for name in lines[header_at].split("|")]
+    account_at = names.index("account")
+    user_at = next((names.index(n) for n in ("user", "login") if n in names), None)
+    if "grptresraw" in names:
+        value_at, read = names.index("grptresraw"), _gpu_minutes_of_tres
+    elif "used" in names:
+        value_at = names.index("used")
+        tres_at = names.index("tres name") if "tres name" in names else None
+
+        def read(value, fields=None):
+            return int(value) if value.isdigit() else None
+    else:
+        raise UsageReportError("The report needs a GrpTRESRaw (sshare) or Used (sreport) column")
+    minutes: dict[str, int] = {}
+    for line in lines[header_at + 1 :]:
+        fields = line.split("|")
+        if len(fields) < len(names) or (user_at is not None and fields[user_at].strip()):
+            continue
+        if "used" in names and tres_at is not None and fields[tres_at].strip() not in ("gres/gpu", ""):
+            continue
+        value = read(fields[value_at].strip())
+        account = fields[account_at].strip()
+        if value is not None and account and account != "root":
+            minutes[account] = minutes.get(account, 0) + value
+    if not minutes:
+        raise UsageReportError("The report has no account rows with GPU usage")
+    return minutes
+
+
+def record_usage_report(*, system: System, payload: bytes) -> list[UsageReport]:
+    """Record the variance of each reported account against the ledger; flag those beyond the tolerance."""
+    minutes = parse_usage_report(payload)
+    factor = Decimal(system.charge_factor)
+    allocations = {
+        a.scheduler_account: a
+        for a in Allocation.objects.filter(pool__system=system, scheduler_account__in=minutes)
+    }
+    figures = ledger.usage_and_commitments([a.pk for a in allocations.values()])
+    tolerance = Decimal(str(settings.USAGE_VARIANCE_TOLERANCE_PERCENT))
+    reports = []
+    for account, used_minutes in sorted(minutes.items()):
+        allocation = allocations.get(account)
+        charged = figures[allocation.pk][0] if allocation else 0
+        reported = int((Decimal(used_minutes * 60) * factor).to_integral_value(rounding=ROUND_HALF_UP))
+        variance = reported - charged
+        # Slurm rolls usage up each minute; anything within a GPU-hour or the tolerance is normal lag.
+        allowed = max(Decimal(3600), abs(Decimal(charged)) * tolerance / 100)
+        reports.append(
+            UsageReport(
+                system=system,
+                account=account,
+                allocation=allocation,
+                reported_seconds=reported,
+                ledger_seconds=charged,
+                variance_seconds=variance,
+                is_flagged=abs(variance) > allowed,
+            )
+        )
+    with transaction.atomic():
+        return UsageReport.objects.bulk_create(reports)

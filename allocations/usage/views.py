@@ -1,0 +1,230 @@
+"""Usage pages: operators see batches, rejected rows and unmatched usage; admins manage tokens, upload, replay
+and assign; PIs see their allocation's usage per job and per member. Views parse, call a service, render.
+
+Operators are admins and, read-only for their own systems, the systems' technical assessors (system staff).
+"""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.db.models import Count, Sum
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from airr_portal import roles
+from allocations import ledger
+from allocations.models import Allocation, IngestBatch, IngestToken, JobRecord
+from programmes.models import System
+
+from .forms import AssignAccountForm, IngestTokenForm, UploadForm
+from .ingest import receive_payload
+from .services import (
+    UsageError,
+    assign_unmatched_account,
+    create_ingest_token,
+    replay_rejected_rows,
+    revoke_ingest_token,
+    unmatched_accounts,
+)
+
+PAGE_SIZE = 50
+
+
+def _operated_systems(user):
+    """The systems whose usage the user may see as an operator; PermissionDenied for everyone else."""
+    if roles.is_admin(user):
+        return System.objects.all()
+    if roles.is_technical_assessor(user):
+        return System.objects.filter(assessors=user)
+    raise PermissionDenied
+
+
+def _require_admin(user) -> None:
+    if not roles.is_admin(user):
+        raise PermissionDenied
+
+
+@login_required
+@require_GET
+def token_list(request):
+    _require_admin(request.user)
+    tokens = IngestToken.objects.select_related("system", "created_by")
+    return render(request, "allocations/usage/token_list.html", {"tokens": tokens, "form": IngestTokenForm()})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def token_create(request):
+    _require_admin(request.user)
+    form = IngestTokenForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            token, key = create_ingest_token(
+                system=form.cleaned_data["system"], name=form.cleaned_data["name"], actor=request.user
+            )
+        except UsageError as error:
+            form.add_error("name", str(error))
+        else:
+            # Shown on this response only: the portal keeps just its hash.
+            return render(request, "allocations/usage/token_created.html", {"token": token, "key": key})
+    return render(request, "allocations/usage/token_form.html", {"form": form})
+
+
+@login_required
+@require_POST
+def token_revoke(request, pk):
+    _require_admin(request.user)
+    token = get_object_or_404(IngestToken, pk=pk)
+    revoke_ingest_token(token=token, actor=request.user)
+    messages.success(request, f"The token '{token.name}' has been revoked: it no longer works")
+    return redirect("usage:token-list")
+
+
+@login_required
+@require_GET
+def batch_list(request):
+    _operated_systems(request.user)
+    batches = IngestBatch.objects.visible_to(request.user).select_related("system")
+    page = Paginator(batches, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "allocations/usage/batch_list.html",
+        {"page": page, "can_upload": roles.is_admin(request.user)},
+    )
+
+
+@login_required
+@require_GET
+def batch_detail(request, pk):
+    _operated_systems(request.user)
+    batch = get_object_or_404(IngestBatch.objects.visible_to(request.user).select_related("system"), pk=pk)
+    rejected = Paginator(batch.rejected_rows.all(), PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "allocations/usage/batch_detail.html",
+        {
+            "batch": batch,
+            "rejected": rejected,
+            "can_replay": roles.is_admin(request.user)
+            and batch.rejected_rows.filter(replayed_at__isnull=True).exists(),
+        },
+    )
+
+
+@login_required
+@require_POST
+def batch_replay(request, pk):
+    _require_admin(request.user)
+    batch = get_object_or_404(IngestBatch, pk=pk)
+    try:
+        recorded, still = replay_rejected_rows(batch=batch, actor=request.user)
+    except UsageError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"{recorded} rows recorded; {still} still rejected")
+    return redirect("usage:batch-detail", pk=batch.pk)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def upload(request):
+    _require_admin(request.user)
+    form = UploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        columns = [name.strip() for name in data["columns"].split(",") if name.strip()]
+        outcome = receive_payload(
+            system=data["system"],
+            payload=data["file"],
+            source=IngestBatch.Source.UPLOAD,
+            uploaded_by=request.user,
+            delimiter=data["delimiter"] or None,
+            columns=columns or None,
+        )
+        if outcome.is_duplicate:
+            messages.success(request, "This file was already received: nothing changed")
+        else:
+            from allocations.tasks import ingest_batch_task
+
+            # Large files are read by a worker; the batch page shows its counts when it is done.
+            transaction.on_commit(lambda: ingest_batch_task.delay(outcome.batch.pk))
+            messages.success(request, "File received: its rows are being read")
+        return redirect("usage:batch-detail", pk=outcome.batch.pk)
+    return render(request, "allocations/usage/upload.html", {"form": form})
+
+
+@login_required
+@require_GET
+def unmatched(request):
+    systems = _operated_systems(request.user)
+    accounts = list(unmatched_accounts(system_ids=systems))
+    if roles.is_admin(request.user):
+        for row in accounts:
+            row["form"] = AssignAccountForm(
+                initial={"account": row["account"]}, system=System(pk=row["system"])
+            )
+    return render(
+        request,
+        "allocations/usage/unmatched.html",
+        {"accounts": accounts, "can_assign": roles.is_admin(request.user)},
+    )
+
+
+@login_required
+@require_POST
+def unmatched_assign(request, slug):
+    _require_admin(request.user)
+    system = get_object_or_404(System, slug=slug)
+    form = AssignAccountForm(request.POST, system=system)
+    if form.is_valid():
+        account = form.cleaned_data["account"]
+        allocation = form.cleaned_data["allocation"]
+        try:
+            moved = assign_unmatched_account(
+                system=system, account=account, allocation=allocation, actor=request.user
+            )
+        except UsageError as error:
+            messages.error(request, str(error))
+        else:
+            messages.success(
+                request, f"{moved} job records of '{account}' assigned to {allocation.scheduler_account}"
+            )
+    else:
+        messages.error(request, "Choose an allocation of this system")
+    return redirect("usage:unmatched")
+
+
+@login_required
+@require_GET
+def allocation_list(request):
+    allocations = Allocation.objects.visible_to(request.user).select_related("pool__system")
+    return render(request, "allocations/usage/allocation_list.html", {"allocations": allocations})
+
+
+@login_required
+@require_GET
+def allocation_usage(request, pk):
+    try:
+        allocation = (
+            Allocation.objects.visible_to(request.user).select_related("pool__system", "holder").get(pk=pk)
+        )
+    except Allocation.DoesNotExist:
+        raise Http404 from None
+    jobs = JobRecord.objects.filter(allocation=allocation).order_by("-start", "job_id_raw")
+    per_member = jobs.order_by().values("user").annotate(jobs=Count("pk"), seconds=Sum("charged_seconds"))
+    figures = ledger.usage_and_commitments([allocation.pk])[allocation.pk]
+    return render(
+        request,
+        "allocations/usage/allocation_usage.html",
+        {
+            "allocation": allocation,
+            "used": figures[0],
+            "committed": figures[1],
+            "balance": ledger.allocation_account(allocation).balance,
+            "per_member": sorted(per_member, key=lambda row: (-(row["seconds"] or 0), row["user"])),
+            "page": Paginator(jobs, PAGE_SIZE).get_page(request.GET.get("page")),
+        },
+    )

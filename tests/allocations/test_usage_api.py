@@ -1,0 +1,193 @@
+"""The cluster's API: posting job records with an ingest token, and nothing else that token can do."""
+
+import gzip
+import io
+
+import pytest
+from django.urls import reverse
+
+from allocations import ledger
+from allocations.models import IngestBatch, JobRecord
+from allocations.usage.services import create_ingest_token, revoke_ingest_token
+from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
+from tests.factories import SystemFactory, UserFactory, give_mfa
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _media_in_tmp(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture
+def key(system):
+    _, key = create_ingest_token(system=system, name="cron on login1", actor=None)
+    return key
+
+
+def post(client, system, body, key, **headers):
+    return client.generic(
+        "POST",
+        reverse("usage-ingest", args=[system.slug]),
+        body,
+        content_type="text/plain",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+        **headers,
+    )
+
+
+def test_a_cluster_posts_sacct_output_and_gets_the_counts(
+    client, system, key, django_capture_on_commit_callbacks
+):
+    allocation = funded_allocation(system)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(
+            client, system, payload(sacct_line(1), sacct_line(2, account="nobody"), "garbage"), key
+        )
+
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert {name: body[name] for name in ("new", "updated", "unchanged", "unmatched", "rejected")} == {
+        "new": 2,
+        "updated": 0,
+        "unchanged": 0,
+        "unmatched": 1,
+        "rejected": 1,
+    }
+    assert body["rejected_rows"] == [
+        {"line_number": 4, "reason": "expected 12 fields, found 1: the line may be truncated"}
+    ]
+    # Reconciliation ran after the ingest committed (eagerly in tests): the balance moved.
+    assert ledger.net_usage(ledger.allocation_account(allocation)) == HOUR
+
+
+def test_posting_the_same_bytes_again_returns_the_first_counts_and_changes_nothing(client, system, key):
+    data = payload(sacct_line(1))
+    first = post(client, system, data, key).json()
+    response = post(client, system, data, key)
+
+    assert response.status_code == 200
+    assert response.json()["batch"] == first["batch"] and response.json()["duplicate"] is True
+    assert IngestBatch.objects.count() == 1
+
+
+def test_a_gzip_body_is_accepted(client, system, key):
+    response = post(client, system, gzip.compress(payload(sacct_line(1))), key, HTTP_CONTENT_ENCODING="gzip")
+
+    assert response.status_code == 201
+    assert JobRecord.objects.count() == 1
+
+
+def test_an_empty_body_is_a_400_with_a_reason(client, system, key):
+    response = post(client, system, b"", key)
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"body": ["The body is empty: send sacct output"]}
+
+
+def test_an_unreadable_payload_is_a_400_and_is_kept(client, system, key):
+    response = post(client, system, b"\xff\xfe\x00 not sacct", key)
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "unreadable_payload"
+    assert IngestBatch.objects.get().status == "failed"
+
+
+def test_a_body_over_the_limit_is_refused_with_413_before_it_is_read(client, system, key):
+    class EndlessBody(io.RawIOBase):
+        """200 MB of sacct lines that are never materialised: it counts what the server reads."""
+
+        read_bytes = 0
+
+        def readinto(self, buffer):
+            chunk = (sacct_line(1) + "\n").encode() * (len(buffer) // 120 + 1)
+            size = min(len(buffer), len(chunk))
+            buffer[:size] = chunk[:size]
+            self.read_bytes += size
+            return size
+
+    body = EndlessBody()
+    response = client.generic(
+        "POST",
+        reverse("usage-ingest", args=[system.slug]),
+        b"",
+        content_type="text/plain",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+        CONTENT_LENGTH=str(200 * 1024 * 1024),
+        **{"wsgi.input": body},
+    )
+
+    assert response.status_code == 413
+    assert "larger than 100 MB" in response.json()["detail"]
+    assert body.read_bytes < 1024 * 1024
+
+
+def test_a_body_without_a_truthful_length_is_cut_off_at_the_limit(client, system, key, settings):
+    settings.INGEST_MAX_BYTES = 1000
+    response = post(client, system, payload(*[sacct_line(n) for n in range(100)]), key)
+
+    assert response.status_code == 413
+    assert not JobRecord.objects.exists()
+
+
+def test_a_wrong_token_is_401(client, system):
+    response = post(client, system, payload(sacct_line(1)), "airr_ingest_not-a-real-key")
+
+    assert response.status_code == 401
+    assert response.json()["detail"] == "The ingest token is not valid or has been revoked"
+
+
+def test_a_revoked_token_is_401(client, system):
+    token, key = create_ingest_token(system=system, name="old", actor=None)
+    revoke_ingest_token(token=token, actor=None)
+
+    assert post(client, system, payload(sacct_line(1)), key).status_code == 401
+
+
+def test_a_token_of_another_system_is_403_and_names_both(client, system):
+    dawn = SystemFactory(slug="dawn", name="Dawn")
+    _, key = create_ingest_token(system=dawn, name="dawn cron", actor=None)
+
+    response = post(client, system, payload(sacct_line(1)), key)
+
+    assert response.status_code == 403
+    assert response.json()["detail"] == "This token belongs to dawn, not to isambard-ai"
+    assert not JobRecord.objects.exists()
+
+
+def test_no_credentials_is_401(client, system):
+    response = client.generic(
+        "POST", reverse("usage-ingest", args=[system.slug]), b"x", content_type="text/plain"
+    )
+
+    assert response.status_code == 401
+
+
+def test_an_ingest_token_can_do_nothing_else(client, system, key):
+    for url in ("/api/me/", "/api/pools/", "/api/programmes/", reverse("allocations:pool-list")):
+        response = client.get(url, HTTP_AUTHORIZATION=f"Bearer {key}")
+        assert response.status_code in (302, 401, 403), url
+        assert response.status_code != 200
+
+
+def test_an_admin_session_is_not_a_credential_for_the_cluster_endpoint(client, system):
+    admin = UserFactory(is_staff=True)
+    give_mfa(admin)
+    client.force_login(admin)
+
+    response = client.generic(
+        "POST", reverse("usage-ingest", args=[system.slug]), b"x", content_type="text/plain"
+    )
+
+    assert response.status_code == 401
+    assert not IngestBatch.objects.exists()
+
+
+def test_the_limits_are_read_with_the_systems_token(client, system, key):
+    funded_allocation(system, account="airr-00001", hours=10)
+    response = client.get(reverse("system-limits", args=[system.slug]), HTTP_AUTHORIZATION=f"Bearer {key}")
+
+    assert response.status_code == 200
+    [limit] = response.json()["accounts"]
+    assert (limit["account"], limit["state"], limit["gpu_minutes_limit"]) == ("airr-00001", "active", 600)

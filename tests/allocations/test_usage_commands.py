@@ -1,0 +1,111 @@
+"""The management commands: ingest a file with a progress bar, reconcile, and export the Slurm limits."""
+
+import gzip
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from allocations import ledger
+from allocations.models import JobRecord
+from tests.allocations.test_ingest_sacct import expected_habrok_seconds, habrok_with_accounts
+from tests.allocations.test_sacct_real_data import HABROK_COLUMNS
+from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _media_in_tmp(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+def test_ingest_sacct_reads_a_file_charges_it_and_prints_the_counts(system, tmp_path, capsys):
+    allocation = funded_allocation(system)
+    file = tmp_path / "jobs.txt.gz"
+    file.write_bytes(gzip.compress(payload(sacct_line(1, gpus=2), "broken|line")))
+
+    call_command("ingest_sacct", str(file), "--system", "isambard-ai")
+
+    out, err = capsys.readouterr()
+    assert "1 new, 0 updated, 0 unchanged, 0 unmatched, 1 rejected" in out
+    assert "line 3: expected 12 fields, found 2" in out
+    assert "reading" in err  # the progress bar
+    assert ledger.net_usage(ledger.allocation_account(allocation)) == 2 * HOUR
+
+
+def test_ingest_sacct_charges_the_real_habrok_file_per_account_as_worked_out_from_its_fields(
+    system, tmp_path
+):
+    expected = expected_habrok_seconds()
+    allocations = {account: funded_allocation(system, account=account) for account in expected}
+    file = tmp_path / "habrok.txt"
+    file.write_bytes(habrok_with_accounts())
+
+    call_command(
+        "ingest_sacct",
+        str(file),
+        "--system",
+        "isambard-ai",
+        "--columns",
+        ",".join([*HABROK_COLUMNS, "Account"]),
+    )
+
+    charged = {
+        account: ledger.net_usage(ledger.allocation_account(allocation))
+        for account, allocation in allocations.items()
+    }
+    assert charged == expected
+    assert JobRecord.objects.filter(charged_seconds__gt=0).count() == 9
+
+
+def test_ingest_sacct_names_an_unknown_system(tmp_path):
+    file = tmp_path / "jobs.txt"
+    file.write_bytes(payload(sacct_line(1)))
+
+    with pytest.raises(CommandError, match="No system has the slug 'nowhere'"):
+        call_command("ingest_sacct", str(file), "--system", "nowhere")
+
+
+def test_export_slurm_limits_prints_absolute_idempotent_sacctmgr_commands(system, capsys):
+    funded_allocation(system, account="airr-00001", hours=10)
+    funded_allocation(system, account="airr-00002", hours=10, state="exhausted")
+
+    call_command("export_slurm_limits", "--system", "isambard-ai")
+
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == (
+        "sacctmgr -i modify account where name=airr-00001 cluster=isambard-ai "
+        "set GrpTRESMins=gres/gpu=600  # active"
+    )
+    assert out[2].endswith("set GrpTRESMins=gres/gpu=0  # exhausted")
+
+
+def test_export_slurm_limits_as_json(system, capsys):
+    funded_allocation(system, account="airr-00001", hours=1)
+
+    call_command("export_slurm_limits", "--system", "isambard-ai", "--format", "json")
+
+    [limit] = json.loads(capsys.readouterr().out)
+    assert (limit["account"], limit["gpu_minutes_limit"], limit["committed_gpu_seconds"]) == (
+        "airr-00001",
+        60,
+        HOUR,
+    )
+
+
+def test_reconcile_usage_says_when_there_is_nothing_new(system, capsys):
+    call_command("reconcile_usage", "--system", "isambard-ai")
+
+    assert "Nothing new to charge." in capsys.readouterr().out
+
+
+def test_export_slurm_limits_can_give_what_remains_for_a_qos_right_after_a_usage_reset(system, capsys):
+    allocation = funded_allocation(system, account="airr-00001", hours=10)
+    ledger.charge_usage(allocation=allocation, seconds=4 * HOUR, reason="Jobs", idempotency_key="used-4")
+
+    call_command("export_slurm_limits", "--system", "isambard-ai", "--limit", "remaining", "--target", "qos")
+
+    assert capsys.readouterr().out.splitlines()[1] == (
+        "sacctmgr -i modify qos where name=airr-00001 set GrpTRESMins=gres/gpu=360  # active"
+    )

@@ -1,0 +1,133 @@
+"""Thresholds, exhaustion, expiry, limits and the cluster's own view of usage."""
+
+import pytest
+from django.core import mail
+from django.urls import reverse
+
+from allocations import ledger
+from allocations.models import Allocation, LedgerTransaction, ThresholdNotice, UsageReport
+from allocations.usage.ingest import ingest_sacct
+from allocations.usage.limits import account_limits
+from allocations.usage.reconcile import reconcile_system
+from allocations.usage.services import create_ingest_token
+from allocations.usage.thresholds import check_thresholds, expire_ended_allocations
+from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _media_in_tmp(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+def use(system, *hours_per_job, start_id=1):
+    lines = [sacct_line(start_id + i, elapsed=int(hours * HOUR)) for i, hours in enumerate(hours_per_job)]
+    ingest_sacct(system=system, payload=payload(*lines), source="command")
+    reconcile_system(system=system)
+
+
+def test_the_pi_is_emailed_once_at_each_threshold_passed(system, alice, django_capture_on_commit_callbacks):
+    funded_allocation(system, hours=10, holder=alice)
+    use(system, 5.5)
+    with django_capture_on_commit_callbacks(execute=True):
+        check_thresholds(system=system)
+        check_thresholds(system=system)
+
+    assert [m.subject for m in mail.outbox] == ["airr-00001 has used 50% of its GPU-hours"]
+    assert mail.outbox[0].to == ["alice@example.ac.uk"]
+
+    use(system, 4, start_id=10)
+    with django_capture_on_commit_callbacks(execute=True):
+        check_thresholds(system=system)
+
+    assert sorted(ThresholdNotice.objects.values_list("percent", flat=True)) == [50, 75, 90]
+    assert len(mail.outbox) == 3
+
+
+def test_at_100_percent_without_grace_the_allocation_is_exhausted_and_its_limit_is_zero(system):
+    allocation = funded_allocation(system, hours=10)
+    use(system, 10)
+    check_thresholds(system=system)
+
+    allocation.refresh_from_db()
+    assert allocation.state == Allocation.State.EXHAUSTED
+    assert account_limits(system=system)[0]["gpu_minutes_limit"] == 0
+
+
+def test_the_pools_grace_lets_an_allocation_run_past_100_percent_before_it_is_exhausted(system):
+    allocation = funded_allocation(system, hours=10, pool_options={"grace_percent": 10})
+    use(system, 10.5)
+    check_thresholds(system=system)
+    allocation.refresh_from_db()
+    assert allocation.state == Allocation.State.ACTIVE
+    assert account_limits(system=system)[0]["gpu_minutes_limit"] == 660
+
+    use(system, 0.5, start_id=10)
+    check_thresholds(system=system)
+    allocation.refresh_from_db()
+    assert allocation.state == Allocation.State.EXHAUSTED
+
+
+@pytest.mark.parametrize("policy, kind", [("return", "expire"), ("forfeit", "forfeit")])
+def test_at_its_end_unused_hours_are_returned_or_forfeited_once(system, policy, kind):
+    allocation = funded_allocation(system, hours=10, pool_options={"unused_hours_policy": policy})
+    use(system, 4)
+    day_after = allocation.end_date.replace(year=allocation.end_date.year + 1)
+
+    assert expire_ended_allocations(today=day_after) == 1
+    assert expire_ended_allocations(today=day_after) == 0
+
+    allocation.refresh_from_db()
+    assert allocation.state == Allocation.State.EXPIRED
+    [end] = LedgerTransaction.objects.filter(type=kind)
+    assert sorted(end.entries.values_list("amount", flat=True)) == [-6 * HOUR, 6 * HOUR]
+    assert ledger.allocation_account(allocation).balance == 0
+
+
+def test_the_charge_factor_is_divided_back_out_of_the_slurm_limit(system):
+    system.charge_factor = "2"
+    system.save()
+    funded_allocation(system, hours=10)
+
+    assert account_limits(system=system)[0]["gpu_minutes_limit"] == 300
+
+
+def test_a_clusters_usage_report_records_and_flags_the_variance(client, system):
+    funded_allocation(system, account="airr-00001")
+    funded_allocation(system, account="airr-00002")
+    use(system, 2)  # airr-00001 used two GPU-hours according to the ledger
+    _, key = create_ingest_token(system=system, name="cron", actor=None)
+    report = (
+        "Account|User|GrpTRESRaw\n"
+        "root||cpu=1,gres/gpu=9999\n"
+        "airr-00001||cpu=10,gres/gpu=125\n"
+        "airr-00001|alice|cpu=10,gres/gpu=125\n"
+        "airr-00002||cpu=10,gres/gpu=600\n"
+    )
+
+    response = client.generic(
+        "POST",
+        reverse("usage-report", args=[system.slug]),
+        report.encode(),
+        content_type="text/plain",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+    )
+
+    assert response.status_code == 201, response.json()
+    variance = {r.account: (r.variance_seconds, r.is_flagged) for r in UsageReport.objects.all()}
+    assert variance == {"airr-00001": (5 * 60, False), "airr-00002": (10 * HOUR, True)}
+
+
+def test_a_usage_report_without_the_columns_is_a_400(client, system):
+    _, key = create_ingest_token(system=system, name="cron", actor=None)
+    response = client.generic(
+        "POST",
+        reverse("usage-report", args=[system.slug]),
+        b"Account|Something\nx|1\n",
+        content_type="text/plain",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+    )
+
+    assert response.status_code == 400
+    assert "GrpTRESRaw" in response.json()["errors"]["body"][0]

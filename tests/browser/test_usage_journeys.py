@@ -1,0 +1,71 @@
+"""Usage pages in Chromium, each checked with axe: an operator's tokens, upload, batches and unmatched usage,
+and a PI's usage page."""
+
+import pytest
+from django.test import Client
+
+from allocations.usage.ingest import ingest_sacct
+from allocations.usage.reconcile import reconcile_system
+from tests.allocations.usage_helpers import funded_allocation, payload, sacct_line
+from tests.browser.conftest import check_accessibility, visit
+from tests.factories import UserFactory, give_mfa
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _media_in_tmp(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+def sign_in(page, live_server, user):
+    """Reuse a session made by Django's test client, so the journey starts at the page under test."""
+    client = Client()
+    client.force_login(user)
+    cookie = client.cookies["sessionid"]
+    page.context.add_cookies([{"name": "sessionid", "value": cookie.value, "url": live_server.url}])
+
+
+def test_an_operator_makes_a_token_uploads_a_file_and_reads_its_batch(page, live_server, system, tmp_path):
+    admin = UserFactory(email="operator@example.ac.uk", is_staff=True)
+    give_mfa(admin)
+    funded_allocation(system)
+    sign_in(page, live_server, admin)
+
+    visit(page, "/usage/tokens/")
+    page.get_by_role("link", name="Make a token").click()
+    check_accessibility(page)
+    page.get_by_label("Name").fill("sacct cron on login1")
+    page.get_by_role("button", name="Make token").click()
+    key = page.locator("#ingest-key").inner_text()
+    assert key.startswith("airr_ingest_")
+    check_accessibility(page)
+
+    file = tmp_path / "jobs.txt"
+    file.write_bytes(payload(sacct_line(1), sacct_line(2, account="nobody"), "a broken line"))
+    visit(page, "/usage/upload/")
+    page.get_by_label("sacct output").set_input_files(str(file))
+    page.get_by_role("button", name="Upload").click()
+    page.wait_for_url("**/usage/batches/*/")
+    page.reload()  # the worker (eager here) has read the rows by now
+    check_accessibility(page)
+    assert "expected 12 fields" in page.content()
+
+    visit(page, "/usage/batches/")
+    visit(page, "/usage/unmatched/")
+    assert "nobody" in page.content()
+
+
+def test_a_pi_reads_the_usage_of_their_allocation(page, live_server, system):
+    pi = UserFactory(email="pi@example.ac.uk")
+    allocation = funded_allocation(system, holder=pi)
+    ingest_sacct(
+        system=system, payload=payload(sacct_line(1, user="pi"), sacct_line(2, user="bob")), source="api"
+    )
+    reconcile_system(system=system)
+    sign_in(page, live_server, pi)
+
+    visit(page, "/usage/allocations/")
+    page.get_by_role("link", name=allocation.scheduler_account, exact=False).click()
+    check_accessibility(page)
+    assert "Per member" in page.content() and "bob" in page.content()
