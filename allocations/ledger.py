@@ -610,22 +610,6 @@ def revoke_allocation(
 # Usage reconciliation -------------------------------------------------------------------------------------
 
 
-def lock_usage_accounts(*, allocations: Iterable[Allocation]) -> None:
-    """Lock the accounts a reconciliation run will charge, all at once and in the module's order.
-
-    A run charges many allocations inside one database transaction; locking them one by one as it goes would
-    take an allocation's lock after the consumed sink's, against the order every other service follows.
-    Must be called inside the caller's transaction, which then holds the locks until it commits.
-    """
-    allocations = list(allocations)
-    if not allocations:
-        return
-    accounts = [allocation_account(allocation) for allocation in allocations]
-    systems = {allocation.pool.system_id: allocation.pool.system for allocation in allocations}
-    accounts += [sink_account(system, Kind.CONSUMED) for system in systems.values()]
-    _lock(accounts)
-
-
 def usage_and_commitments(allocation_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
     """(GPU-seconds used net of refunds and adjustments, GPU-seconds committed) per allocation id."""
     totals = {pk: [0, 0] for pk in allocation_ids}
@@ -642,3 +626,102 @@ def usage_and_commitments(allocation_ids: Iterable[int]) -> dict[int, tuple[int,
         else:
             totals[allocation_id][0] -= total
     return {pk: (used, committed) for pk, (used, committed) in totals.items()}
+
+
+def record_usage_in_bulk(
+    *,
+    system,
+    movements: list[tuple[Allocation, int, str, str]],
+    cause: tuple[str, str],
+    effective_at: datetime | None = None,
+) -> dict[str, LedgerTransaction]:
+    """Charge (positive seconds) or refund (negative) many allocations of one system in one transaction.
+
+    `movements` holds (allocation, signed GPU-seconds, reason, idempotency key); each becomes its own charge
+    or refund transaction, exactly as `charge_usage` / `refund_usage` would write it, with the same guarantees
+    (keys, locks in the module's order, balances, refunds never above what was charged) — but in a few
+    statements for thousands of allocations, which is what a reconciliation run needs. Returns the
+    transactions by key, including those a previous call with the same keys already recorded.
+    """
+    for _, seconds, _, _ in movements:
+        if isinstance(seconds, bool) or not isinstance(seconds, int):
+            raise InvalidAmount("GPU-seconds must be a whole number")
+        _positive(abs(seconds))
+    wanted = {key: (allocation, seconds, reason) for allocation, seconds, reason, key in movements}
+    if len(wanted) != len(movements):
+        raise ValueError("every movement needs its own idempotency key")
+    if any(allocation.pool.system_id != system.pk for allocation, _, _ in wanted.values()):
+        raise SystemMismatch("Every allocation charged in one batch must be on the same system")
+    cause_type, cause_id = cause
+    with transaction.atomic():
+        accounts = {
+            account.allocation_id: account
+            for account in LedgerAccount.objects.filter(
+                allocation__in=[allocation for allocation, _, _ in wanted.values()]
+            )
+        }
+        for allocation, _, _ in wanted.values():
+            if allocation.pk not in accounts:
+                accounts[allocation.pk] = allocation_account(allocation)
+        consumed = sink_account(system, Kind.CONSUMED)
+        # The module's lock order: allocation accounts by primary key, then the sink. One statement locks them
+        # all; PostgreSQL takes row locks after sorting, so in primary-key order.
+        list(
+            LedgerAccount.objects.select_for_update()
+            .filter(pk__in=[account.pk for account in accounts.values()])
+            .order_by("pk")
+        )
+        LedgerAccount.objects.select_for_update().filter(pk=consumed.pk).get()
+        recorded = {
+            txn.idempotency_key: txn for txn in LedgerTransaction.objects.filter(idempotency_key__in=wanted)
+        }
+        for key, txn in recorded.items():
+            expected = Type.CHARGE if wanted[key][1] > 0 else Type.REFUND
+            if txn.type != expected:
+                raise IdempotencyKeyReused(f"The idempotency key {key!r} was already used for a {txn.type}")
+        todo = {key: value for key, value in wanted.items() if key not in recorded}
+        refunds = {accounts[a.pk].pk: -seconds for a, seconds, _ in todo.values() if seconds < 0}
+        if refunds:
+            charged = dict(
+                LedgerEntry.objects.filter(account__in=list(refunds), transaction__type__in=USAGE_TYPES)
+                .values_list("account")
+                .annotate(total=Sum("amount"))
+            )
+            for account_pk, seconds in refunds.items():
+                if seconds > -(charged.get(account_pk) or 0):
+                    raise InvalidAmount("A refund would give back more GPU-hours than were charged")
+        now = timezone.now()
+        effective = effective_at or now
+        transactions = LedgerTransaction.objects.bulk_create(
+            LedgerTransaction(
+                type=Type.CHARGE if seconds > 0 else Type.REFUND,
+                actor=None,
+                reason=reason.strip(),
+                effective_at=effective,
+                recorded_at=now,
+                idempotency_key=key,
+                cause_type=cause_type,
+                cause_id=str(cause_id),
+            )
+            for key, (_, seconds, reason) in todo.items()
+        )
+        entries, change = [], defaultdict(int)
+        for txn, (allocation, seconds, _) in zip(transactions, todo.values(), strict=True):
+            account = accounts[allocation.pk]
+            for account_pk, amount in ((account.pk, -seconds), (consumed.pk, seconds)):
+                entries.append(
+                    LedgerEntry(
+                        transaction=txn,
+                        account_id=account_pk,
+                        amount=amount,
+                        effective_at=effective,
+                        recorded_at=now,
+                    )
+                )
+                change[account_pk] += amount
+        LedgerEntry.objects.bulk_create(entries, batch_size=5000)
+        for account_pk, delta in change.items():
+            if delta:
+                LedgerAccount.objects.filter(pk=account_pk).update(balance=F("balance") + delta)
+        recorded.update((txn.idempotency_key, txn) for txn in transactions)
+        return recorded

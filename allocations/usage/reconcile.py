@@ -37,7 +37,8 @@ from allocations.models import (
 )
 from programmes.models import System
 
-# Tests of a worker dying mid-run set this to pause between allocations, so the run can be killed half done.
+# Tests of a worker dying mid-run set this: the run pauses after writing the ledger, before moving the records
+# and the cursor, so it can be killed half done.
 PAUSE_ENVIRONMENT_VARIABLE = "AIRR_TEST_RECONCILE_PAUSE_SECONDS"
 
 
@@ -86,25 +87,27 @@ def reconcile_system(*, system: System) -> ReconciliationRun | None:
             started_at=started_at,
             finished_at=started_at,
         )
-        allocations = list(Allocation.objects.select_related("pool__system").filter(pk__in=per_allocation))
-        ledger.lock_usage_accounts(allocations=allocations)
-        pause = float(os.environ.get(PAUSE_ENVIRONMENT_VARIABLE) or 0)
-        net = 0
-        job_charges: list[JobCharge] = []
-        for allocation in sorted(allocations, key=lambda a: a.pk):
-            deltas = per_allocation[allocation.pk]
-            for sign, parts, service in ((1, deltas.charges, _charge), (-1, deltas.refunds, _refund)):
-                if not parts:
-                    continue
-                seconds = sum(amount for _, amount in parts)
-                txn = service(allocation=allocation, seconds=seconds, run=run, jobs=len(parts))
-                net += sign * seconds
-                job_charges.extend(
-                    JobCharge(run=run, transaction=txn, job_record_id=pk, seconds=sign * amount)
-                    for pk, amount in parts
-                )
-            if pause:
-                time.sleep(pause)
+        allocations = Allocation.objects.select_related("pool__system").in_bulk(list(per_allocation))
+        movements, parts_by_key = [], {}
+        for allocation_id in sorted(per_allocation):
+            allocation, deltas = allocations[allocation_id], per_allocation[allocation_id]
+            for kind, sign, parts in (("charge", 1, deltas.charges), ("refund", -1, deltas.refunds)):
+                if parts:
+                    key = f"usage-{kind}:{run.pk}:{allocation_id}"
+                    seconds = sum(amount for _, amount in parts)
+                    movements.append((allocation, sign * seconds, _reason(kind, len(parts), system), key))
+                    parts_by_key[key] = (sign, parts)
+        transactions = ledger.record_usage_in_bulk(
+            system=system, movements=movements, cause=("reconciliation_run", str(run.pk))
+        )
+        net = sum(seconds for _, seconds, _, _ in movements)
+        job_charges = [
+            JobCharge(run=run, transaction=transactions[key], job_record_id=pk, seconds=sign * amount)
+            for key, (sign, parts) in parts_by_key.items()
+            for pk, amount in parts
+        ]
+        if pause := float(os.environ.get(PAUSE_ENVIRONMENT_VARIABLE) or 0):
+            time.sleep(pause)
         JobCharge.objects.bulk_create(job_charges, batch_size=5000)
         # Writers of job records hold the usage sequence's lock; taking it here means no ingest holds record
         # locks this update needs while waiting for ours.
@@ -118,25 +121,11 @@ def reconcile_system(*, system: System) -> ReconciliationRun | None:
         return run
 
 
-def _charge(*, allocation, seconds, run, jobs):
-    return ledger.charge_usage(
-        allocation=allocation,
-        seconds=seconds,
-        reason=f"Usage of {jobs} job{'s' if jobs != 1 else ''} reported by {allocation.pool.system.name}",
-        idempotency_key=f"usage-charge:{run.pk}:{allocation.pk}",
-        cause=("reconciliation_run", str(run.pk)),
-    )
-
-
-def _refund(*, allocation, seconds, run, jobs):
-    return ledger.refund_usage(
-        allocation=allocation,
-        seconds=seconds,
-        actor=None,
-        reason=f"{jobs} job{'s' if jobs != 1 else ''} re-reported shorter by {allocation.pool.system.name}",
-        idempotency_key=f"usage-refund:{run.pk}:{allocation.pk}",
-        cause=("reconciliation_run", str(run.pk)),
-    )
+def _reason(kind: str, jobs: int, system: System) -> str:
+    plural = "s" if jobs != 1 else ""
+    if kind == "charge":
+        return f"Usage of {jobs} job{plural} reported by {system.name}"
+    return f"{jobs} job{plural} re-reported shorter by {system.name}"
 
 
 def _set_charged_seconds(values: list[tuple[int, int]]) -> None:

@@ -3,7 +3,7 @@
 import pytest
 
 from allocations import ledger
-from allocations.models import JobCharge, JobRecord, LedgerTransaction, ReconciliationRun
+from allocations.models import JobCharge, JobRecord, LedgerAccount, LedgerTransaction, ReconciliationRun
 from allocations.usage.ingest import ingest_sacct
 from allocations.usage.reconcile import reconcile_system
 from allocations.usage.services import assign_unmatched_account
@@ -143,3 +143,35 @@ def test_a_run_records_the_cursor_so_the_next_run_reads_only_new_records(system)
     assert second.from_seq == first.to_seq
     assert second.records == 1
     assert ReconciliationRun.objects.count() == 2
+
+
+def test_bulk_usage_writes_one_balanced_transaction_per_movement_and_keeps_balances_true(system):
+    first, second = (
+        funded_allocation(system, account="airr-00001"),
+        funded_allocation(system, account="airr-00002"),
+    )
+    movements = [(first, 600, "Jobs", "bulk-1"), (second, 1200, "Jobs", "bulk-2")]
+
+    ledger.record_usage_in_bulk(system=system, movements=movements, cause=("test", "1"))
+    again = ledger.record_usage_in_bulk(system=system, movements=movements, cause=("test", "1"))
+
+    assert LedgerTransaction.objects.filter(type="charge").count() == 2
+    assert set(again) == {"bulk-1", "bulk-2"}
+    for txn in LedgerTransaction.objects.filter(type="charge"):
+        assert sum(txn.entries.values_list("amount", flat=True)) == 0
+    for account in LedgerAccount.objects.all():
+        assert account.balance == sum(account.entries.values_list("amount", flat=True))
+    assert (used(first), used(second)) == (600, 1200)
+
+
+def test_bulk_usage_refuses_to_refund_more_than_was_charged_and_moves_nothing(system):
+    allocation = funded_allocation(system)
+    ledger.record_usage_in_bulk(system=system, movements=[(allocation, 600, "Jobs", "b-1")], cause=("t", "1"))
+
+    with pytest.raises(ledger.InvalidAmount):
+        ledger.record_usage_in_bulk(
+            system=system, movements=[(allocation, -601, "Jobs", "b-2")], cause=("t", "2")
+        )
+
+    assert used(allocation) == 600
+    assert not LedgerTransaction.objects.filter(idempotency_key="b-2").exists()

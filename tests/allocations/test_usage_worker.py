@@ -86,8 +86,8 @@ def _ledger_picture(allocations):
 
 @pytest.fixture
 def paused_worker(request, monkeypatch):
-    """A worker that pauses 2 s between allocations while reconciling, so it can be killed half-way."""
-    monkeypatch.setenv(PAUSE_ENVIRONMENT_VARIABLE, "2")
+    """A worker that pauses 5 s after writing the ledger and before moving the records and the cursor."""
+    monkeypatch.setenv(PAUSE_ENVIRONMENT_VARIABLE, "5")
     worker = request.getfixturevalue("celery_worker_process")
     monkeypatch.delenv(PAUSE_ENVIRONMENT_VARIABLE)
     return worker
@@ -114,7 +114,7 @@ def test_a_worker_killed_mid_reconciliation_leaves_the_ledger_as_an_uninterrupte
 
     reconcile_system_task.delay(killed_system.pk)
     wait_for(_charges_in_flight, message="the worker never started charging")
-    time.sleep(2.5)  # at least one allocation charged inside the open transaction
+    # Now the ledger rows are written inside the worker's open transaction, the records and cursor not yet.
     os.kill(paused_worker.pid, signal.SIGKILL)
     paused_worker.wait(timeout=20)
 
