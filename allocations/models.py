@@ -364,6 +364,24 @@ class JobRecordQuerySet(models.QuerySet):
     def unmatched(self):
         return self.filter(allocation__isnull=True)
 
+    def with_charged_seconds(self):
+        """Annotate `charged_seconds`: what the ledger holds for each record, the sum of its job charges.
+
+        A correlated subquery, so its cost follows the records asked for, never the size of history.
+        """
+        charges = (
+            JobCharge.objects.filter(job_record=models.OuterRef("pk"))
+            .order_by()
+            .values("job_record")
+            .annotate(total=models.Sum("seconds"))
+            .values("total")
+        )
+        return self.annotate(
+            charged_seconds=models.functions.Coalesce(
+                models.Subquery(charges), 0, output_field=models.BigIntegerField()
+            )
+        )
+
 
 class JobRecord(models.Model):
     """One run of one job as the scheduler reported it last: the unit that is charged.
@@ -372,7 +390,9 @@ class JobRecord(models.Model):
     (Start None) are counted in their batch but not stored: they used nothing.
     """
 
-    system = models.ForeignKey(System, on_delete=models.PROTECT, related_name="job_records")
+    # No separate indexes on the foreign keys: the unique key and the indexes below start with them, and each
+    # index costs every row of a million-row ingest.
+    system = models.ForeignKey(System, on_delete=models.PROTECT, related_name="job_records", db_index=False)
     job_id_raw = models.CharField(max_length=64)
     start = models.DateTimeField()
     job_id = models.CharField(max_length=64)
@@ -387,16 +407,28 @@ class JobRecord(models.Model):
     gpu_seconds = models.BigIntegerField(
         help_text="What this run costs: GPUs × elapsed × charge factor, rounded."
     )
-    charged_seconds = models.BigIntegerField(default=0, help_text="What the ledger holds for it so far.")
     allocation = models.ForeignKey(
-        Allocation, on_delete=models.PROTECT, null=True, blank=True, related_name="job_records"
+        Allocation,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="job_records",
+        db_index=False,
     )
     is_outside_window = models.BooleanField(
         default=False, help_text="Ran outside the allocation's dates: charged, and flagged for an operator."
     )
     changed_seq = models.BigIntegerField()
+    # Which batch last changed the record, for an operator's eye: informational, so neither indexed nor
+    # checked by the database (batches are never deleted), which spares a million-row ingest a check per row.
     last_batch = models.ForeignKey(
-        IngestBatch, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        IngestBatch,
+        on_delete=models.DO_NOTHING,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
 
     objects = JobRecordQuerySet.as_manager()
@@ -454,9 +486,23 @@ class ReconciliationRun(models.Model):
 class JobCharge(models.Model):
     """One job's part of one usage transaction: the GPU-seconds it added (or gave back) in that run."""
 
-    run = models.ForeignKey(ReconciliationRun, on_delete=models.PROTECT, related_name="job_charges")
-    transaction = models.ForeignKey(LedgerTransaction, on_delete=models.PROTECT, related_name="job_charges")
-    job_record = models.ForeignKey(JobRecord, on_delete=models.PROTECT, related_name="charges")
+    # A run writes up to a million of these in the transaction that writes its ledger rows, pointing only at
+    # rows of that same transaction or at job records (never deleted): the database's per-row foreign-key
+    # checks would cost more than the rest of the run, so the references are kept by construction and
+    # checked by the tests, not by constraints. Only the two lookups the portal makes are indexed.
+    run = models.ForeignKey(
+        ReconciliationRun,
+        on_delete=models.DO_NOTHING,
+        related_name="job_charges",
+        db_constraint=False,
+        db_index=False,
+    )
+    transaction = models.ForeignKey(
+        LedgerTransaction, on_delete=models.DO_NOTHING, related_name="job_charges", db_constraint=False
+    )
+    job_record = models.ForeignKey(
+        JobRecord, on_delete=models.DO_NOTHING, related_name="charges", db_constraint=False
+    )
     seconds = models.BigIntegerField()
 
     class Meta:

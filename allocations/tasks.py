@@ -7,12 +7,9 @@ for transient database trouble only (a deadlock victim, a dropped connection); a
 from __future__ import annotations
 
 from celery import shared_task
-from celery.schedules import crontab
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import OperationalError
-
-from airr_portal.celery import app
 
 TRANSIENT = (OperationalError,)
 
@@ -105,17 +102,3 @@ def send_threshold_notice_task(notice_id: int) -> bool:
         recipient_list=[allocation.holder.email],
     )
     return True
-
-
-@app.on_after_finalize.connect
-def _schedule_usage_work(sender, **kwargs):
-    sender.conf.beat_schedule.update(
-        {
-            "reconcile-usage": {"task": "allocations.tasks.reconcile_all_systems_task", "schedule": 300.0},
-            "check-thresholds": {"task": "allocations.tasks.check_all_thresholds_task", "schedule": 900.0},
-            "expire-allocations": {
-                "task": "allocations.tasks.expire_allocations_task",
-                "schedule": crontab(hour=0, minute=15),
-            },
-        }
-    )

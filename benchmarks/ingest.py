@@ -147,7 +147,6 @@ def bench_floor(floor_path: Path) -> float:
 def world():
     from datetime import date
 
-    from allocations import ledger
     from allocations.models import Allocation
     from programmes.models import FundPool, Programme, System
 
@@ -162,11 +161,9 @@ def world():
         valid_from=date(2026, 1, 1),
         valid_until=date(2027, 12, 31),
     )
-    award = 50_000 * 3600  # 5,000 of these stay under the ledger's ceiling of 10**12 GPU-seconds
-    ledger.deposit_to_pool(
-        pool=pool, seconds=award * ALLOCATIONS, actor=None, reason="Bench", idempotency_key="bench-deposit"
-    )
-    allocations = Allocation.objects.bulk_create(
+    # No awards are committed: a charge never depends on the balance, so they would not change what is
+    # measured, and 5,000 commitments would add minutes to the set-up.
+    Allocation.objects.bulk_create(
         Allocation(
             pool=pool,
             scheduler_account=f"airr-{n:05d}",
@@ -177,14 +174,6 @@ def world():
         )
         for n in range(ALLOCATIONS)
     )
-    for allocation in allocations:
-        ledger.commit_to_allocation(
-            allocation=allocation,
-            seconds=award,
-            actor=None,
-            reason="Bench",
-            idempotency_key=f"c-{allocation.pk}",
-        )
     return system
 
 

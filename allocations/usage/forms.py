@@ -1,6 +1,7 @@
 """Forms for the operators' usage pages (rendered as GOV.UK fields by the project's form renderer)."""
 
 from django import forms
+from django.conf import settings
 
 from allocations.models import Allocation
 from programmes.models import System
@@ -28,6 +29,15 @@ class UploadForm(forms.Form):
         max_length=2000,
         help_text="Comma-separated, only for output made with --noheader",
     )
+
+    def clean_file(self):
+        file = self.cleaned_data["file"]
+        if file.size > settings.INGEST_MAX_BYTES:
+            limit = settings.INGEST_MAX_BYTES // (1024 * 1024)
+            raise forms.ValidationError(
+                f"The file must be smaller than {limit} MB: gzip it, or split it by date"
+            )
+        return file
 
 
 class AssignAccountForm(forms.Form):

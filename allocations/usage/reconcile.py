@@ -1,9 +1,11 @@
 """Reconciliation: charge the ledger what changed in a system's job records since the last run, exactly once.
 
 A run reads the records whose `changed_seq` is above the system's cursor, charges each record's difference
-between what it costs (`gpu_seconds`) and what the ledger already holds for it (`charged_seconds`), and moves
-`charged_seconds` and the cursor in the same database transaction as the ledger entries. So:
-- its cost follows the records that changed, never the size of history (an index on (system, changed_seq));
+between what it costs (`gpu_seconds`) and what the ledger already holds for it (the sum of its JobCharge
+rows), and writes those JobCharge rows and moves the cursor in the same database transaction as the ledger
+entries. So:
+- its cost follows the records that changed, never the size of history (an index on (system, changed_seq),
+  and one on the charges of a record);
 - a second run, or a run after a worker died mid-way (its transaction rolled back), charges nothing twice;
 - a running job is charged provisionally and re-charged by the difference when it ends; a run reported shorter
   is refunded the difference.
@@ -11,13 +13,13 @@ between what it costs (`gpu_seconds`) and what the ledger already holds for it (
 Per allocation and run there is at most one charge and one refund transaction, and a JobCharge row per job
 ties every entry to the jobs it is made of.
 
-Lock order (no two writers wait on each other in a circle): the system's reconciliation cursor, then ledger
-accounts in the ledger's own order (allocations by primary key, then the consumed sink), then the system's
-usage sequence (the lock every writer of job records holds), then job records.
+Lock order: the system's reconciliation cursor, then ledger accounts in the ledger's own order. A record an
+ingest changes while a run is under way gets a change number above the run's, so the next run sees it.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from collections import defaultdict
@@ -33,7 +35,6 @@ from allocations.models import (
     JobRecord,
     ReconciliationCursor,
     ReconciliationRun,
-    UsageSequence,
 )
 from programmes.models import System
 
@@ -51,18 +52,25 @@ class _AllocationDeltas:
 def reconcile_system(*, system: System) -> ReconciliationRun | None:
     """Charge every changed, matched job record of the system; returns the run, or None when nothing moved."""
     ReconciliationCursor.objects.get_or_create(system=system)
-    UsageSequence.objects.get_or_create(system=system)
     started_at = timezone.now()
     with transaction.atomic():
         # One run per system at a time: a second run waits here, then sees what the first already charged.
         cursor = ReconciliationCursor.objects.select_for_update().get(system=system)
         from_seq = cursor.reconciled_seq
-        rows = JobRecord.objects.filter(system=system, changed_seq__gt=from_seq).values_list(
-            "pk", "allocation_id", "gpu_seconds", "charged_seconds", "changed_seq"
+        if connection.vendor == "postgresql":
+            # Before statistics catch up with a big ingest the planner overestimates this query and compiles
+            # it (JIT), which costs a hundred times more than the index scan it usually is.
+            with connection.cursor() as db:
+                db.execute("SET LOCAL jit = off")
+        rows = (
+            JobRecord.objects.filter(system=system, changed_seq__gt=from_seq)
+            .order_by()
+            .with_charged_seconds()
+            .values_list("pk", "allocation_id", "gpu_seconds", "charged_seconds", "changed_seq")
         )
         to_seq = from_seq
         per_allocation: dict[int, _AllocationDeltas] = defaultdict(_AllocationDeltas)
-        new_charged: list[tuple[int, int]] = []
+        records = 0
         for pk, allocation_id, gpu_seconds, charged_seconds, changed_seq in rows.iterator(chunk_size=20_000):
             to_seq = max(to_seq, changed_seq)
             # Unmatched records wait, held, until an allocation claims their account (which gives them a new
@@ -72,7 +80,7 @@ def reconcile_system(*, system: System) -> ReconciliationRun | None:
             delta = gpu_seconds - charged_seconds
             deltas = per_allocation[allocation_id]
             (deltas.charges if delta > 0 else deltas.refunds).append((pk, abs(delta)))
-            new_charged.append((pk, gpu_seconds))
+            records += 1
         if not per_allocation:
             if to_seq != from_seq:
                 cursor.reconciled_seq = to_seq
@@ -82,7 +90,7 @@ def reconcile_system(*, system: System) -> ReconciliationRun | None:
             system=system,
             from_seq=from_seq,
             to_seq=to_seq,
-            records=len(new_charged),
+            records=records,
             allocations=len(per_allocation),
             started_at=started_at,
             finished_at=started_at,
@@ -102,17 +110,13 @@ def reconcile_system(*, system: System) -> ReconciliationRun | None:
         )
         net = sum(seconds for _, seconds, _, _ in movements)
         job_charges = [
-            JobCharge(run=run, transaction=transactions[key], job_record_id=pk, seconds=sign * amount)
+            (run.pk, transactions[key].pk, pk, sign * amount)
             for key, (sign, parts) in parts_by_key.items()
             for pk, amount in parts
         ]
         if pause := float(os.environ.get(PAUSE_ENVIRONMENT_VARIABLE) or 0):
             time.sleep(pause)
-        JobCharge.objects.bulk_create(job_charges, batch_size=5000)
-        # Writers of job records hold the usage sequence's lock; taking it here means no ingest holds record
-        # locks this update needs while waiting for ours.
-        UsageSequence.objects.select_for_update().get(system=system)
-        _set_charged_seconds(new_charged)
+        _insert_job_charges(job_charges)
         cursor.reconciled_seq = to_seq
         cursor.save(update_fields=["reconciled_seq"])
         run.charged_seconds = net
@@ -128,19 +132,18 @@ def _reason(kind: str, jobs: int, system: System) -> str:
     return f"{jobs} job{plural} re-reported shorter by {system.name}"
 
 
-def _set_charged_seconds(values: list[tuple[int, int]]) -> None:
-    table = JobRecord._meta.db_table
-    with connection.cursor() as cursor:
-        for start in range(0, len(values), 50_000):
-            chunk = values[start : start + 50_000]
-            if connection.vendor == "postgresql":
-                cursor.execute(
-                    f"UPDATE {table} AS r SET charged_seconds = v.seconds "  # noqa: S608 (a model's table name)
-                    "FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, seconds) WHERE r.id = v.id",
-                    [[pk for pk, _ in chunk], [seconds for _, seconds in chunk]],
-                )
-            else:
-                cursor.executemany(
-                    f"UPDATE {table} SET charged_seconds = %s WHERE id = %s",  # noqa: S608
-                    [(seconds, pk) for pk, seconds in chunk],
-                )
+def _insert_job_charges(charges: list[tuple[int, int, int, int]]) -> None:
+    """Insert (run, transaction, job record, seconds) rows; COPY on PostgreSQL: a run can hold a million."""
+    if connection.vendor != "postgresql":
+        JobCharge.objects.bulk_create(
+            (JobCharge(run_id=r, transaction_id=t, job_record_id=j, seconds=s) for r, t, j, s in charges),
+            batch_size=5000,
+        )
+        return
+    columns = "(run_id, transaction_id, job_record_id, seconds)"
+    for start in range(0, len(charges), 100_000):
+        text = "".join(f"{r}\t{t}\t{j}\t{s}\n" for r, t, j, s in charges[start : start + 100_000])
+        with connection.cursor() as cursor:
+            cursor.cursor.copy_expert(
+                f"COPY {JobCharge._meta.db_table} {columns} FROM STDIN", io.StringIO(text)
+            )

@@ -9,14 +9,14 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import Count, Sum
+from django.db.models import Count, F, Sum
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from airr_portal import roles
 from allocations import ledger
-from allocations.models import Allocation, IngestBatch, IngestToken, JobRecord
+from allocations.models import Allocation, IngestBatch, IngestToken, JobCharge, JobRecord
 from programmes.models import System
 
 from .forms import AssignAccountForm, IngestTokenForm, UploadForm
@@ -214,7 +214,12 @@ def allocation_usage(request, pk):
     except Allocation.DoesNotExist:
         raise Http404 from None
     jobs = JobRecord.objects.filter(allocation=allocation).order_by("-start", "job_id_raw")
-    per_member = jobs.order_by().values("user").annotate(jobs=Count("pk"), seconds=Sum("charged_seconds"))
+    per_member = (
+        JobCharge.objects.filter(job_record__allocation=allocation)
+        .values(user=F("job_record__user"))
+        .annotate(jobs=Count("job_record", distinct=True), seconds=Sum("seconds"))
+        .order_by()
+    )
     figures = ledger.usage_and_commitments([allocation.pk])[allocation.pk]
     return render(
         request,
@@ -225,6 +230,6 @@ def allocation_usage(request, pk):
             "committed": figures[1],
             "balance": ledger.allocation_account(allocation).balance,
             "per_member": sorted(per_member, key=lambda row: (-(row["seconds"] or 0), row["user"])),
-            "page": Paginator(jobs, PAGE_SIZE).get_page(request.GET.get("page")),
+            "page": Paginator(jobs.with_charged_seconds(), PAGE_SIZE).get_page(request.GET.get("page")),
         },
     )

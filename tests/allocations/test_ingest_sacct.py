@@ -268,3 +268,23 @@ def test_whatever_a_cluster_sends_is_recorded_rejected_or_refused_never_an_error
     assert JobRecord.objects.filter(last_batch=batch).count() == batch.new + batch.updated
     assert RejectedRow.objects.filter(batch=batch).count() == batch.rejected
     assert all(record.gpu_seconds >= 0 for record in JobRecord.objects.all())
+
+
+@pytest.mark.parametrize(
+    "name, job_id, elapsed",
+    [("tdhock-sacct-allcols.txt", "32650736", 3606), ("tdhock-sacct-manyfields.txt", "32641375", 3629)],
+)
+def test_real_compute_canada_output_records_its_cpu_job_at_zero_gpu_seconds(system, name, job_id, elapsed):
+    outcome = ingest(system, sacct_sample(name).read_bytes())
+
+    record = JobRecord.objects.get()
+    assert (record.job_id, record.account, record.elapsed_seconds) == (job_id, "rpp-kenclark_cpu", elapsed)
+    assert (record.gpus, record.gpu_seconds) == (0, 0)  # no gres/gpu in AllocTRES: no GPUs, nothing to charge
+    assert (outcome.batch.skipped_steps, outcome.batch.unmatched) == (2, 1)
+
+
+def test_real_output_without_the_columns_for_charging_is_refused_and_kept(system):
+    with pytest.raises(IngestError, match="lacks required columns"):
+        ingest(system, sacct_sample("tdhock-sacct-multiuser.txt").read_bytes())
+
+    assert IngestBatch.objects.get().status == "failed"

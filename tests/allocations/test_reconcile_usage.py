@@ -93,7 +93,7 @@ def test_a_running_job_is_charged_provisionally_then_by_the_difference_when_it_e
 
     assert used(allocation) == 1800
     assert sorted(JobCharge.objects.values_list("seconds", flat=True)) == [600, 1200]
-    assert JobRecord.objects.get().charged_seconds == 1800
+    assert JobRecord.objects.with_charged_seconds().get().charged_seconds == 1800
 
 
 def test_a_job_reported_shorter_is_refunded_the_difference(system):
@@ -175,3 +175,23 @@ def test_bulk_usage_refuses_to_refund_more_than_was_charged_and_moves_nothing(sy
 
     assert used(allocation) == 600
     assert not LedgerTransaction.objects.filter(idempotency_key="b-2").exists()
+
+
+def test_every_usage_entry_is_the_sum_of_its_job_charges_and_each_points_at_real_rows(system):
+    # JobCharge's references are kept by construction, not by database constraints: check them here.
+    first, second = (
+        funded_allocation(system, account="airr-00001"),
+        funded_allocation(system, account="airr-00002"),
+    )
+    ingest(system, payload(sacct_line(1, elapsed=900), sacct_line(2, account="airr-00002", gpus=3)))
+    reconcile_system(system=system)
+    ingest(system, payload(sacct_line(1, elapsed=300), sacct_line(3, account="airr-00002")))
+    reconcile_system(system=system)
+
+    for txn in LedgerTransaction.objects.filter(type__in=["charge", "refund"]):
+        on_allocation = txn.entries.get(account__kind="allocation").amount
+        assert -on_allocation == sum(txn.job_charges.values_list("seconds", flat=True))
+    for charge in JobCharge.objects.select_related("run", "transaction", "job_record"):
+        assert charge.transaction.cause_id == str(charge.run.pk)
+        assert charge.job_record.allocation_id in (first.pk, second.pk)
+    assert (used(first), used(second)) == (300, 4 * HOUR)

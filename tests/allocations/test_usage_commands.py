@@ -56,7 +56,7 @@ def test_ingest_sacct_charges_the_real_habrok_file_per_account_as_worked_out_fro
         for account, allocation in allocations.items()
     }
     assert charged == expected
-    assert JobRecord.objects.filter(charged_seconds__gt=0).count() == 9
+    assert JobRecord.objects.with_charged_seconds().filter(charged_seconds__gt=0).count() == 9
 
 
 def test_ingest_sacct_names_an_unknown_system(tmp_path):

@@ -152,3 +152,14 @@ def test_someone_elses_allocation_is_not_found(client, system, charlie, alice):
     client.force_login(charlie)
 
     assert client.get(reverse("usage:allocation-usage", args=[allocation.pk])).status_code == 404
+
+
+def test_an_upload_over_the_limit_is_refused_with_an_error_summary(client, admin, system, settings):
+    settings.INGEST_MAX_BYTES = 10
+    upload = SimpleUploadedFile("jobs.txt", payload(sacct_line(1)), content_type="text/plain")
+
+    response = client.post(reverse("usage:upload"), {"system": system.pk, "file": upload})
+
+    assert response.status_code == 200
+    assert "The file must be smaller than 0 MB" in response.content.decode()
+    assert not IngestBatch.objects.exists()

@@ -131,3 +131,20 @@ def test_a_usage_report_without_the_columns_is_a_400(client, system):
 
     assert response.status_code == 400
     assert "GrpTRESRaw" in response.json()["errors"]["body"][0]
+
+
+def test_usage_tasks_run_on_their_queues_and_the_beat_schedules_them():
+    from airr_portal.celery import app as celery_app
+
+    route = celery_app.amqp.router.route
+    assert route({}, "allocations.tasks.ingest_batch_task")["queue"].name == "ingest"
+    assert route({}, "allocations.tasks.reconcile_system_task")["queue"].name == "reconcile"
+    assert route({}, "allocations.tasks.reconcile_all_systems_task")["queue"].name == "reconcile"
+    assert route({}, "allocations.tasks.send_threshold_notice_task")["queue"].name == "default"
+    scheduled = {entry["task"] for entry in celery_app.conf.beat_schedule.values()}
+    assert {
+        "allocations.tasks.reconcile_all_systems_task",
+        "allocations.tasks.check_all_thresholds_task",
+        "allocations.tasks.expire_allocations_task",
+    } <= scheduled
+    assert set(celery_app.tasks) >= scheduled
