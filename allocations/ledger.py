@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
@@ -654,15 +654,17 @@ def record_usage_in_bulk(
         raise SystemMismatch("Every allocation charged in one batch must be on the same system")
     cause_type, cause_id = cause
     with transaction.atomic():
-        accounts = {
-            account.allocation_id: account
-            for account in LedgerAccount.objects.filter(
-                allocation__in=[allocation for allocation, _, _ in wanted.values()]
+        allocation_ids = {allocation.pk for allocation, _, _ in wanted.values()}
+        accounts = {a.allocation_id: a for a in LedgerAccount.objects.filter(allocation__in=allocation_ids)}
+        if missing := allocation_ids - set(accounts):
+            # Accounts are made when hours are committed; make any still missing in one statement.
+            LedgerAccount.objects.bulk_create(
+                [LedgerAccount(kind=Kind.ALLOCATION, system=system, allocation_id=pk) for pk in missing],
+                ignore_conflicts=True,
             )
-        }
-        for allocation, _, _ in wanted.values():
-            if allocation.pk not in accounts:
-                accounts[allocation.pk] = allocation_account(allocation)
+            accounts = {
+                a.allocation_id: a for a in LedgerAccount.objects.filter(allocation__in=allocation_ids)
+            }
         consumed = sink_account(system, Kind.CONSUMED)
         # The module's lock order: allocation accounts by primary key, then the sink. One statement locks them
         # all; PostgreSQL takes row locks after sorting, so in primary-key order.
@@ -720,8 +722,20 @@ def record_usage_in_bulk(
                 )
                 change[account_pk] += amount
         LedgerEntry.objects.bulk_create(entries, batch_size=5000)
-        for account_pk, delta in change.items():
-            if delta:
-                LedgerAccount.objects.filter(pk=account_pk).update(balance=F("balance") + delta)
+        _add_to_balances({pk: delta for pk, delta in change.items() if delta})
         recorded.update((txn.idempotency_key, txn) for txn in transactions)
         return recorded
+
+
+def _add_to_balances(changes: dict[int, int]) -> None:
+    """Add to many locked accounts' balances: one statement on PostgreSQL, one per account elsewhere."""
+    if connection.vendor != "postgresql":
+        for pk, delta in changes.items():
+            LedgerAccount.objects.filter(pk=pk).update(balance=F("balance") + delta)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {LedgerAccount._meta.db_table} AS a SET balance = a.balance + c.delta "  # noqa: S608
+            "FROM unnest(%s::bigint[], %s::bigint[]) AS c(id, delta) WHERE a.id = c.id",
+            [list(changes), list(changes.values())],
+        )
