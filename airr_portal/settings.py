@@ -261,13 +261,13 @@ LOGGING = {
 
 HEALTH_WORKER_TIMEOUT = env.float("HEALTH_WORKER_TIMEOUT", default=5.0)
 
-# Usage ingestion (allocations/usage): the largest payload a cluster may post, and how far a cluster's own view
-# of an account's usage may differ from the ledger before it is flagged.
+# Usage ingestion (allocations/usage): the largest payload a cluster may post, and how far a cluster's own
+# view of an account's usage may differ from the ledger before it is flagged.
 INGEST_MAX_BYTES = env.int("INGEST_MAX_BYTES", default=100 * 1024 * 1024)
 USAGE_VARIANCE_TOLERANCE_PERCENT = env.float("USAGE_VARIANCE_TOLERANCE_PERCENT", default=2.0)
 
-# Usage work on the beat schedule (allocations/tasks.py): reconciliation also runs after every ingest; the beat
-# catches anything an ingest's own run missed, and ends allocations after their end date once a day.
+# Usage work on the beat schedule (allocations/tasks.py): reconciliation also runs after every ingest; the
+# beat catches anything an ingest's own run missed, and ends allocations after their end date once a day.
 CELERY_BEAT_SCHEDULE = {
     "reconcile-usage": {"task": "allocations.tasks.reconcile_all_systems_task", "schedule": 300.0},
     "check-thresholds": {"task": "allocations.tasks.check_all_thresholds_task", "schedule": 900.0},
