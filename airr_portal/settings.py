@@ -264,6 +264,7 @@ HEALTH_WORKER_TIMEOUT = env.float("HEALTH_WORKER_TIMEOUT", default=5.0)
 # Usage ingestion (allocations/usage): the largest payload a cluster may post, and how far a cluster's own
 # view of an account's usage may differ from the ledger before it is flagged.
 INGEST_MAX_BYTES = env.int("INGEST_MAX_BYTES", default=100 * 1024 * 1024)
+INGEST_MAX_UNCOMPRESSED_BYTES = env.int("INGEST_MAX_UNCOMPRESSED_BYTES", default=1024 * 1024 * 1024)
 USAGE_VARIANCE_TOLERANCE_PERCENT = env.float("USAGE_VARIANCE_TOLERANCE_PERCENT", default=2.0)
 
 # Usage work on the beat schedule (allocations/tasks.py): reconciliation also runs after every ingest; the

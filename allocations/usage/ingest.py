@@ -253,7 +253,7 @@ def process_batch(*, batch: IngestBatch, progress: Callable[[int], None] | None 
     tz = zoneinfo.ZoneInfo(system.time_zone or "UTC")
     try:
         with open_raw(batch) as raw:
-            source = _CountingReader(raw, progress) if progress else raw
+            source = _CountingReader(raw, progress)
             try:
                 reader = iter_sacct(
                     source,
@@ -284,6 +284,10 @@ def process_batch(*, batch: IngestBatch, progress: Callable[[int], None] | None 
                 batch.status = IngestBatch.Status.INGESTED
                 batch.error = ""
                 batch.save()
+    except _PayloadTooLarge as problem:
+        IngestBatch.objects.filter(pk=batch.pk).update(status=IngestBatch.Status.FAILED, error=str(problem))
+        batch.refresh_from_db()
+        raise
     except (EOFError, OSError, gzip.BadGzipFile) as problem:
         # A truncated or corrupt gzip body: the batch stays stored, marked as unreadable.
         message = f"The gzip payload is truncated or corrupt ({problem})"
@@ -293,21 +297,40 @@ def process_batch(*, batch: IngestBatch, progress: Callable[[int], None] | None 
     return batch
 
 
-class _CountingReader:
-    """A file wrapper that reports each chunk's size, for a progress bar over the uncompressed payload."""
+class _PayloadTooLarge(IngestError):
+    pass
 
-    def __init__(self, raw: BinaryIO, progress: Callable[[int], None]):
+
+class _CountingReader:
+    """A file wrapper over the uncompressed payload: moves a progress bar, and stops a gzip bomb.
+
+    A small gzip body can expand without bound; reading stops at INGEST_MAX_UNCOMPRESSED_BYTES so that no
+    payload can exhaust memory (a JSON payload is read whole) or hold a worker for hours.
+    """
+
+    def __init__(self, raw: BinaryIO, progress: Callable[[int], None] | None):
         self.raw = raw
         self.progress = progress
+        self.limit = settings.INGEST_MAX_UNCOMPRESSED_BYTES
+        self.total = 0
+
+    def _count(self, size: int) -> None:
+        self.total += size
+        if self.total > self.limit:
+            raise _PayloadTooLarge(
+                f"The payload expands to more than {self.limit // (1024 * 1024)} MB: send a shorter window"
+            )
+        if self.progress is not None:
+            self.progress(size)
 
     def __iter__(self):
         for line in self.raw:
-            self.progress(len(line))
+            self._count(len(line))
             yield line
 
     def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
-        self.progress(len(data))
+        data = self.raw.read(size if size is not None and size >= 0 else self.limit + 1 - self.total)
+        self._count(len(data))
         return data
 
 

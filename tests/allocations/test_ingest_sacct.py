@@ -288,3 +288,15 @@ def test_real_output_without_the_columns_for_charging_is_refused_and_kept(system
         ingest(system, sacct_sample("tdhock-sacct-multiuser.txt").read_bytes())
 
     assert IngestBatch.objects.get().status == "failed"
+
+
+def test_a_gzip_bomb_is_refused_when_it_expands_past_the_limit_and_nothing_is_recorded(system, settings):
+    settings.INGEST_MAX_UNCOMPRESSED_BYTES = 10_000
+    bomb = gzip.compress(payload(*[sacct_line(n) for n in range(1, 200)]))
+    assert len(bomb) < 10_000
+
+    with pytest.raises(IngestError, match="expands to more than"):
+        ingest(system, bomb)
+
+    assert IngestBatch.objects.get().status == "failed"
+    assert not JobRecord.objects.exists()
