@@ -34,13 +34,20 @@ def _directs_or_assesses(user) -> bool:
     return _director_or_admin(user) or roles.is_technical_assessor(user)
 
 
+def _usage_operator(user) -> bool:
+    """Operators of usage ingestion: admins, and each system's technical assessors (read-only, their system)."""
+    return roles.is_admin(user) or roles.is_technical_assessor(user)
+
+
 # The service name in the header already links home, so "Home" is not repeated here.
 DESTINATIONS = [
     Destination("Calls", "proposals:call-list", _everyone),
     Destination("Your proposals", "proposals:proposal-list", _signed_in),
     Destination("Proposal queue", "proposals:proposal-queue", _directs_or_assesses),
+    Destination("Allocations", "usage:allocation-list", _signed_in),
     Destination("Programmes", "programmes:programme-list", _director_or_admin),
     Destination("Fund pools", "allocations:pool-list", _director_or_admin),
+    Destination("Usage", "usage:batch-list", _usage_operator),
     Destination("Admin site", "admin:index", roles.is_admin),
 ]
 
@@ -55,15 +62,3 @@ def navigation_for(request) -> list[dict]:
         active = request.path == url if url == "/" else request.path.startswith(url)
         items.append({"label": destination.label, "url": url, "active": active})
     return items
-
-
-# Usage (allocations/usage): operators are admins and the systems' technical assessors; everyone signed in may
-# have allocations to watch.
-def _usage_operator(user) -> bool:
-    return roles.is_admin(user) or roles.is_technical_assessor(user)
-
-
-DESTINATIONS += [
-    Destination("Allocations", "usage:allocation-list", _signed_in),
-    Destination("Usage", "usage:batch-list", _usage_operator),
-]

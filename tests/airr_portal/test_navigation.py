@@ -14,10 +14,22 @@ def _navigation_labels(client):
     ("role", "expected"),
     [
         ("anonymous", ["Calls"]),
-        ("applicant", ["Calls", "Your proposals"]),
-        ("assessor", ["Calls", "Your proposals", "Proposal queue"]),
-        ("director", ["Calls", "Your proposals", "Proposal queue", "Programmes", "Fund pools"]),
-        ("admin", ["Calls", "Your proposals", "Proposal queue", "Programmes", "Fund pools", "Admin site"]),
+        ("applicant", ["Calls", "Your proposals", "Allocations"]),
+        ("assessor", ["Calls", "Your proposals", "Proposal queue", "Allocations", "Usage"]),
+        ("director", ["Calls", "Your proposals", "Proposal queue", "Allocations", "Programmes", "Fund pools"]),
+        (
+            "admin",
+            [
+                "Calls",
+                "Your proposals",
+                "Proposal queue",
+                "Allocations",
+                "Programmes",
+                "Fund pools",
+                "Usage",
+                "Admin site",
+            ],
+        ),
     ],
 )
 def test_each_role_sees_only_its_destinations(client, make_persona, role, expected):
