@@ -272,5 +272,6 @@ USAGE_VARIANCE_TOLERANCE_PERCENT = env.float("USAGE_VARIANCE_TOLERANCE_PERCENT",
 CELERY_BEAT_SCHEDULE = {
     "reconcile-usage": {"task": "allocations.tasks.reconcile_all_systems_task", "schedule": 300.0},
     "check-thresholds": {"task": "allocations.tasks.check_all_thresholds_task", "schedule": 900.0},
+    "activate-allocations": {"task": "allocations.tasks.activate_allocations_task", "schedule": 3600.0},
     "expire-allocations": {"task": "allocations.tasks.expire_allocations_task", "schedule": 24 * 3600.0},
 }

@@ -9,6 +9,7 @@ from datetime import date
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from programmes.models import Decision, FundPool, Proposal
@@ -120,3 +121,15 @@ def decline_award(*, proposal: Proposal, actor, reason: str = "") -> Allocation:
         )
         record_transition(locked, to=State.DECLINED, actor=actor, reason=reason or "Award declined")
     return allocation
+
+
+def activate_started_allocations(*, today: date | None = None) -> int:
+    """Make active every accepted allocation whose start date has come (an award not yet accepted waits).
+
+    Safe to run any number of times: each allocation moves only from `scheduled`, under a guarded update.
+    """
+    today = today or timezone.localdate()
+    due = Allocation.objects.filter(
+        state=Allocation.State.SCHEDULED, start_date__lte=today, end_date__gte=today
+    ).filter(Q(proposal__isnull=True) | Q(proposal__state=State.ACCEPTED))
+    return due.update(state=Allocation.State.ACTIVE)

@@ -70,6 +70,14 @@ def check_all_thresholds_task() -> None:
 
 
 @shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
+def activate_allocations_task() -> int:
+    """Beat, hourly: accepted allocations whose start date has come become active (and get their limit)."""
+    from allocations.awards import activate_started_allocations
+
+    return activate_started_allocations()
+
+
+@shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
 def expire_allocations_task() -> int:
     """Beat, daily: end allocations past their end date, each once (a ledger key per allocation)."""
     from allocations.usage.thresholds import expire_ended_allocations

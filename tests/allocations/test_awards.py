@@ -117,6 +117,26 @@ def test_the_pi_accepts_and_the_allocation_becomes_active_on_its_start_date(
 
 
 @pytest.mark.django_db
+def test_an_accepted_allocation_becomes_active_on_its_start_date_and_an_unaccepted_one_waits(
+    call, pool, system, alice, bob, director
+):
+    accepted = _in_review(call, system, alice)
+    accepted_allocation = _award(accepted, pool, director)
+    awards.accept_award(proposal=accepted, actor=alice)
+    unanswered_allocation = _award(_in_review(call, system, bob), pool, director)
+    start = accepted_allocation.start_date
+
+    assert awards.activate_started_allocations(today=start - timedelta(days=1)) == 0
+    assert awards.activate_started_allocations(today=start) == 1
+    accepted_allocation.refresh_from_db()
+    unanswered_allocation.refresh_from_db()
+    assert accepted_allocation.state == Allocation.State.ACTIVE
+    assert unanswered_allocation.state == Allocation.State.SCHEDULED
+    # Running it again changes nothing.
+    assert awards.activate_started_allocations(today=start) == 0
+
+
+@pytest.mark.django_db
 def test_an_award_starting_today_is_active_once_accepted(call, pool, system, alice, director):
     from django.utils import timezone
 
