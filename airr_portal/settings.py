@@ -213,6 +213,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models call their choices `State`: give each its own name in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "ProposalStateEnum": "programmes.models.Proposal.State",
+        "ReviewAssignmentStateEnum": "programmes.models.ReviewAssignment.State",
+        "AllocationStateEnum": "allocations.models.Allocation.State",
+        "IngestBatchStatusEnum": "allocations.models.IngestBatch.Status",
+    },
 }
 
 # Celery: Redis in production; without REDIS_URL a broker in local files, so `make run` needs no server.

@@ -6,6 +6,7 @@ A request it authenticates has an anonymous `user` and the IngestToken as `auth`
 
 from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
 from airr_portal import roles
@@ -73,3 +74,17 @@ class IsIngestTokenOfSystemOrAdmin(permissions.BasePermission):
         if not user.is_authenticated:
             raise exceptions.NotAuthenticated()
         return roles.is_admin(user) and roles.has_mfa(user)
+
+
+class IngestTokenScheme(OpenApiAuthenticationExtension):
+    """Describes the ingest token in the OpenAPI schema (drf-spectacular finds it by `target_class`)."""
+
+    target_class = IngestTokenAuthentication
+    name = "ingestToken"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A system's ingest token: it posts that system's job records and reads its limits.",
+        }

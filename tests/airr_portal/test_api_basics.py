@@ -95,3 +95,13 @@ def test_the_token_page_makes_a_token_shows_it_once_and_replacing_it_revokes_the
     client.logout()
     assert client.get(reverse("api-me"), HTTP_AUTHORIZATION=f"Token {first_key}").status_code == 401
     assert client.get(reverse("api-me"), HTTP_AUTHORIZATION=f"Token {second_key}").status_code == 200
+
+
+def test_the_openapi_schema_generates_without_a_single_warning(tmp_path):
+    from django.core.management import call_command
+
+    schema = tmp_path / "schema.yml"
+    call_command("spectacular", "--fail-on-warn", "--file", str(schema))
+    text = schema.read_text()
+    assert "/api/systems/{slug}/usage/" in text
+    assert "ingestToken" in text
