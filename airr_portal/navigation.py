@@ -26,28 +26,15 @@ def _signed_in(user) -> bool:
     return user.is_authenticated
 
 
-def _director_or_admin(user) -> bool:
-    return roles.is_admin(user) or roles.is_programme_director(user)
-
-
-def _directs_or_assesses(user) -> bool:
-    return _director_or_admin(user) or roles.is_technical_assessor(user)
-
-
-def _usage_operator(user) -> bool:
-    """Operators of usage ingestion: admins, and each system's technical assessors (read-only, their system)."""
-    return roles.is_admin(user) or roles.is_technical_assessor(user)
-
-
 # The service name in the header already links home, so "Home" is not repeated here.
 DESTINATIONS = [
     Destination("Calls", "proposals:call-list", _everyone),
     Destination("Your proposals", "proposals:proposal-list", _signed_in),
-    Destination("Proposal queue", "proposals:proposal-queue", _directs_or_assesses),
+    Destination("Proposal queue", "proposals:proposal-queue", roles.works_on_proposals),
     Destination("Allocations", "usage:allocation-list", _signed_in),
-    Destination("Programmes", "programmes:programme-list", _director_or_admin),
-    Destination("Fund pools", "allocations:pool-list", _director_or_admin),
-    Destination("Usage", "usage:batch-list", _usage_operator),
+    Destination("Programmes", "programmes:programme-list", roles.manages_programmes),
+    Destination("Fund pools", "allocations:pool-list", roles.manages_programmes),
+    Destination("Usage", "usage:batch-list", roles.operates_usage),
     Destination("Admin site", "admin:index", roles.is_admin),
 ]
 

@@ -32,6 +32,21 @@ def is_reviewer(user) -> bool:
     )
 
 
+def manages_programmes(user) -> bool:
+    """Admins and programme directors: they see programmes and fund pools (directors only their own)."""
+    return is_admin(user) or is_programme_director(user)
+
+
+def works_on_proposals(user) -> bool:
+    """Who uses the proposal queue: admins, directors (their programmes) and assessors (their systems)."""
+    return manages_programmes(user) or is_technical_assessor(user)
+
+
+def operates_usage(user) -> bool:
+    """Who sees usage ingestion: admins, and each system's technical assessors (read-only, their system)."""
+    return is_admin(user) or is_technical_assessor(user)
+
+
 def must_use_mfa(user) -> bool:
     """Directors, assessors and admins move or judge national resources, so a password alone is not enough."""
     return is_admin(user) or is_programme_director(user) or is_technical_assessor(user)

@@ -19,7 +19,7 @@ STATEMENT_PAGE_SIZE = 50
 
 
 def _require_director_or_admin(user) -> None:
-    if not (roles.is_admin(user) or roles.is_programme_director(user)):
+    if not roles.manages_programmes(user):
         raise PermissionDenied
 
 

@@ -64,7 +64,7 @@ def director_context(request, proposal) -> dict:
 @require_GET
 def proposal_queue(request):
     user = request.user
-    if not (roles.is_admin(user) or roles.is_programme_director(user) or roles.is_technical_assessor(user)):
+    if not roles.works_on_proposals(user):
         raise PermissionDenied
     calls = Call.objects.managed_by(user).select_related("programme")
     call = calls.filter(slug=request.GET.get("call")).first() if request.GET.get("call") else None
