@@ -73,6 +73,16 @@ def test_the_schema_describes_the_api_and_the_docs_load_without_a_cdn(client, al
     assert "http://" not in docs and "https://" not in docs
 
 
+def test_the_docs_page_needs_nothing_the_content_security_policy_refuses(client, alice):
+    client.force_login(alice)
+    response = client.get(reverse("api-docs"))
+    docs = response.content.decode()
+    assert "style-src 'self'" in response["Content-Security-Policy"]
+    assert "<style" not in docs and "style=" not in docs
+    assert "portal/api-docs.css" in docs
+    assert "<script>" not in docs  # every script is a file: the split view serves its initialiser separately
+
+
 def test_systems_are_public_and_programmes_are_only_for_those_who_manage_them(
     client, system, programme, alice
 ):
