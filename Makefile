@@ -33,6 +33,7 @@ test: install-test
 
 lint: install-test
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
 ## Production settings must pass Django's deployment checks with no warnings.

@@ -27,9 +27,7 @@ def is_technical_assessor(user) -> bool:
 
 
 def is_reviewer(user) -> bool:
-    return bool(
-        user.is_authenticated and hasattr(user, "review_assignments") and user.review_assignments.exists()
-    )
+    return bool(user.is_authenticated and hasattr(user, "review_assignments") and user.review_assignments.exists())
 
 
 def manages_programmes(user) -> bool:

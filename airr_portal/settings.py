@@ -99,9 +99,7 @@ REDIS_URL = env.str("REDIS_URL", default="")
 # the broker's queued tasks.
 REDIS_CACHE_URL = env.str("REDIS_CACHE_URL", default=REDIS_URL)
 if REDIS_CACHE_URL:
-    CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_CACHE_URL}
-    }
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_CACHE_URL}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 

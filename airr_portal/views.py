@@ -70,9 +70,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
             status = f"failing: {type(error).__name__}"
         checks[name] = {"status": status, "milliseconds": round((time.monotonic() - started) * 1000)}
     healthy = all(check["status"] == "ok" for check in checks.values())
-    return JsonResponse(
-        {"status": "ok" if healthy else "failing", "checks": checks}, status=200 if healthy else 503
-    )
+    return JsonResponse({"status": "ok" if healthy else "failing", "checks": checks}, status=200 if healthy else 503)
 
 
 @login_required

@@ -67,9 +67,7 @@ class FundPoolSerializer(serializers.ModelSerializer):
 class StatementQuerySerializer(serializers.Serializer):
     # `from` is a Python keyword, so the field is declared under its query-string name below.
     to = serializers.DateField(required=False)
-    as_of = serializers.CharField(
-        required=False, help_text="A date (end of that day) or an ISO 8601 datetime."
-    )
+    as_of = serializers.CharField(required=False, help_text="A date (end of that day) or an ISO 8601 datetime.")
 
     def get_fields(self):
         fields = super().get_fields()
@@ -112,9 +110,7 @@ class EntrySerializer(serializers.ModelSerializer):
 
 
 class MovementSerializer(serializers.Serializer):
-    hours = serializers.CharField(
-        help_text='GPU-hours, e.g. "160000" or "12.5"; at most one GPU-second precise.'
-    )
+    hours = serializers.CharField(help_text='GPU-hours, e.g. "160000" or "12.5"; at most one GPU-second precise.')
     reason = serializers.CharField(max_length=2000)
     effective_date = serializers.DateField(required=False, allow_null=True)
     idempotency_key = serializers.CharField(max_length=200)

@@ -50,9 +50,7 @@ def award_proposal(
                 {"hours": f"Award at most the {ledger.format_gpu_hours(request.seconds)} GPU-hours asked for"}
             )
         requested_end = add_months(locked.start_date, locked.duration_months) if locked.start_date else None
-        in_full = (
-            seconds == request.seconds and start <= (locked.start_date or start) and end == requested_end
-        )
+        in_full = seconds == request.seconds and start <= (locked.start_date or start) and end == requested_end
         allocation = Allocation.objects.create(
             pool=pool,
             proposal=locked,

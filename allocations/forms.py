@@ -17,9 +17,7 @@ class PoolMovementForm(forms.Form):
     hours = forms.CharField(
         label="GPU-hours",
         help_text="For example, 160000 or 12.5",
-        widget=forms.TextInput(
-            attrs={"class": "govuk-input--width-10", "inputmode": "decimal", "spellcheck": "false"}
-        ),
+        widget=forms.TextInput(attrs={"class": "govuk-input--width-10", "inputmode": "decimal", "spellcheck": "false"}),
     )
     effective_date = forms.DateField(
         label="Date it takes effect",

@@ -348,16 +348,13 @@ def transfer_between_pools(
         raise SystemMismatch("Choose a different pool to transfer to")
     if source.system_id != destination.system_id:
         raise SystemMismatch(
-            "Hours can only move between pools of the same system: "
-            f"{source.system} is not {destination.system}"
+            f"Hours can only move between pools of the same system: {source.system} is not {destination.system}"
         )
     _check_pool_accepts_hours(destination, effective_at)
     from_account, to_account = pool_account(source), pool_account(destination)
 
     def build(locked):
-        _check_available(
-            locked[from_account.pk], seconds, f"Transferring {format_gpu_hours(seconds)} GPU-hours"
-        )
+        _check_available(locked[from_account.pk], seconds, f"Transferring {format_gpu_hours(seconds)} GPU-hours")
         return Type.TRANSFER, [(from_account, -seconds), (to_account, seconds)]
 
     return _record(
@@ -403,9 +400,7 @@ def commit_to_allocation(
     def build(locked):
         if _current_state(allocation) in (Allocation.State.EXPIRED, Allocation.State.REVOKED):
             raise WrongState(f"{allocation.scheduler_account} has ended: it cannot receive more hours")
-        _check_available(
-            locked[from_account.pk], seconds, f"Committing {format_gpu_hours(seconds)} GPU-hours"
-        )
+        _check_available(locked[from_account.pk], seconds, f"Committing {format_gpu_hours(seconds)} GPU-hours")
         return Type.COMMIT, [(from_account, -seconds), (to_account, seconds)]
 
     return _record(
@@ -547,9 +542,7 @@ def _end_allocation(
     """
     pool = allocation.pool
     account = allocation_account(allocation)
-    to_pool = (
-        new_state == Allocation.State.REVOKED or pool.unused_hours_policy == FundPool.UnusedHoursPolicy.RETURN
-    )
+    to_pool = new_state == Allocation.State.REVOKED or pool.unused_hours_policy == FundPool.UnusedHoursPolicy.RETURN
     destination = pool_account(pool) if to_pool else sink_account(pool.system, Kind.FORFEITED)
     type_ = Type.REVOKE if new_state == Allocation.State.REVOKED else Type.EXPIRE if to_pool else Type.FORFEIT
 
@@ -662,9 +655,7 @@ def record_usage_in_bulk(
                 [LedgerAccount(kind=Kind.ALLOCATION, system=system, allocation_id=pk) for pk in missing],
                 ignore_conflicts=True,
             )
-            accounts = {
-                a.allocation_id: a for a in LedgerAccount.objects.filter(allocation__in=allocation_ids)
-            }
+            accounts = {a.allocation_id: a for a in LedgerAccount.objects.filter(allocation__in=allocation_ids)}
         consumed = sink_account(system, Kind.CONSUMED)
         # The module's lock order: allocation accounts by primary key, then the sink. One statement locks them
         # all; PostgreSQL takes row locks after sorting, so in primary-key order.
@@ -674,9 +665,7 @@ def record_usage_in_bulk(
             .order_by("pk")
         )
         LedgerAccount.objects.select_for_update().filter(pk=consumed.pk).get()
-        recorded = {
-            txn.idempotency_key: txn for txn in LedgerTransaction.objects.filter(idempotency_key__in=wanted)
-        }
+        recorded = {txn.idempotency_key: txn for txn in LedgerTransaction.objects.filter(idempotency_key__in=wanted)}
         for key, txn in recorded.items():
             expected = Type.CHARGE if wanted[key][1] > 0 else Type.REFUND
             if txn.type != expected:

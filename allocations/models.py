@@ -91,9 +91,7 @@ class LedgerAccount(models.Model):
     allocation = models.OneToOneField(
         Allocation, on_delete=models.PROTECT, null=True, blank=True, related_name="ledger_account"
     )
-    balance = models.BigIntegerField(
-        default=0, help_text="GPU-seconds; always the sum of this account's entries."
-    )
+    balance = models.BigIntegerField(default=0, help_text="GPU-seconds; always the sum of this account's entries.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -101,9 +99,7 @@ class LedgerAccount(models.Model):
         constraints = [
             # The last line of defence against over-commitment: even a code path that forgot its lock cannot
             # leave a pool owing hours.
-            models.CheckConstraint(
-                condition=Q(balance__gte=0) | ~Q(kind="pool"), name="ledger_pool_not_negative"
-            ),
+            models.CheckConstraint(condition=Q(balance__gte=0) | ~Q(kind="pool"), name="ledger_pool_not_negative"),
             models.CheckConstraint(
                 condition=(
                     Q(kind="pool", pool__isnull=False, allocation__isnull=True)
@@ -161,13 +157,9 @@ class LedgerTransaction(models.Model):
     )
     reason = models.TextField()
     effective_at = models.DateTimeField(help_text="When the movement counts in statements.")
-    recorded_at = models.DateTimeField(
-        help_text="When the portal wrote it; statements 'as of' a date read up to it."
-    )
+    recorded_at = models.DateTimeField(help_text="When the portal wrote it; statements 'as of' a date read up to it.")
     idempotency_key = models.CharField(max_length=200, unique=True)
-    corrects = models.ForeignKey(
-        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="corrections"
-    )
+    corrects = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="corrections")
     # What caused the movement, as "model:id" parts (an award, a job record, a reconciliation run...), so that
     # every entry traces back to its cause without the ledger depending on the apps that call it.
     cause_type = models.CharField(max_length=60, blank=True)
@@ -226,9 +218,7 @@ class IngestToken(models.Model):
     """
 
     system = models.ForeignKey(System, on_delete=models.PROTECT, related_name="ingest_tokens")
-    name = models.CharField(
-        max_length=100, help_text="Where the token is used, e.g. 'slurmctld cron on login1'."
-    )
+    name = models.CharField(max_length=100, help_text="Where the token is used, e.g. 'slurmctld cron on login1'.")
     prefix = models.CharField(max_length=12, help_text="The key's first characters, to recognise it by.")
     key_hash = models.CharField(max_length=64, unique=True)
     created_by = models.ForeignKey(
@@ -356,9 +346,7 @@ class JobRecordQuerySet(models.QuerySet):
         if user.is_staff:
             return self.all()
         return self.filter(
-            Q(system__assessors=user)
-            | Q(allocation__holder=user)
-            | Q(allocation__pool__programme__directors=user)
+            Q(system__assessors=user) | Q(allocation__holder=user) | Q(allocation__pool__programme__directors=user)
         ).distinct()
 
     def unmatched(self):
@@ -404,9 +392,7 @@ class JobRecord(models.Model):
     elapsed_seconds = models.BigIntegerField()
     gpus = models.IntegerField()
     job_name = models.CharField(max_length=200, blank=True)
-    gpu_seconds = models.BigIntegerField(
-        help_text="What this run costs: GPUs × elapsed × charge factor, rounded."
-    )
+    gpu_seconds = models.BigIntegerField(help_text="What this run costs: GPUs × elapsed × charge factor, rounded.")
     allocation = models.ForeignKey(
         Allocation,
         on_delete=models.PROTECT,
@@ -470,9 +456,7 @@ class ReconciliationRun(models.Model):
     to_seq = models.BigIntegerField()
     records = models.PositiveIntegerField(default=0)
     allocations = models.PositiveIntegerField(default=0)
-    charged_seconds = models.BigIntegerField(
-        default=0, help_text="Net GPU-seconds charged (refunds subtract)."
-    )
+    charged_seconds = models.BigIntegerField(default=0, help_text="Net GPU-seconds charged (refunds subtract).")
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField()
 
@@ -500,9 +484,7 @@ class JobCharge(models.Model):
     transaction = models.ForeignKey(
         LedgerTransaction, on_delete=models.DO_NOTHING, related_name="job_charges", db_constraint=False
     )
-    job_record = models.ForeignKey(
-        JobRecord, on_delete=models.DO_NOTHING, related_name="charges", db_constraint=False
-    )
+    job_record = models.ForeignKey(JobRecord, on_delete=models.DO_NOTHING, related_name="charges", db_constraint=False)
     seconds = models.BigIntegerField()
 
     class Meta:
@@ -539,9 +521,7 @@ class UsageReport(models.Model):
         Allocation, on_delete=models.SET_NULL, null=True, blank=True, related_name="usage_reports"
     )
     reported_seconds = models.BigIntegerField(help_text="GPU-seconds the scheduler says the account used.")
-    ledger_seconds = models.BigIntegerField(
-        help_text="GPU-seconds the ledger had charged when it was received."
-    )
+    ledger_seconds = models.BigIntegerField(help_text="GPU-seconds the ledger had charged when it was received.")
     variance_seconds = models.BigIntegerField(help_text="Reported minus ledger.")
     is_flagged = models.BooleanField(default=False, help_text="The variance is beyond the tolerance.")
     received_at = models.DateTimeField(auto_now_add=True)

@@ -37,9 +37,7 @@ def pool_list(request):
 @require_GET
 def pool_detail(request, pk):
     _require_director_or_admin(request.user)
-    pool = get_object_or_404(
-        FundPool.objects.visible_to(request.user).select_related("programme", "system"), pk=pk
-    )
+    pool = get_object_or_404(FundPool.objects.visible_to(request.user).select_related("programme", "system"), pk=pk)
     form = StatementFilterForm(request.GET or None)
     window = form.cleaned_data if form.is_bound and form.is_valid() else {}
     statement = account_statement(
@@ -67,9 +65,7 @@ def _pool_movement(request, pk, *, form_class, title, button, perform, success):
     """The shared shape of deposit, withdraw and transfer: a form, one service call, a message, a redirect."""
     if not roles.is_admin(request.user):
         raise PermissionDenied
-    pool = get_object_or_404(
-        FundPool.objects.visible_to(request.user).select_related("programme", "system"), pk=pk
-    )
+    pool = get_object_or_404(FundPool.objects.visible_to(request.user).select_related("programme", "system"), pk=pk)
     extra = {"source": pool} if form_class is TransferForm else {}
     form = form_class(request.POST or None, **extra)
     if request.method == "POST" and form.is_valid():

@@ -102,9 +102,7 @@ def generate(sacct_path: Path, floor_path: Path, *, steps: bool) -> dict[str, in
                 user = f"u{fields[11]}"
                 state = STATES.get(fields[10], "COMPLETED")
                 start, end = _moment(submit + wait), _moment(submit + wait + run)
-                tres = (
-                    f"billing={processors},cpu={processors},gres/gpu={gpus},node={max(processors // 64, 1)}"
-                )
+                tres = f"billing={processors},cpu={processors},gres/gpu={gpus},node={max(processors // 64, 1)}"
                 sacct.write(
                     f"{number}|{number}|isambard-ai|{account}|{user}|{state}|{_moment(submit)}|{start}|{end}|"
                     f"{run}|{tres}|job{number}\n"
@@ -230,9 +228,7 @@ def main() -> None:
         before = sum(ledger.net_usage(ledger.allocation_account(a)) for a in Allocation.objects.all()[:50])
         began = time.perf_counter()
         with open(sacct_path, "rb") as payload:
-            again = ingest_sacct(
-                system=system, payload=io.BytesIO(gzip.compress(payload.read(), 1)), source="command"
-            )
+            again = ingest_sacct(system=system, payload=io.BytesIO(gzip.compress(payload.read(), 1)), source="command")
         reingest = time.perf_counter() - began
         rerun = reconcile_system(system=system)
         after = sum(ledger.net_usage(ledger.allocation_account(a)) for a in Allocation.objects.all()[:50])

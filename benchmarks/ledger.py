@@ -106,9 +106,7 @@ def bench_commitments(pool) -> float:
     from allocations.models import Allocation
 
     total = WORKERS * COMMITMENTS_PER_WORKER
-    ledger.deposit_to_pool(
-        pool=pool, seconds=total * 3600, actor=None, reason="Bench", idempotency_key="bench-d"
-    )
+    ledger.deposit_to_pool(pool=pool, seconds=total * 3600, actor=None, reason="Bench", idempotency_key="bench-d")
     allocations = Allocation.objects.bulk_create(
         Allocation(
             pool=pool,

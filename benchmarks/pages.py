@@ -77,17 +77,13 @@ def _world():
         valid_from=today.replace(month=1, day=1),
         valid_until=today.replace(year=today.year + 2),
     )
-    ledger.deposit_to_pool(
-        pool=pool, seconds=1_000_000 * HOUR, actor=None, reason="Bench", idempotency_key="bench"
-    )
+    ledger.deposit_to_pool(pool=pool, seconds=1_000_000 * HOUR, actor=None, reason="Bench", idempotency_key="bench")
     call = CallFactory(programme=programme, pools=[pool])
     reviewers = [UserFactory() for _ in range(REVIEWERS)]
     started = time.perf_counter()
     for _ in range(PROPOSALS // 1000):
         bulk_proposals(call=call, system=system, count=1000, reviewers=reviewers)
-    print(
-        f"Built {PROPOSALS:,} proposals, {REVIEWERS} reviews each, in {time.perf_counter() - started:.1f} s"
-    )
+    print(f"Built {PROPOSALS:,} proposals, {REVIEWERS} reviews each, in {time.perf_counter() - started:.1f} s")
     return director, call
 
 

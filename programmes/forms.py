@@ -47,8 +47,6 @@ class FundPoolForm(forms.ModelForm):
 class DirectorInvitationForm(forms.Form):
     email = forms.EmailField(
         label="Email address",
-        help_text=(
-            "If they have no account yet, they become a director when they sign up and confirm this address."
-        ),
+        help_text=("If they have no account yet, they become a director when they sign up and confirm this address."),
         widget=forms.EmailInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
     )

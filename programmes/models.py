@@ -60,9 +60,7 @@ class Programme(models.Model):
     name = models.CharField(max_length=200, unique=True)
     slug = models.SlugField(max_length=60, unique=True)
     description = models.TextField(blank=True)
-    directors = models.ManyToManyField(
-        settings.AUTH_USER_MODEL, related_name="directed_programmes", blank=True
-    )
+    directors = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="directed_programmes", blank=True)
 
     objects = ProgrammeQuerySet.as_manager()
 
@@ -151,9 +149,7 @@ class DirectorInvitation(models.Model):
 
     programme = models.ForeignKey(Programme, on_delete=models.CASCADE, related_name="director_invitations")
     email = models.EmailField()
-    invited_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
-    )
+    invited_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     accepted_at = models.DateTimeField(null=True, blank=True)
     accepted_by = models.ForeignKey(
@@ -215,12 +211,8 @@ class Call(models.Model):
     opens_on = models.DateField()
     closes_on = models.DateField(null=True, blank=True, help_text="Empty for a rolling call.")
     pools = models.ManyToManyField(FundPool, related_name="calls", blank=True)
-    min_seconds = models.BigIntegerField(
-        help_text="Fewest GPU-seconds one request (on one system) may ask for."
-    )
-    max_seconds = models.BigIntegerField(
-        help_text="Most GPU-seconds one request (on one system) may ask for."
-    )
+    min_seconds = models.BigIntegerField(help_text="Fewest GPU-seconds one request (on one system) may ask for.")
+    max_seconds = models.BigIntegerField(help_text="Most GPU-seconds one request (on one system) may ask for.")
     max_duration_months = models.PositiveSmallIntegerField(validators=[MinValueValidator(1)])
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -374,9 +366,7 @@ class ProposalMember(models.Model):
         related_name="proposal_memberships",
     )
     token = models.CharField(max_length=64, unique=True)
-    invited_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
-    )
+    invited_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     invited_at = models.DateTimeField(auto_now_add=True)
     accepted_at = models.DateTimeField(null=True, blank=True)
 
@@ -447,9 +437,7 @@ class TechnicalAssessment(models.Model):
 
     class Meta:
         ordering = ["system__name"]
-        constraints = [
-            models.UniqueConstraint(fields=["proposal", "system"], name="assessment_one_per_system")
-        ]
+        constraints = [models.UniqueConstraint(fields=["proposal", "system"], name="assessment_one_per_system")]
 
     def __str__(self):
         return f"{self.system}: {self.get_outcome_display()}"
@@ -477,9 +465,7 @@ class ReviewAssignment(models.Model):
     )
     email = models.EmailField()
     token = models.CharField(max_length=64, unique=True)
-    invited_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
-    )
+    invited_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     state = models.CharField(max_length=12, choices=State.choices, default=State.INVITED)
     conflict_declared = models.BooleanField(default=False)
     conflict_details = models.TextField(blank=True)

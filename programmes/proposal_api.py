@@ -151,11 +151,7 @@ class CallViewSet(viewsets.ReadOnlyModelViewSet):
     permission_classes = [permissions.AllowAny]
 
     def get_queryset(self):
-        return (
-            Call.objects.visible_to(self.request.user)
-            .select_related("programme")
-            .prefetch_related("criteria")
-        )
+        return Call.objects.visible_to(self.request.user).select_related("programme").prefetch_related("criteria")
 
 
 class ProposalViewSet(
@@ -254,9 +250,7 @@ class ProposalViewSet(
         proposal = self.get_object()
         data = EmailSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        assignment = run(
-            services.assign_reviewer, proposal=proposal, actor=request.user, **data.validated_data
-        )
+        assignment = run(services.assign_reviewer, proposal=proposal, actor=request.user, **data.validated_data)
         return Response({"review": assignment.pk, "email": assignment.email}, status=status.HTTP_201_CREATED)
 
     @action(detail=True, methods=["post"], serializer_class=RationaleSerializer)

@@ -58,9 +58,7 @@ class TimelineForm(forms.ModelForm):
         }
         widgets = {
             "start_date": GovukDateInput,
-            "duration_months": forms.NumberInput(
-                attrs={"class": "govuk-input--width-3", "inputmode": "numeric"}
-            ),
+            "duration_months": forms.NumberInput(attrs={"class": "govuk-input--width-3", "inputmode": "numeric"}),
         }
 
     def __init__(self, *args, **kwargs):
@@ -215,9 +213,7 @@ class MemberForm(forms.Form):
 
 
 class ReasonForm(forms.Form):
-    reason = forms.CharField(
-        label="Reason (optional)", required=False, widget=forms.Textarea(attrs={"rows": 3})
-    )
+    reason = forms.CharField(label="Reason (optional)", required=False, widget=forms.Textarea(attrs={"rows": 3}))
 
 
 class RequestChangesForm(forms.Form):
@@ -305,10 +301,7 @@ class ReviewForm(forms.Form):
         )
 
     def scores(self) -> dict[int, tuple[int, str]]:
-        return {
-            c.pk: (self.cleaned_data[f"score_{c.pk}"], self.cleaned_data[f"comment_{c.pk}"])
-            for c in self.criteria
-        }
+        return {c.pk: (self.cleaned_data[f"score_{c.pk}"], self.cleaned_data[f"comment_{c.pk}"]) for c in self.criteria}
 
 
 class DecisionForm(forms.Form):
@@ -332,9 +325,7 @@ class DecisionForm(forms.Form):
         widget=forms.TextInput(attrs={"class": "govuk-input--width-10", "inputmode": "decimal"}),
     )
     start = forms.DateField(label="Start date", required=False, widget=GovukDateInput)
-    end = forms.DateField(
-        label="End date", required=False, widget=GovukDateInput, help_text="For a shorter window"
-    )
+    end = forms.DateField(label="End date", required=False, widget=GovukDateInput, help_text="For a shorter window")
     rationale = forms.CharField(
         label="Rationale",
         widget=forms.Textarea(attrs={"rows": 4}),

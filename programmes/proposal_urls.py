@@ -28,9 +28,7 @@ urlpatterns = [
     path("proposals/<int:pk>/case-for-support/", proposal_views.proposal_case, name="proposal-case"),
     path("proposals/<int:pk>/case-for-support.pdf", proposal_views.proposal_pdf, name="proposal-pdf"),
     path("proposals/<int:pk>/data/", proposal_views.proposal_data, name="proposal-data"),
-    path(
-        "proposals/<int:pk>/declarations/", proposal_views.proposal_declarations, name="proposal-declarations"
-    ),
+    path("proposals/<int:pk>/declarations/", proposal_views.proposal_declarations, name="proposal-declarations"),
     path("proposals/<int:pk>/check/", proposal_views.proposal_check, name="proposal-check"),
     path("proposals/<int:pk>/submit/", proposal_views.proposal_submit, name="proposal-submit"),
     path("proposals/<int:pk>/submitted/", proposal_views.proposal_submitted, name="proposal-submitted"),

@@ -35,9 +35,7 @@ def posted(request):
 
 
 def visible_proposal(request, pk) -> Proposal:
-    return get_object_or_404(
-        Proposal.objects.visible_to(request.user).select_related("call__programme", "pi"), pk=pk
-    )
+    return get_object_or_404(Proposal.objects.visible_to(request.user).select_related("call__programme", "pi"), pk=pk)
 
 
 def editable_proposal(request, pk) -> Proposal:
@@ -105,11 +103,7 @@ def proposal_start(request, slug):
 @require_GET
 def proposal_list(request):
     user = request.user
-    own = (
-        Proposal.objects.visible_to(user)
-        .filter(pk__in=Proposal.objects.editable_by(user))
-        .select_related("call")
-    )
+    own = Proposal.objects.visible_to(user).filter(pk__in=Proposal.objects.editable_by(user)).select_related("call")
     reviews = (
         ReviewAssignment.objects.filter(reviewer=user)
         .exclude(state=ReviewAssignment.State.CONFLICTED)
@@ -303,9 +297,7 @@ def proposal_team(request, pk):
     form = MemberForm(posted(request))
     if request.method == "POST" and form.is_valid():
         try:
-            member = services.invite_member(
-                proposal=proposal, email=form.cleaned_data["email"], actor=request.user
-            )
+            member = services.invite_member(proposal=proposal, email=form.cleaned_data["email"], actor=request.user)
         except ValidationError as error:
             add_errors(form, error)
         except ProposalStateError as error:
@@ -343,9 +335,7 @@ def proposal_check(request, pk):
     proposal = editable_proposal(request, pk)
     statuses = services.section_statuses(proposal)
     incomplete = [
-        services.SECTION_NAMES[k]
-        for k, v in statuses.items()
-        if v in (services.INCOMPLETE, services.NOT_STARTED)
+        services.SECTION_NAMES[k] for k, v in statuses.items() if v in (services.INCOMPLETE, services.NOT_STARTED)
     ]
     return render(
         request,
@@ -390,9 +380,7 @@ def proposal_withdraw(request, pk):
     form = ReasonForm(posted(request))
     if request.method == "POST" and form.is_valid():
         try:
-            services.withdraw_proposal(
-                proposal=proposal, actor=request.user, reason=form.cleaned_data["reason"]
-            )
+            services.withdraw_proposal(proposal=proposal, actor=request.user, reason=form.cleaned_data["reason"])
         except ProposalStateError as error:
             return refuse(request, proposal, error)
         messages.success(request, f"{proposal.reference} has been withdrawn")
@@ -413,9 +401,7 @@ def proposal_respond(request, pk):
         try:
             if request.POST.get("answer") == "accept":
                 allocation = awards.accept_award(proposal=proposal, actor=request.user)
-                messages.success(
-                    request, f"Award accepted. Your scheduler account is {allocation.scheduler_account}"
-                )
+                messages.success(request, f"Award accepted. Your scheduler account is {allocation.scheduler_account}")
             elif request.POST.get("answer") == "decline":
                 awards.decline_award(proposal=proposal, actor=request.user)
                 messages.success(request, "Award declined. The hours have returned to the programme")
@@ -426,9 +412,7 @@ def proposal_respond(request, pk):
         return redirect("proposals:proposal-detail", pk=proposal.pk)
     if proposal.state != Proposal.State.AWARDED:
         return refuse(request, proposal, ProposalStateError("There is no award waiting for your answer"))
-    return render(
-        request, "programmes/proposal_respond.html", {"proposal": proposal, "decision": proposal.decision}
-    )
+    return render(request, "programmes/proposal_respond.html", {"proposal": proposal, "decision": proposal.decision})
 
 
 @login_required

@@ -84,15 +84,11 @@ def lock_proposal(proposal: Proposal, *, allowed: tuple[str, ...], action: str) 
     """Lock the proposal's row and check its state; call inside a transaction. Returns the row as locked."""
     locked = Proposal.objects.select_for_update().select_related("call__programme").get(pk=proposal.pk)
     if locked.state not in allowed:
-        raise ProposalStateError(
-            f"You cannot {action} a proposal that is {locked.get_state_display().lower()}"
-        )
+        raise ProposalStateError(f"You cannot {action} a proposal that is {locked.get_state_display().lower()}")
     return locked
 
 
-def record_transition(
-    proposal: Proposal, *, to: str, actor, reason: str = "", **changes
-) -> ProposalTransition:
+def record_transition(proposal: Proposal, *, to: str, actor, reason: str = "", **changes) -> ProposalTransition:
     """Move a locked proposal to `to` (saving `changes` with it) and record who, when, from, to and why."""
     now = timezone.now()
     transition = ProposalTransition.objects.create(
@@ -363,9 +359,7 @@ def withdraw_proposal(*, proposal: Proposal, actor, reason: str = "") -> Proposa
     _require(proposal.pi_id == actor.pk)
     with transaction.atomic():
         locked = lock_proposal(proposal, allowed=WITHDRAWABLE, action="withdraw")
-        record_transition(
-            locked, to=State.WITHDRAWN, actor=actor, reason=reason or "Withdrawn by the applicant"
-        )
+        record_transition(locked, to=State.WITHDRAWN, actor=actor, reason=reason or "Withdrawn by the applicant")
     return locked
 
 
@@ -387,9 +381,7 @@ def request_changes(*, proposal: Proposal, actor, message: str) -> Proposal:
     if not message.strip():
         raise ValidationError({"message": "Enter what the applicant needs to change"})
     with transaction.atomic():
-        locked = lock_proposal(
-            proposal, allowed=(State.SUBMITTED, State.IN_REVIEW), action="request changes to"
-        )
+        locked = lock_proposal(proposal, allowed=(State.SUBMITTED, State.IN_REVIEW), action="request changes to")
         record_transition(locked, to=State.CHANGES_REQUESTED, actor=actor, reason=message)
         notify("changes_requested", locked.pk)
     return locked
@@ -488,9 +480,7 @@ def _lock_assignment(assignment: ReviewAssignment, actor, allowed: tuple[str, ..
     return locked
 
 
-def declare_conflict(
-    *, assignment: ReviewAssignment, actor, has_conflict: bool, details: str = ""
-) -> ReviewAssignment:
+def declare_conflict(*, assignment: ReviewAssignment, actor, has_conflict: bool, details: str = "") -> ReviewAssignment:
     """The reviewer's first step: a declared conflict takes them off the proposal for good."""
     if has_conflict and not details.strip():
         raise ValidationError({"details": "Describe the conflict of interest"})

@@ -44,9 +44,7 @@ def director_context(request, proposal) -> dict:
     user = request.user
     requests = list(proposal.resource_requests.select_related("system"))
     assessments = {a.system_id: a for a in TechnicalAssessment.objects.filter(proposal=proposal)}
-    assessable = [
-        r.system for r in requests if roles.is_admin(user) or r.system.assessors.filter(pk=user.pk).exists()
-    ]
+    assessable = [r.system for r in requests if roles.is_admin(user) or r.system.assessors.filter(pk=user.pk).exists()]
     can_direct = services.can_direct(proposal, user)
     return {
         "can_direct": can_direct,
@@ -68,9 +66,7 @@ def proposal_queue(request):
         raise PermissionDenied
     calls = Call.objects.managed_by(user).select_related("programme")
     call = calls.filter(slug=request.GET.get("call")).first() if request.GET.get("call") else None
-    system = (
-        System.objects.filter(slug=request.GET.get("system")).first() if request.GET.get("system") else None
-    )
+    system = System.objects.filter(slug=request.GET.get("system")).first() if request.GET.get("system") else None
     state = request.GET.get("state") if request.GET.get("state") in Proposal.State.values else None
     sort = request.GET.get("sort") if request.GET.get("sort") in QUEUE_SORTS else "-submitted"
     proposals = director_queue(user, call=call, state=state, system=system, sort=sort)
@@ -108,9 +104,7 @@ def proposal_request_changes(request, pk):
     form = RequestChangesForm(posted(request))
     if request.method == "POST" and form.is_valid():
         try:
-            services.request_changes(
-                proposal=proposal, actor=request.user, message=form.cleaned_data["message"]
-            )
+            services.request_changes(proposal=proposal, actor=request.user, message=form.cleaned_data["message"])
         except ProposalStateError as error:
             return refuse(request, proposal, error)
         messages.success(request, f"Changes requested from the applicant of {proposal.reference}")
@@ -134,9 +128,7 @@ def proposal_assess(request, pk, system):
     form = AssessmentForm(posted(request), initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
-            services.record_assessment(
-                proposal=proposal, system=system, actor=request.user, **form.cleaned_data
-            )
+            services.record_assessment(proposal=proposal, system=system, actor=request.user, **form.cleaned_data)
         except ValidationError as error:
             add_errors(form, error)
         except ProposalStateError as error:
@@ -312,12 +304,8 @@ def proposal_decide(request, pk):
     proposal = _directed_proposal(request, pk)
     pools = FundPool.objects.filter(calls=proposal.call).select_related("system")
     requested = {r.system_id: r.seconds for r in proposal.resource_requests.all()}
-    requested_end = (
-        services.add_months(proposal.start_date, proposal.duration_months) if proposal.start_date else None
-    )
-    form = DecisionForm(
-        posted(request), pools=pools, initial={"start": proposal.start_date, "end": requested_end}
-    )
+    requested_end = services.add_months(proposal.start_date, proposal.duration_months) if proposal.start_date else None
+    form = DecisionForm(posted(request), pools=pools, initial={"start": proposal.start_date, "end": requested_end})
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:

@@ -31,17 +31,13 @@ def director_queue(user, *, call=None, state=None, system=None, sort="-submitted
     proposals = (
         proposals.exclude(state=Proposal.State.DRAFT)
         .select_related("call", "pi")
-        .prefetch_related(
-            Prefetch("resource_requests", queryset=ResourceRequest.objects.select_related("system"))
-        )
+        .prefetch_related(Prefetch("resource_requests", queryset=ResourceRequest.objects.select_related("system")))
         .annotate(
             raw_mean=Avg(
                 "review_assignments__scores__value",
                 filter=Q(review_assignments__state="submitted"),
             ),
-            review_count=Count(
-                "review_assignments", filter=Q(review_assignments__state="submitted"), distinct=True
-            ),
+            review_count=Count("review_assignments", filter=Q(review_assignments__state="submitted"), distinct=True),
         )
     )
     if call is not None:
@@ -49,15 +45,11 @@ def director_queue(user, *, call=None, state=None, system=None, sort="-submitted
     if state:
         proposals = proposals.filter(state=state)
     if system is not None:
-        proposals = proposals.filter(
-            pk__in=ResourceRequest.objects.filter(system=system).values("proposal_id")
-        )
+        proposals = proposals.filter(pk__in=ResourceRequest.objects.filter(system=system).values("proposal_id"))
     order = QUEUE_SORTS.get(sort, "-submitted_at")
     nulls_last = order.lstrip("-") == "raw_mean"
     expression = F(order.lstrip("-"))
-    expression = (
-        expression.desc(nulls_last=True) if order.startswith("-") else expression.asc(nulls_last=nulls_last)
-    )
+    expression = expression.desc(nulls_last=True) if order.startswith("-") else expression.asc(nulls_last=nulls_last)
     return proposals.order_by(expression, "pk")
 
 

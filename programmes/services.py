@@ -73,9 +73,7 @@ def _accept(invitation: DirectorInvitation, user) -> None:
 def accept_director_invitations(*, user, email: str) -> list[DirectorInvitation]:
     """Attach the pending invitations for an address the user has just proved they own."""
     with transaction.atomic():
-        invitations = list(
-            DirectorInvitation.objects.pending().select_for_update().filter(email__iexact=email.strip())
-        )
+        invitations = list(DirectorInvitation.objects.pending().select_for_update().filter(email__iexact=email.strip()))
         for invitation in invitations:
             _accept(invitation, user)
     return invitations

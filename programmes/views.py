@@ -83,8 +83,7 @@ def director_invite(request, slug):
             if invitation.is_pending:
                 messages.success(
                     request,
-                    f"Invitation sent to {invitation.email}. "
-                    "They become a director when they confirm that address.",
+                    f"Invitation sent to {invitation.email}. They become a director when they confirm that address.",
                 )
             else:
                 messages.success(request, f"{invitation.email} is now a director of {programme.name}.")

@@ -176,9 +176,7 @@ def make_proposal(*, call, pi, system, state="draft", title=""):
     """A complete proposal in `state`, reached the way the portal would (directly written, for speed)."""
     from programmes.models import Proposal
 
-    proposal = Proposal.objects.create(
-        call=call, pi=pi, title=title or "Training an open Welsh language model"
-    )
+    proposal = Proposal.objects.create(call=call, pi=pi, title=title or "Training an open Welsh language model")
     proposal.reference = f"AIRR-2026-{proposal.pk:05d}"
     proposal.state = state
     if state != "draft":
@@ -213,15 +211,11 @@ def bulk_proposals(*, call, system, count: int, reviewers, state="in_review"):
         proposal.reference = f"AIRR-2026-{proposal.pk:05d}"
     Proposal.objects.bulk_update(proposals, ["reference"])
     ResourceRequest.objects.bulk_create(
-        ResourceRequest(
-            proposal=p, system=system, method="M", runs=10, seconds_per_run=100 * HOUR, gpus_per_job=8
-        )
+        ResourceRequest(proposal=p, system=system, method="M", runs=10, seconds_per_run=100 * HOUR, gpus_per_job=8)
         for p in proposals
     )
     assignments = ReviewAssignment.objects.bulk_create(
-        ReviewAssignment(
-            proposal=p, reviewer=r, email=r.email, token=f"bulk-{p.pk}-{r.pk}", state="submitted"
-        )
+        ReviewAssignment(proposal=p, reviewer=r, email=r.email, token=f"bulk-{p.pk}-{r.pk}", state="submitted")
         for p in proposals
         for r in reviewers
     )

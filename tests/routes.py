@@ -42,9 +42,7 @@ class Route:
     expected: dict[str, int]
     method: str = "get"
     data: dict | None = None
-    api: bool = (
-        False  # API routes are requested with JSON and, for anonymous, answer 401/403 instead of redirecting
-    )
+    api: bool = False  # API routes are requested with JSON and, for anonymous, answer 401/403 instead of redirecting
 
     def __post_init__(self):
         missing = set(ROLES) - set(self.expected)

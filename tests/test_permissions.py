@@ -35,9 +35,7 @@ def _project_url_names(resolver=None, namespace=""):
             yield from _project_url_names(pattern, inner)
         elif isinstance(pattern, URLPattern) and pattern.name:
             callback_module = getattr(pattern.callback, "__module__", "")
-            if callback_module.startswith(THIRD_PARTY_MODULES) and not callback_module.startswith(
-                "drf_spectacular"
-            ):
+            if callback_module.startswith(THIRD_PARTY_MODULES) and not callback_module.startswith("drf_spectacular"):
                 continue
             yield f"{namespace}{pattern.name}"
 
@@ -50,9 +48,7 @@ def world(make_persona, system, programme):
 def _request(client, route):
     method = getattr(client, route.method)
     if route.api:
-        return method(
-            route.url, data=route.data, content_type="application/json", HTTP_ACCEPT="application/json"
-        )
+        return method(route.url, data=route.data, content_type="application/json", HTTP_ACCEPT="application/json")
     return method(route.url, data=route.data)
 
 

@@ -7,105 +7,267 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('programmes', '0002_fund_pools_and_director_invitations'),
+        ("programmes", "0002_fund_pools_and_director_invitations"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Allocation',
+            name="Allocation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('scheduler_account', models.CharField(help_text='The Slurm account name, e.g. airr-00042: joins award, scheduler and usage.', max_length=64, unique=True)),
-                ('title', models.CharField(max_length=300)),
-                ('start_date', models.DateField()),
-                ('end_date', models.DateField()),
-                ('state', models.CharField(choices=[('scheduled', 'Scheduled'), ('active', 'Active'), ('exhausted', 'Exhausted'), ('expired', 'Expired'), ('revoked', 'Revoked')], default='scheduled', max_length=10)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('holder', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='allocations', to=settings.AUTH_USER_MODEL)),
-                ('pool', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='allocations', to='programmes.fundpool')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "scheduler_account",
+                    models.CharField(
+                        help_text="The Slurm account name, e.g. airr-00042: joins award, scheduler and usage.",
+                        max_length=64,
+                        unique=True,
+                    ),
+                ),
+                ("title", models.CharField(max_length=300)),
+                ("start_date", models.DateField()),
+                ("end_date", models.DateField()),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("scheduled", "Scheduled"),
+                            ("active", "Active"),
+                            ("exhausted", "Exhausted"),
+                            ("expired", "Expired"),
+                            ("revoked", "Revoked"),
+                        ],
+                        default="scheduled",
+                        max_length=10,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "holder",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="allocations",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "pool",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="allocations",
+                        to="programmes.fundpool",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['scheduler_account'],
+                "ordering": ["scheduler_account"],
             },
         ),
         migrations.CreateModel(
-            name='LedgerAccount',
+            name="LedgerAccount",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('pool', 'Fund pool'), ('allocation', 'Allocation'), ('funding', 'External funding'), ('consumed', 'Consumed usage'), ('forfeited', 'Forfeited hours')], max_length=10)),
-                ('balance', models.BigIntegerField(default=0, help_text="GPU-seconds; always the sum of this account's entries.")),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('allocation', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='ledger_account', to='allocations.allocation')),
-                ('pool', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='ledger_account', to='programmes.fundpool')),
-                ('system', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='ledger_accounts', to='programmes.system')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("pool", "Fund pool"),
+                            ("allocation", "Allocation"),
+                            ("funding", "External funding"),
+                            ("consumed", "Consumed usage"),
+                            ("forfeited", "Forfeited hours"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "balance",
+                    models.BigIntegerField(
+                        default=0, help_text="GPU-seconds; always the sum of this account's entries."
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "allocation",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="ledger_account",
+                        to="allocations.allocation",
+                    ),
+                ),
+                (
+                    "pool",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="ledger_account",
+                        to="programmes.fundpool",
+                    ),
+                ),
+                (
+                    "system",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="ledger_accounts",
+                        to="programmes.system",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['pk'],
+                "ordering": ["pk"],
             },
         ),
         migrations.CreateModel(
-            name='LedgerTransaction',
+            name="LedgerTransaction",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('type', models.CharField(choices=[('deposit', 'Deposit'), ('withdraw', 'Withdrawal'), ('transfer', 'Transfer'), ('commit', 'Commitment'), ('charge', 'Usage charge'), ('refund', 'Usage refund'), ('adjust', 'Adjustment'), ('expire', 'Returned at expiry'), ('forfeit', 'Forfeited at expiry'), ('revoke', 'Returned at revocation')], max_length=10)),
-                ('reason', models.TextField()),
-                ('effective_at', models.DateTimeField(help_text='When the movement counts in statements.')),
-                ('recorded_at', models.DateTimeField(help_text="When the portal wrote it; statements 'as of' a date read up to it.")),
-                ('idempotency_key', models.CharField(max_length=200, unique=True)),
-                ('cause_type', models.CharField(blank=True, max_length=60)),
-                ('cause_id', models.CharField(blank=True, max_length=60)),
-                ('actor', models.ForeignKey(blank=True, help_text="Who did it; empty for the portal's own scheduled work.", null=True, on_delete=django.db.models.deletion.PROTECT, related_name='ledger_transactions', to=settings.AUTH_USER_MODEL)),
-                ('corrects', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='corrections', to='allocations.ledgertransaction')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "type",
+                    models.CharField(
+                        choices=[
+                            ("deposit", "Deposit"),
+                            ("withdraw", "Withdrawal"),
+                            ("transfer", "Transfer"),
+                            ("commit", "Commitment"),
+                            ("charge", "Usage charge"),
+                            ("refund", "Usage refund"),
+                            ("adjust", "Adjustment"),
+                            ("expire", "Returned at expiry"),
+                            ("forfeit", "Forfeited at expiry"),
+                            ("revoke", "Returned at revocation"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                ("reason", models.TextField()),
+                ("effective_at", models.DateTimeField(help_text="When the movement counts in statements.")),
+                (
+                    "recorded_at",
+                    models.DateTimeField(
+                        help_text="When the portal wrote it; statements 'as of' a date read up to it."
+                    ),
+                ),
+                ("idempotency_key", models.CharField(max_length=200, unique=True)),
+                ("cause_type", models.CharField(blank=True, max_length=60)),
+                ("cause_id", models.CharField(blank=True, max_length=60)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="Who did it; empty for the portal's own scheduled work.",
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="ledger_transactions",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "corrects",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="corrections",
+                        to="allocations.ledgertransaction",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['recorded_at', 'pk'],
+                "ordering": ["recorded_at", "pk"],
             },
         ),
         migrations.CreateModel(
-            name='LedgerEntry',
+            name="LedgerEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('amount', models.BigIntegerField(help_text='GPU-seconds, positive into the account, negative out of it.')),
-                ('effective_at', models.DateTimeField()),
-                ('recorded_at', models.DateTimeField()),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='entries', to='allocations.ledgeraccount')),
-                ('transaction', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='entries', to='allocations.ledgertransaction')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "amount",
+                    models.BigIntegerField(help_text="GPU-seconds, positive into the account, negative out of it."),
+                ),
+                ("effective_at", models.DateTimeField()),
+                ("recorded_at", models.DateTimeField()),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="entries",
+                        to="allocations.ledgeraccount",
+                    ),
+                ),
+                (
+                    "transaction",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="entries",
+                        to="allocations.ledgertransaction",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['effective_at', 'pk'],
+                "ordering": ["effective_at", "pk"],
             },
         ),
         migrations.AddConstraint(
-            model_name='allocation',
-            constraint=models.CheckConstraint(condition=models.Q(('end_date__gte', models.F('start_date'))), name='allocation_window'),
+            model_name="allocation",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("end_date__gte", models.F("start_date"))), name="allocation_window"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='ledgeraccount',
-            constraint=models.CheckConstraint(condition=models.Q(('balance__gte', 0), models.Q(('kind', 'pool'), _negated=True), _connector='OR'), name='ledger_pool_not_negative'),
+            model_name="ledgeraccount",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("balance__gte", 0), models.Q(("kind", "pool"), _negated=True), _connector="OR"),
+                name="ledger_pool_not_negative",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='ledgeraccount',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('allocation__isnull', True), ('kind', 'pool'), ('pool__isnull', False)), models.Q(('allocation__isnull', False), ('kind', 'allocation'), ('pool__isnull', True)), models.Q(('allocation__isnull', True), ('kind__in', ['funding', 'consumed', 'forfeited']), ('pool__isnull', True)), _connector='OR'), name='ledger_account_owner_matches_kind'),
+            model_name="ledgeraccount",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("allocation__isnull", True), ("kind", "pool"), ("pool__isnull", False)),
+                    models.Q(("allocation__isnull", False), ("kind", "allocation"), ("pool__isnull", True)),
+                    models.Q(
+                        ("allocation__isnull", True),
+                        ("kind__in", ["funding", "consumed", "forfeited"]),
+                        ("pool__isnull", True),
+                    ),
+                    _connector="OR",
+                ),
+                name="ledger_account_owner_matches_kind",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='ledgeraccount',
-            constraint=models.UniqueConstraint(condition=models.Q(('kind__in', ['funding', 'consumed', 'forfeited'])), fields=('system', 'kind'), name='ledger_one_sink_per_kind_and_system'),
+            model_name="ledgeraccount",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("kind__in", ["funding", "consumed", "forfeited"])),
+                fields=("system", "kind"),
+                name="ledger_one_sink_per_kind_and_system",
+            ),
         ),
         migrations.AddIndex(
-            model_name='ledgertransaction',
-            index=models.Index(fields=['cause_type', 'cause_id'], name='ledger_txn_cause'),
+            model_name="ledgertransaction",
+            index=models.Index(fields=["cause_type", "cause_id"], name="ledger_txn_cause"),
         ),
         migrations.AddIndex(
-            model_name='ledgerentry',
-            index=models.Index(fields=['account', 'effective_at', 'id'], include=('amount', 'recorded_at'), name='ledger_entry_statement'),
+            model_name="ledgerentry",
+            index=models.Index(
+                fields=["account", "effective_at", "id"],
+                include=("amount", "recorded_at"),
+                name="ledger_entry_statement",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='ledgerentry',
-            constraint=models.CheckConstraint(condition=models.Q(('amount', 0), _negated=True), name='ledger_entry_not_zero'),
+            model_name="ledgerentry",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("amount", 0), _negated=True), name="ledger_entry_not_zero"
+            ),
         ),
     ]

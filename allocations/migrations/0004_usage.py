@@ -18,9 +18,7 @@ class Migration(migrations.Migration):
             fields=[
                 (
                     "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
+                    models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID"),
                 ),
                 (
                     "name",
@@ -30,9 +28,7 @@ class Migration(migrations.Migration):
                 ),
                 (
                     "prefix",
-                    models.CharField(
-                        help_text="The key's first characters, to recognise it by.", max_length=12
-                    ),
+                    models.CharField(help_text="The key's first characters, to recognise it by.", max_length=12),
                 ),
                 ("key_hash", models.CharField(max_length=64, unique=True)),
                 ("created_at", models.DateTimeField(auto_now_add=True)),
@@ -66,9 +62,7 @@ class Migration(migrations.Migration):
             fields=[
                 (
                     "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
+                    models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID"),
                 ),
                 (
                     "source",
@@ -83,24 +77,18 @@ class Migration(migrations.Migration):
                 ),
                 (
                     "sha256",
-                    models.CharField(
-                        help_text="Of the payload's bytes as received (after gzip).", max_length=64
-                    ),
+                    models.CharField(help_text="Of the payload's bytes as received (after gzip).", max_length=64),
                 ),
                 (
                     "raw_path",
-                    models.CharField(
-                        help_text="The payload, gzip-compressed, under MEDIA_ROOT.", max_length=300
-                    ),
+                    models.CharField(help_text="The payload, gzip-compressed, under MEDIA_ROOT.", max_length=300),
                 ),
                 ("size", models.BigIntegerField(default=0)),
                 ("format", models.CharField(blank=True, max_length=20)),
                 ("delimiter", models.CharField(blank=True, max_length=4)),
                 (
                     "columns",
-                    models.TextField(
-                        blank=True, help_text="Comma-separated column names for headerless payloads."
-                    ),
+                    models.TextField(blank=True, help_text="Comma-separated column names for headerless payloads."),
                 ),
                 (
                     "status",
@@ -165,9 +153,7 @@ class Migration(migrations.Migration):
             fields=[
                 (
                     "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
+                    models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID"),
                 ),
                 ("job_id_raw", models.CharField(max_length=64)),
                 ("start", models.DateTimeField()),
@@ -185,9 +171,7 @@ class Migration(migrations.Migration):
                 ("job_name", models.CharField(blank=True, max_length=200)),
                 (
                     "gpu_seconds",
-                    models.BigIntegerField(
-                        help_text="What this run costs: GPUs × elapsed × charge factor, rounded."
-                    ),
+                    models.BigIntegerField(help_text="What this run costs: GPUs × elapsed × charge factor, rounded."),
                 ),
                 (
                     "is_outside_window",
@@ -239,9 +223,7 @@ class Migration(migrations.Migration):
             fields=[
                 (
                     "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
+                    models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID"),
                 ),
                 ("reconciled_seq", models.BigIntegerField(default=0)),
                 (
@@ -259,9 +241,7 @@ class Migration(migrations.Migration):
             fields=[
                 (
                     "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
+                    models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID"),
                 ),
                 ("from_seq", models.BigIntegerField()),
                 ("to_seq", models.BigIntegerField()),
@@ -269,9 +249,7 @@ class Migration(migrations.Migration):
                 ("allocations", models.PositiveIntegerField(default=0)),
                 (
                     "charged_seconds",
-                    models.BigIntegerField(
-                        default=0, help_text="Net GPU-seconds charged (refunds subtract)."
-                    ),
+                    models.BigIntegerField(default=0, help_text="Net GPU-seconds charged (refunds subtract)."),
                 ),
                 ("started_at", models.DateTimeField()),
                 ("finished_at", models.DateTimeField()),
@@ -293,9 +271,7 @@ class Migration(migrations.Migration):
             fields=[
                 (
                     "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
+                    models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID"),
                 ),
                 ("seconds", models.BigIntegerField()),
                 (
@@ -336,9 +312,7 @@ class Migration(migrations.Migration):
             fields=[
                 (
                     "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
+                    models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID"),
                 ),
                 ("line_number", models.PositiveIntegerField()),
                 ("raw", models.TextField()),
@@ -363,9 +337,7 @@ class Migration(migrations.Migration):
             fields=[
                 (
                     "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
+                    models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID"),
                 ),
                 ("percent", models.PositiveSmallIntegerField()),
                 ("used_seconds", models.BigIntegerField()),
@@ -388,9 +360,7 @@ class Migration(migrations.Migration):
             fields=[
                 (
                     "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
+                    models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID"),
                 ),
                 ("account", models.CharField(max_length=64)),
                 (
@@ -399,9 +369,7 @@ class Migration(migrations.Migration):
                 ),
                 (
                     "ledger_seconds",
-                    models.BigIntegerField(
-                        help_text="GPU-seconds the ledger had charged when it was received."
-                    ),
+                    models.BigIntegerField(help_text="GPU-seconds the ledger had charged when it was received."),
                 ),
                 ("variance_seconds", models.BigIntegerField(help_text="Reported minus ledger.")),
                 (
@@ -437,9 +405,7 @@ class Migration(migrations.Migration):
             fields=[
                 (
                     "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
+                    models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID"),
                 ),
                 ("last_seq", models.BigIntegerField(default=0)),
                 (
@@ -454,9 +420,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddConstraint(
             model_name="ingestbatch",
-            constraint=models.UniqueConstraint(
-                fields=("system", "sha256"), name="ingest_batch_once_per_payload"
-            ),
+            constraint=models.UniqueConstraint(fields=("system", "sha256"), name="ingest_batch_once_per_payload"),
         ),
         migrations.AddIndex(
             model_name="jobrecord",
@@ -472,14 +436,10 @@ class Migration(migrations.Migration):
         ),
         migrations.AddConstraint(
             model_name="jobrecord",
-            constraint=models.UniqueConstraint(
-                fields=("system", "job_id_raw", "start"), name="job_record_one_per_run"
-            ),
+            constraint=models.UniqueConstraint(fields=("system", "job_id_raw", "start"), name="job_record_one_per_run"),
         ),
         migrations.AddConstraint(
             model_name="thresholdnotice",
-            constraint=models.UniqueConstraint(
-                fields=("allocation", "percent"), name="threshold_notice_once"
-            ),
+            constraint=models.UniqueConstraint(fields=("allocation", "percent"), name="threshold_notice_once"),
         ),
     ]

@@ -83,9 +83,7 @@ class UsageIngestView(APIView):
         request={"text/plain": str},
         parameters=[
             OpenApiParameter("delimiter", str, description="The field delimiter, when not detectable"),
-            OpenApiParameter(
-                "columns", str, description="Comma-separated column names, for --noheader output"
-            ),
+            OpenApiParameter("columns", str, description="Comma-separated column names, for --noheader output"),
         ],
         responses={200: dict, 201: dict},
     )
@@ -94,9 +92,7 @@ class UsageIngestView(APIView):
         delimiter = request.query_params.get("delimiter") or None
         if delimiter is not None and not 1 <= len(delimiter) <= 4:
             raise exceptions.ValidationError({"delimiter": ["Give the delimiter as 1 to 4 characters"]})
-        columns = [
-            name.strip() for name in request.query_params.get("columns", "").split(",") if name.strip()
-        ]
+        columns = [name.strip() for name in request.query_params.get("columns", "").split(",") if name.strip()]
         body = _read_body(request)
         try:
             outcome = ingest_sacct(

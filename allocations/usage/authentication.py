@@ -56,9 +56,7 @@ class IsIngestTokenOfSystem(permissions.BasePermission):
 
     def has_permission(self, request, view):
         if request.auth is None and not request.user.is_authenticated:
-            raise exceptions.NotAuthenticated(
-                "Send the system's ingest token as 'Authorization: Bearer <token>'"
-            )
+            raise exceptions.NotAuthenticated("Send the system's ingest token as 'Authorization: Bearer <token>'")
         if not isinstance(request.auth, IngestToken):
             raise exceptions.PermissionDenied("Only a system's ingest token can post its usage")
         return _token_system_matches(request, view)

@@ -34,9 +34,7 @@ class UploadForm(forms.Form):
         file = self.cleaned_data["file"]
         if file.size > settings.INGEST_MAX_BYTES:
             limit = settings.INGEST_MAX_BYTES // (1024 * 1024)
-            raise forms.ValidationError(
-                f"The file must be smaller than {limit} MB: gzip it, or split it by date"
-            )
+            raise forms.ValidationError(f"The file must be smaller than {limit} MB: gzip it, or split it by date")
         return file
 
 

@@ -200,9 +200,9 @@ class _Matcher:
                 datetime.combine(first_day, dt_time.min, tz),
                 datetime.combine(last_day + timedelta(days=1), dt_time.min, tz),
             )
-            for account, pk, first_day, last_day in Allocation.objects.filter(
-                pool__system=system
-            ).values_list("scheduler_account", "pk", "start_date", "end_date")
+            for account, pk, first_day, last_day in Allocation.objects.filter(pool__system=system).values_list(
+                "scheduler_account", "pk", "start_date", "end_date"
+            )
         }
 
     def match(self, account: str, start, end) -> tuple[int | None, bool]:
@@ -262,9 +262,7 @@ def process_batch(*, batch: IngestBatch, progress: Callable[[int], None] | None 
                     columns=batch.columns.split(",") if batch.columns else None,
                 )
             except SacctFormatError as problem:
-                IngestBatch.objects.filter(pk=batch.pk).update(
-                    status=IngestBatch.Status.FAILED, error=str(problem)
-                )
+                IngestBatch.objects.filter(pk=batch.pk).update(status=IngestBatch.Status.FAILED, error=str(problem))
                 batch.refresh_from_db()
                 raise IngestError(str(problem)) from None
             with transaction.atomic():
@@ -334,9 +332,7 @@ class _CountingReader:
         return data
 
 
-def _record_rows(
-    *, batch: IngestBatch, rows: Iterable, seq: int, on_rejected: Callable | None = None
-) -> _Counts:
+def _record_rows(*, batch: IngestBatch, rows: Iterable, seq: int, on_rejected: Callable | None = None) -> _Counts:
     """Store a batch's rows under change number `seq`; rejected rows go to `on_rejected` when given."""
     system = batch.system
     matcher = _Matcher(system)
@@ -351,9 +347,7 @@ def _record_rows(
             if on_rejected is not None:
                 on_rejected(row.line_number, row.reason)
                 continue
-            rejected.append(
-                RejectedRow(batch=batch, line_number=row.line_number, raw=row.raw, reason=row.reason)
-            )
+            rejected.append(RejectedRow(batch=batch, line_number=row.line_number, raw=row.raw, reason=row.reason))
         elif row.start is None:
             # It never ran (pending, or cancelled before starting): nothing to charge, nothing to store.
             counts.never_started += 1
@@ -361,9 +355,7 @@ def _record_rows(
             if on_rejected is not None:
                 on_rejected(row.line_number, problem)
                 continue
-            rejected.append(
-                RejectedRow(batch=batch, line_number=row.line_number, raw=row.raw, reason=problem)
-            )
+            rejected.append(RejectedRow(batch=batch, line_number=row.line_number, raw=row.raw, reason=problem))
         else:
             allocation_id, outside = matcher.match(row.account, row.start, row.end)
             if allocation_id is None:
@@ -462,9 +454,7 @@ def _store_chunk_portable(chunk, *, batch, seq, counts, staging=None):
         record.last_batch = batch
         changed.append(record)
     JobRecord.objects.bulk_create(created, batch_size=1000)
-    JobRecord.objects.bulk_update(
-        changed, [*_COMPARED, "allocation_id", "changed_seq", "last_batch"], batch_size=1000
-    )
+    JobRecord.objects.bulk_update(changed, [*_COMPARED, "allocation_id", "changed_seq", "last_batch"], batch_size=1000)
     counts.new += len(created)
     counts.updated += len(changed)
 
@@ -482,9 +472,7 @@ def _copy_line(values: tuple) -> str:
     Written out field by field because it runs a million times a payload. JobIDRaw and JobID (checked by
     the reader to be job ids) and State (a word) need no escaping; free text does.
     """
-    raw, start, job_id, account, user, state, submit, end, elapsed, gpus, name, cost, allocation, outside = (
-        values
-    )
+    raw, start, job_id, account, user, state, submit, end, elapsed, gpus, name, cost, allocation, outside = values
     return (
         f"{raw}\t{start.isoformat()}\t{job_id}\t{account.translate(_COPY_ESCAPES)}\t"
         f"{user.translate(_COPY_ESCAPES)}\t{state}\t{submit.isoformat() if submit else NULL}\t"

@@ -61,11 +61,8 @@ def sacctmgr_commands(*, system: System, limit: str = "total", target: str = "ac
         f"# GPU limits for {system.name} (cluster {system.cluster_name}): absolute, safe to run again.",
     ]
     for account in account_limits(system=system):
-        where = f"name={account['account']}" + (
-            f" cluster={account['cluster']}" if target == "account" else ""
-        )
+        where = f"name={account['account']}" + (f" cluster={account['cluster']}" if target == "account" else "")
         lines.append(
-            f"sacctmgr -i modify {target} where {where} "
-            f"set GrpTRESMins=gres/gpu={account[key]}  # {account['state']}"
+            f"sacctmgr -i modify {target} where {where} set GrpTRESMins=gres/gpu={account[key]}  # {account['state']}"
         )
     return "\n".join(lines) + "\n"

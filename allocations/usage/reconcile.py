@@ -144,6 +144,4 @@ def _insert_job_charges(charges: list[tuple[int, int, int, int]]) -> None:
     for start in range(0, len(charges), 100_000):
         text = "".join(f"{r}\t{t}\t{j}\t{s}\n" for r, t, j, s in charges[start : start + 100_000])
         with connection.cursor() as cursor:
-            cursor.cursor.copy_expert(
-                f"COPY {JobCharge._meta.db_table} {columns} FROM STDIN", io.StringIO(text)
-            )
+            cursor.cursor.copy_expert(f"COPY {JobCharge._meta.db_table} {columns} FROM STDIN", io.StringIO(text))

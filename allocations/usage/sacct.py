@@ -191,9 +191,7 @@ def iter_sacct(
 class SacctReader:
     """Iterator over the JobRow and RejectedRow of one payload; the skip counters grow as it is consumed."""
 
-    def __init__(
-        self, data: bytes | BinaryIO, *, tz: tzinfo, delimiter: str | None, columns: list[str] | None
-    ):
+    def __init__(self, data: bytes | BinaryIO, *, tz: tzinfo, delimiter: str | None, columns: list[str] | None):
         self.skipped_steps = 0
         self.skipped_pending = 0
         stream = io.BytesIO(data) if isinstance(data, bytes | bytearray | memoryview) else data
@@ -346,8 +344,7 @@ def _delimiter_of_data_line(text: str, columns: list[str]) -> str:
         if found in (column_count - 1, column_count) or (job_name_is_last and found > column_count):
             return candidate
     raise SacctFormatError(
-        f"cannot tell which delimiter separates the {column_count} columns of the first line; "
-        "pass the delimiter"
+        f"cannot tell which delimiter separates the {column_count} columns of the first line; pass the delimiter"
     )
 
 

@@ -86,11 +86,9 @@ def assign_unmatched_account(*, system: System, account: str, allocation: Alloca
         records = JobRecord.objects.filter(system=system, account=account, allocation__isnull=True)
         moved = records.update(allocation=allocation, changed_seq=seq)
         # A run outside the allocation's dates is still charged (usage happened), but flagged for an operator.
-        JobRecord.objects.filter(
-            system=system, account=account, allocation=allocation, changed_seq=seq
-        ).filter(Q(start__date__lt=allocation.start_date) | Q(end__date__gt=allocation.end_date)).update(
-            is_outside_window=True
-        )
+        JobRecord.objects.filter(system=system, account=account, allocation=allocation, changed_seq=seq).filter(
+            Q(start__date__lt=allocation.start_date) | Q(end__date__gt=allocation.end_date)
+        ).update(is_outside_window=True)
         if moved:
             _enqueue_reconciliation(system)
     return moved

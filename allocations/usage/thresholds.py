@@ -79,15 +79,11 @@ def exhaust_allocation(*, allocation: Allocation) -> bool:
 def expire_ended_allocations(*, today: date | None = None) -> int:
     """Expire every open allocation whose end date has passed; unused hours follow the pool's policy, once."""
     today = today or timezone.localdate()
-    ended = Allocation.objects.filter(
-        end_date__lt=today, state__in=(*_OPEN_STATES, Allocation.State.SCHEDULED)
-    )
+    ended = Allocation.objects.filter(end_date__lt=today, state__in=(*_OPEN_STATES, Allocation.State.SCHEDULED))
     count = 0
     for allocation in ended.select_related("pool__system"):
         try:
-            ledger.expire_allocation(
-                allocation=allocation, idempotency_key=f"expire-allocation:{allocation.pk}"
-            )
+            ledger.expire_allocation(allocation=allocation, idempotency_key=f"expire-allocation:{allocation.pk}")
             count += 1
         except ledger.WrongState:
             continue  # ended meanwhile (revoked, or expired by a concurrent run)

@@ -41,9 +41,7 @@ def parse_usage_report(payload: bytes) -> dict[str, int]:
     lines = [line for line in text.splitlines() if line.strip() and not line.startswith("-")]
     header_at = next((i for i, line in enumerate(lines) if "account" in line.lower().split("|")), None)
     if header_at is None:
-        raise UsageReportError(
-            "The report has no header line naming an Account column (use -P / --parsable2)"
-        )
+        raise UsageReportError("The report has no header line naming an Account column (use -P / --parsable2)")
     names = [name.strip().lower() for name in lines[header_at].split("|")]
     account_at = names.index("account")
     user_at = next((names.index(n) for n in ("user", "login") if n in names), None)
@@ -78,8 +76,7 @@ def record_usage_report(*, system: System, payload: bytes) -> list[UsageReport]:
     minutes = parse_usage_report(payload)
     factor = Decimal(system.charge_factor)
     allocations = {
-        a.scheduler_account: a
-        for a in Allocation.objects.filter(pool__system=system, scheduler_account__in=minutes)
+        a.scheduler_account: a for a in Allocation.objects.filter(pool__system=system, scheduler_account__in=minutes)
     }
     figures = ledger.usage_and_commitments([a.pk for a in allocations.values()])
     tolerance = Decimal(str(settings.USAGE_VARIANCE_TOLERANCE_PERCENT))

@@ -163,9 +163,7 @@ def unmatched(request):
     accounts = list(unmatched_accounts(system_ids=systems))
     if roles.is_admin(request.user):
         for row in accounts:
-            row["form"] = AssignAccountForm(
-                initial={"account": row["account"]}, system=System(pk=row["system"])
-            )
+            row["form"] = AssignAccountForm(initial={"account": row["account"]}, system=System(pk=row["system"]))
     return render(
         request,
         "allocations/usage/unmatched.html",
@@ -183,15 +181,11 @@ def unmatched_assign(request, slug):
         account = form.cleaned_data["account"]
         allocation = form.cleaned_data["allocation"]
         try:
-            moved = assign_unmatched_account(
-                system=system, account=account, allocation=allocation, actor=request.user
-            )
+            moved = assign_unmatched_account(system=system, account=account, allocation=allocation, actor=request.user)
         except UsageError as error:
             messages.error(request, str(error))
         else:
-            messages.success(
-                request, f"{moved} job records of '{account}' assigned to {allocation.scheduler_account}"
-            )
+            messages.success(request, f"{moved} job records of '{account}' assigned to {allocation.scheduler_account}")
     else:
         messages.error(request, "Choose an allocation of this system")
     return redirect("usage:unmatched")
@@ -208,9 +202,7 @@ def allocation_list(request):
 @require_GET
 def allocation_usage(request, pk):
     try:
-        allocation = (
-            Allocation.objects.visible_to(request.user).select_related("pool__system", "holder").get(pk=pk)
-        )
+        allocation = Allocation.objects.visible_to(request.user).select_related("pool__system", "holder").get(pk=pk)
     except Allocation.DoesNotExist:
         raise Http404 from None
     jobs = JobRecord.objects.filter(allocation=allocation).order_by("-start", "job_id_raw")

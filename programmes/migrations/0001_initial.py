@@ -9,7 +9,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -18,34 +17,68 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Programme',
+            name="Programme",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('slug', models.SlugField(max_length=60, unique=True)),
-                ('description', models.TextField(blank=True)),
-                ('directors', models.ManyToManyField(blank=True, related_name='directed_programmes', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=200, unique=True)),
+                ("slug", models.SlugField(max_length=60, unique=True)),
+                ("description", models.TextField(blank=True)),
+                (
+                    "directors",
+                    models.ManyToManyField(blank=True, related_name="directed_programmes", to=settings.AUTH_USER_MODEL),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='System',
+            name="System",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('slug', models.SlugField(unique=True)),
-                ('cluster_name', models.CharField(help_text="The cluster name Slurm reports in sacct's Cluster column.", max_length=100, unique=True)),
-                ('gpu_model', models.CharField(max_length=100)),
-                ('gpus_per_node', models.PositiveSmallIntegerField(validators=[django.core.validators.MinValueValidator(1)])),
-                ('charge_factor', models.DecimalField(decimal_places=4, default=Decimal('1.0000'), help_text='GPU-hours charged per GPU-hour used.', max_digits=6, validators=[django.core.validators.MinValueValidator(Decimal('0.0001'))])),
-                ('time_zone', models.CharField(default='UTC', help_text='How to read sacct timestamps that carry no offset.', max_length=64)),
-                ('assessors', models.ManyToManyField(blank=True, related_name='assessed_systems', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=100, unique=True)),
+                ("slug", models.SlugField(unique=True)),
+                (
+                    "cluster_name",
+                    models.CharField(
+                        help_text="The cluster name Slurm reports in sacct's Cluster column.",
+                        max_length=100,
+                        unique=True,
+                    ),
+                ),
+                ("gpu_model", models.CharField(max_length=100)),
+                (
+                    "gpus_per_node",
+                    models.PositiveSmallIntegerField(validators=[django.core.validators.MinValueValidator(1)]),
+                ),
+                (
+                    "charge_factor",
+                    models.DecimalField(
+                        decimal_places=4,
+                        default=Decimal("1.0000"),
+                        help_text="GPU-hours charged per GPU-hour used.",
+                        max_digits=6,
+                        validators=[django.core.validators.MinValueValidator(Decimal("0.0001"))],
+                    ),
+                ),
+                (
+                    "time_zone",
+                    models.CharField(
+                        default="UTC", help_text="How to read sacct timestamps that carry no offset.", max_length=64
+                    ),
+                ),
+                (
+                    "assessors",
+                    models.ManyToManyField(blank=True, related_name="assessed_systems", to=settings.AUTH_USER_MODEL),
+                ),
             ],
             options={
-                'ordering': ['name'],
-                'constraints': [models.CheckConstraint(condition=models.Q(('charge_factor__gt', 0)), name='system_charge_factor_positive')],
+                "ordering": ["name"],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("charge_factor__gt", 0)), name="system_charge_factor_positive"
+                    )
+                ],
             },
         ),
     ]

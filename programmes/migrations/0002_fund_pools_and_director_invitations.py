@@ -7,45 +7,114 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('programmes', '0001_initial'),
+        ("programmes", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='DirectorInvitation',
+            name="DirectorInvitation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('email', models.EmailField(max_length=254)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('accepted_at', models.DateTimeField(blank=True, null=True)),
-                ('accepted_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('invited_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('programme', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='director_invitations', to='programmes.programme')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("email", models.EmailField(max_length=254)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("accepted_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "accepted_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "invited_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "programme",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="director_invitations",
+                        to="programmes.programme",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('accepted_at__isnull', True)), fields=('programme', 'email'), name='director_invitation_one_pending')],
+                "ordering": ["-created_at"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("accepted_at__isnull", True)),
+                        fields=("programme", "email"),
+                        name="director_invitation_one_pending",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='FundPool',
+            name="FundPool",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('valid_from', models.DateField(help_text='The first day awards from this pool may run.')),
-                ('valid_until', models.DateField(help_text='The last day awards from this pool may run.')),
-                ('unused_hours_policy', models.CharField(choices=[('return', 'Returned to the pool'), ('forfeit', 'Forfeited')], default='return', help_text="What happens to an allocation's unused hours when it ends.", max_length=10)),
-                ('grace_percent', models.PositiveSmallIntegerField(default=0, help_text='How far past 100 % of its award an allocation may run before it is exhausted.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('programme', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='pools', to='programmes.programme')),
-                ('system', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='pools', to='programmes.system')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=200)),
+                ("valid_from", models.DateField(help_text="The first day awards from this pool may run.")),
+                ("valid_until", models.DateField(help_text="The last day awards from this pool may run.")),
+                (
+                    "unused_hours_policy",
+                    models.CharField(
+                        choices=[("return", "Returned to the pool"), ("forfeit", "Forfeited")],
+                        default="return",
+                        help_text="What happens to an allocation's unused hours when it ends.",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "grace_percent",
+                    models.PositiveSmallIntegerField(
+                        default=0,
+                        help_text="How far past 100 % of its award an allocation may run before it is exhausted.",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "programme",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="pools", to="programmes.programme"
+                    ),
+                ),
+                (
+                    "system",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="pools", to="programmes.system"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['programme__name', 'system__name', 'valid_from', 'name'],
-                'constraints': [models.UniqueConstraint(fields=('programme', 'system', 'name'), name='fund_pool_name_unique', violation_error_message='This programme already has a pool of that name on that system'), models.CheckConstraint(condition=models.Q(('valid_until__gte', models.F('valid_from'))), name='fund_pool_window', violation_error_message="The pool's last day must be on or after its first day"), models.CheckConstraint(condition=models.Q(('grace_percent__lte', 100)), name='fund_pool_grace_at_most_100', violation_error_message='Grace must be between 0 and 100 per cent')],
+                "ordering": ["programme__name", "system__name", "valid_from", "name"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("programme", "system", "name"),
+                        name="fund_pool_name_unique",
+                        violation_error_message="This programme already has a pool of that name on that system",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("valid_until__gte", models.F("valid_from"))),
+                        name="fund_pool_window",
+                        violation_error_message="The pool's last day must be on or after its first day",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("grace_percent__lte", 100)),
+                        name="fund_pool_grace_at_most_100",
+                        violation_error_message="Grace must be between 0 and 100 per cent",
+                    ),
+                ],
             },
         ),
     ]

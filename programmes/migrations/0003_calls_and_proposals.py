@@ -18,9 +18,7 @@ class Migration(migrations.Migration):
             fields=[
                 (
                     "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
+                    models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID"),
                 ),
                 ("title", models.CharField(max_length=200)),
                 ("slug", models.SlugField(max_length=80, unique=True)),
@@ -30,21 +28,15 @@ class Migration(migrations.Migration):
                 ("closes_on", models.DateField(blank=True, help_text="Empty for a rolling call.", null=True)),
                 (
                     "min_seconds",
-                    models.BigIntegerField(
-                        help_text="Fewest GPU-seconds one request (on one system) may ask for."
-                    ),
+                    models.BigIntegerField(help_text="Fewest GPU-seconds one request (on one system) may ask for."),
                 ),
                 (
                     "max_seconds",
-                    models.BigIntegerField(
-                        help_text="Most GPU-seconds one request (on one system) may ask for."
-                    ),
+                    models.BigIntegerField(help_text="Most GPU-seconds one request (on one system) may ask for."),
                 ),
                 (
                     "max_duration_months",
-                    models.PositiveSmallIntegerField(
-                        validators=[django.core.validators.MinValueValidator(1)]
-                    ),
+                    models.PositiveSmallIntegerField(validators=[django.core.validators.MinValueValidator(1)]),
                 ),
                 ("created_at", models.DateTimeField(auto_now_add=True)),
                 ("pools", models.ManyToManyField(blank=True, related_name="calls", to="programmes.fundpool")),
@@ -66,9 +58,7 @@ class Migration(migrations.Migration):
             fields=[
                 (
                     "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
+                    models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID"),
                 ),
                 ("name", models.CharField(max_length=200)),
                 ("guidance", models.TextField(blank=True)),
@@ -92,9 +82,7 @@ class Migration(migrations.Migration):
             fields=[
                 (
                     "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
+                    models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID"),
                 ),
                 ("reference", models.CharField(blank=True, max_length=20, null=True, unique=True)),
                 (
@@ -171,9 +159,7 @@ class Migration(migrations.Migration):
             fields=[
                 (
                     "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
+                    models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID"),
                 ),
                 (
                     "outcome",
@@ -224,9 +210,7 @@ class Migration(migrations.Migration):
             fields=[
                 (
                     "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
+                    models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID"),
                 ),
                 ("email", models.EmailField(max_length=254)),
                 ("token", models.CharField(max_length=64, unique=True)),
@@ -269,9 +253,7 @@ class Migration(migrations.Migration):
             fields=[
                 (
                     "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
+                    models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID"),
                 ),
                 (
                     "from_state",
@@ -336,9 +318,7 @@ class Migration(migrations.Migration):
             fields=[
                 (
                     "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
+                    models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID"),
                 ),
                 (
                     "method",
@@ -386,9 +366,7 @@ class Migration(migrations.Migration):
             fields=[
                 (
                     "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
+                    models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID"),
                 ),
                 ("email", models.EmailField(max_length=254)),
                 ("token", models.CharField(max_length=64, unique=True)),
@@ -448,9 +426,7 @@ class Migration(migrations.Migration):
             fields=[
                 (
                     "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
+                    models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID"),
                 ),
                 ("value", models.PositiveSmallIntegerField()),
                 ("comment", models.TextField()),
@@ -480,9 +456,7 @@ class Migration(migrations.Migration):
             fields=[
                 (
                     "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
+                    models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID"),
                 ),
                 (
                     "outcome",
@@ -550,9 +524,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddConstraint(
             model_name="resourcerequest",
-            constraint=models.UniqueConstraint(
-                fields=("proposal", "system"), name="resource_request_one_per_system"
-            ),
+            constraint=models.UniqueConstraint(fields=("proposal", "system"), name="resource_request_one_per_system"),
         ),
         migrations.AddConstraint(
             model_name="reviewassignment",
@@ -560,9 +532,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddConstraint(
             model_name="score",
-            constraint=models.UniqueConstraint(
-                fields=("assignment", "criterion"), name="score_once_per_criterion"
-            ),
+            constraint=models.UniqueConstraint(fields=("assignment", "criterion"), name="score_once_per_criterion"),
         ),
         migrations.AddConstraint(
             model_name="score",
@@ -572,8 +542,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AddConstraint(
             model_name="technicalassessment",
-            constraint=models.UniqueConstraint(
-                fields=("proposal", "system"), name="assessment_one_per_system"
-            ),
+            constraint=models.UniqueConstraint(fields=("proposal", "system"), name="assessment_one_per_system"),
         ),
     ]

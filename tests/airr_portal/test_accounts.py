@@ -17,9 +17,7 @@ pytestmark = pytest.mark.django_db
 def test_it_stores_email_addresses_in_lower_case_and_logs_in_by_any_case(client):
     user = UserFactory(email="Alice.Owner@Example.AC.UK")
     assert user.email == "alice.owner@example.ac.uk"
-    response = client.post(
-        reverse("account_login"), {"login": "ALICE.OWNER@example.ac.uk", "password": DEMO_PASSWORD}
-    )
+    response = client.post(reverse("account_login"), {"login": "ALICE.OWNER@example.ac.uk", "password": DEMO_PASSWORD})
     assert response.status_code == 302
     assert response.wsgi_request.user == user
 
@@ -84,9 +82,7 @@ def test_failed_sign_ins_are_rate_limited_even_with_the_right_password_afterward
                     "name": "MyAccessID",
                     "client_id": "portal",
                     "secret": "secret",
-                    "settings": {
-                        "server_url": "https://proxy.myaccessid.example/.well-known/openid-configuration"
-                    },
+                    "settings": {"server_url": "https://proxy.myaccessid.example/.well-known/openid-configuration"},
                 }
             ]
         }

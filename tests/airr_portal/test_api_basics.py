@@ -83,9 +83,7 @@ def test_the_docs_page_needs_nothing_the_content_security_policy_refuses(client,
     assert "<script>" not in docs  # every script is a file: the split view serves its initialiser separately
 
 
-def test_systems_are_public_and_programmes_are_only_for_those_who_manage_them(
-    client, system, programme, alice
-):
+def test_systems_are_public_and_programmes_are_only_for_those_who_manage_them(client, system, programme, alice):
     assert client.get("/api/systems/").json()["results"][0]["slug"] == "isambard-ai"
     client.force_login(alice)
     assert client.get("/api/programmes/").json()["results"] == []

@@ -38,9 +38,7 @@ def _award(proposal, pool, director, hours=None, end=None):
 
 
 @pytest.mark.django_db
-def test_an_award_in_full_commits_the_hours_and_moves_the_proposal_to_awarded(
-    call, pool, system, alice, director
-):
+def test_an_award_in_full_commits_the_hours_and_moves_the_proposal_to_awarded(call, pool, system, alice, director):
     proposal = _in_review(call, system, alice)
     allocation = _award(proposal, pool, director)
     proposal.refresh_from_db()
@@ -90,9 +88,7 @@ def test_only_a_director_of_the_programme_may_award(call, pool, system, alice, b
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(
-    "state", [State.DRAFT, State.SUBMITTED, State.AWARDED, State.REJECTED, State.WITHDRAWN]
-)
+@pytest.mark.parametrize("state", [State.DRAFT, State.SUBMITTED, State.AWARDED, State.REJECTED, State.WITHDRAWN])
 def test_only_a_proposal_in_review_can_be_awarded(call, pool, system, alice, director, state):
     proposal = make_proposal(call=call, pi=alice, system=system, state=state)
     with pytest.raises(ProposalStateError):
@@ -174,9 +170,7 @@ def test_only_the_pi_answers_an_award_and_only_once(call, pool, system, alice, b
 
 @requires_postgres
 @pytest.mark.django_db(transaction=True)
-def test_two_directors_deciding_the_same_proposal_at_once_cannot_both_succeed(
-    call, pool, system, alice, director
-):
+def test_two_directors_deciding_the_same_proposal_at_once_cannot_both_succeed(call, pool, system, alice, director):
     from tests.factories import UserFactory
 
     second = UserFactory()

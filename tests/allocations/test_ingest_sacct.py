@@ -88,9 +88,7 @@ def test_a_requeued_job_is_one_record_per_start(system):
     outcome = ingest(
         system,
         payload(
-            sacct_line(
-                7, state="REQUEUED", start="2026-03-01T10:00:00", end="2026-03-01T10:10:00", elapsed=600
-            ),
+            sacct_line(7, state="REQUEUED", start="2026-03-01T10:00:00", end="2026-03-01T10:10:00", elapsed=600),
             sacct_line(7, start="2026-03-01T11:00:00", end="2026-03-01T12:00:00", elapsed=3600),
         ),
     )
@@ -100,9 +98,7 @@ def test_a_requeued_job_is_one_record_per_start(system):
 
 
 def test_a_job_that_never_started_is_counted_but_not_recorded(system):
-    outcome = ingest(
-        system, payload(sacct_line(1, state="CANCELLED by 1234", start="None", end="None", elapsed=0))
-    )
+    outcome = ingest(system, payload(sacct_line(1, state="CANCELLED by 1234", start="None", end="None", elapsed=0)))
 
     assert (outcome.batch.never_started, outcome.batch.new) == (1, 0)
     assert not JobRecord.objects.exists()
@@ -195,9 +191,7 @@ def test_a_failed_payload_loses_nothing_accepted_earlier(system):
 def habrok_with_accounts() -> bytes:
     """The real Habrok file with an Account column added (it has none): one account per user."""
     lines = sacct_sample("habrok-hb-jobinfo-sacct.txt").read_text(encoding="utf-8").split("\n")
-    return "\n".join(
-        f"{line}acct-{line.split(SNOWMAN)[2]}{SNOWMAN}" if line else line for line in lines
-    ).encode()
+    return "\n".join(f"{line}acct-{line.split(SNOWMAN)[2]}{SNOWMAN}" if line else line for line in lines).encode()
 
 
 def expected_habrok_seconds() -> dict[str, int]:
@@ -250,9 +244,7 @@ _sacct_lines = st.lists(
 )
 
 
-@hypothesis_settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lines=_sacct_lines, tail=st.binary(max_size=40))
 def test_whatever_a_cluster_sends_is_recorded_rejected_or_refused_never_an_error(system, lines, tail):
     data = payload(*lines) + tail

@@ -109,9 +109,7 @@ def test_repeating_an_idempotency_key_returns_the_first_transaction_and_moves_no
 
 def test_a_key_already_used_for_another_kind_of_movement_is_refused(pool, admin_user):
     with pytest.raises(ledger.IdempotencyKeyReused):
-        ledger.withdraw_from_pool(
-            pool=pool, seconds=HOUR, actor=admin_user, reason="Oops", idempotency_key="deposit-1"
-        )
+        ledger.withdraw_from_pool(pool=pool, seconds=HOUR, actor=admin_user, reason="Oops", idempotency_key="deposit-1")
 
 
 def test_every_operation_needs_a_reason(pool, admin_user):
@@ -120,14 +118,10 @@ def test_every_operation_needs_a_reason(pool, admin_user):
 
 
 @pytest.mark.parametrize("seconds", [0, -3600, True, Decimal("3600")])
-def test_zero_negative_and_non_integer_amounts_are_refused_and_the_ledger_is_unchanged(
-    pool, admin_user, seconds
-):
+def test_zero_negative_and_non_integer_amounts_are_refused_and_the_ledger_is_unchanged(pool, admin_user, seconds):
     before = ledger_snapshot()
     with pytest.raises(ledger.InvalidAmount):
-        ledger.deposit_to_pool(
-            pool=pool, seconds=seconds, actor=admin_user, reason="r", idempotency_key="bad"
-        )
+        ledger.deposit_to_pool(pool=pool, seconds=seconds, actor=admin_user, reason="r", idempotency_key="bad")
     assert ledger_snapshot() == before
 
 
@@ -161,13 +155,9 @@ def test_a_commitment_beyond_the_available_hours_is_refused_and_the_ledger_is_un
 
 
 def test_a_commitment_outside_the_pool_window_is_refused(pool):
-    late = AllocationFactory(
-        pool=pool, start_date=pool.valid_from, end_date=pool.valid_until + timedelta(days=1)
-    )
+    late = AllocationFactory(pool=pool, start_date=pool.valid_from, end_date=pool.valid_until + timedelta(days=1))
     with pytest.raises(ledger.OutsideWindow, match="outside"):
-        ledger.commit_to_allocation(
-            allocation=late, seconds=HOUR, actor=None, reason="Award", idempotency_key="k"
-        )
+        ledger.commit_to_allocation(allocation=late, seconds=HOUR, actor=None, reason="Award", idempotency_key="k")
 
 
 def test_an_expired_pool_accepts_no_commitments_and_no_deposits(admin_user):
@@ -183,9 +173,7 @@ def test_an_expired_pool_accepts_no_commitments_and_no_deposits(admin_user):
     )
     allocation = AllocationFactory(pool=pool)
     with pytest.raises(ledger.OutsideWindow, match="closed"):
-        ledger.commit_to_allocation(
-            allocation=allocation, seconds=HOUR, actor=None, reason="r", idempotency_key="c"
-        )
+        ledger.commit_to_allocation(allocation=allocation, seconds=HOUR, actor=None, reason="r", idempotency_key="c")
     with pytest.raises(ledger.OutsideWindow, match="closed"):
         ledger.deposit_to_pool(pool=pool, seconds=HOUR, actor=admin_user, reason="More", idempotency_key="d2")
 
@@ -206,18 +194,12 @@ def test_unused_hours_can_still_be_withdrawn_from_an_expired_pool(admin_user):
 
 
 def test_hours_committed_to_awards_cannot_be_withdrawn(pool, allocation, admin_user):
-    ledger.commit_to_allocation(
-        allocation=allocation, seconds=900 * HOUR, actor=None, reason="A", idempotency_key="a"
-    )
+    ledger.commit_to_allocation(allocation=allocation, seconds=900 * HOUR, actor=None, reason="A", idempotency_key="a")
     before = ledger_snapshot()
     with pytest.raises(ledger.InsufficientHours, match="100 GPU-hours available"):
-        ledger.withdraw_from_pool(
-            pool=pool, seconds=101 * HOUR, actor=admin_user, reason="r", idempotency_key="w"
-        )
+        ledger.withdraw_from_pool(pool=pool, seconds=101 * HOUR, actor=admin_user, reason="r", idempotency_key="w")
     assert ledger_snapshot() == before
-    ledger.withdraw_from_pool(
-        pool=pool, seconds=100 * HOUR, actor=admin_user, reason="r", idempotency_key="w"
-    )
+    ledger.withdraw_from_pool(pool=pool, seconds=100 * HOUR, actor=admin_user, reason="r", idempotency_key="w")
     assert balance(ledger.pool_account(pool)) == 0
 
 
@@ -259,9 +241,7 @@ def test_a_transfer_to_the_same_pool_is_refused(pool, admin_user):
 
 
 def test_usage_beyond_the_award_is_still_charged_and_shows_as_a_negative_allocation(pool, allocation):
-    ledger.commit_to_allocation(
-        allocation=allocation, seconds=10 * HOUR, actor=None, reason="A", idempotency_key="a"
-    )
+    ledger.commit_to_allocation(allocation=allocation, seconds=10 * HOUR, actor=None, reason="A", idempotency_key="a")
     ledger.charge_usage(allocation=allocation, seconds=12 * HOUR, reason="Job 1", idempotency_key="job-1")
     assert balance(ledger.allocation_account(allocation)) == -2 * HOUR
     assert balance(ledger.sink_account(pool.system, "consumed")) == 12 * HOUR
@@ -269,9 +249,7 @@ def test_usage_beyond_the_award_is_still_charged_and_shows_as_a_negative_allocat
 
 
 def test_a_refund_gives_back_charged_hours_but_never_more_than_were_charged(pool, allocation, admin_user):
-    ledger.commit_to_allocation(
-        allocation=allocation, seconds=10 * HOUR, actor=None, reason="A", idempotency_key="a"
-    )
+    ledger.commit_to_allocation(allocation=allocation, seconds=10 * HOUR, actor=None, reason="A", idempotency_key="a")
     charge = ledger.charge_usage(allocation=allocation, seconds=3 * HOUR, reason="Job", idempotency_key="job")
     with pytest.raises(ledger.InvalidAmount, match="Only 3 GPU-hours"):
         ledger.refund_usage(
@@ -318,9 +296,7 @@ def test_an_adjustment_is_a_new_transaction_pointing_at_what_it_corrects(pool, a
 
 
 def test_expiry_returns_unused_hours_to_the_pool_when_its_policy_is_return(pool, allocation):
-    ledger.commit_to_allocation(
-        allocation=allocation, seconds=10 * HOUR, actor=None, reason="A", idempotency_key="a"
-    )
+    ledger.commit_to_allocation(allocation=allocation, seconds=10 * HOUR, actor=None, reason="A", idempotency_key="a")
     ledger.charge_usage(allocation=allocation, seconds=4 * HOUR, reason="Job", idempotency_key="job")
     txn = ledger.expire_allocation(allocation=allocation, idempotency_key="expire")
     assert txn.type == "expire"
@@ -333,9 +309,7 @@ def test_expiry_forfeits_unused_hours_when_the_pool_says_so(admin_user):
     pool = FundPoolFactory(unused_hours_policy="forfeit")
     ledger.deposit_to_pool(pool=pool, seconds=10 * HOUR, actor=admin_user, reason="B", idempotency_key="d")
     allocation = AllocationFactory(pool=pool)
-    ledger.commit_to_allocation(
-        allocation=allocation, seconds=10 * HOUR, actor=None, reason="A", idempotency_key="a"
-    )
+    ledger.commit_to_allocation(allocation=allocation, seconds=10 * HOUR, actor=None, reason="A", idempotency_key="a")
     txn = ledger.expire_allocation(allocation=allocation, idempotency_key="expire")
     assert txn.type == "forfeit"
     assert balance(ledger.pool_account(pool)) == 0
@@ -346,34 +320,24 @@ def test_revocation_returns_unused_hours_to_the_pool_whatever_its_policy(admin_u
     pool = FundPoolFactory(unused_hours_policy="forfeit")
     ledger.deposit_to_pool(pool=pool, seconds=10 * HOUR, actor=admin_user, reason="B", idempotency_key="d")
     allocation = AllocationFactory(pool=pool)
-    ledger.commit_to_allocation(
-        allocation=allocation, seconds=10 * HOUR, actor=None, reason="A", idempotency_key="a"
-    )
-    ledger.revoke_allocation(
-        allocation=allocation, actor=admin_user, reason="Misuse", idempotency_key="revoke"
-    )
+    ledger.commit_to_allocation(allocation=allocation, seconds=10 * HOUR, actor=None, reason="A", idempotency_key="a")
+    ledger.revoke_allocation(allocation=allocation, actor=admin_user, reason="Misuse", idempotency_key="revoke")
     assert balance(ledger.pool_account(pool)) == 10 * HOUR
     assert Allocation.objects.get(pk=allocation.pk).state == "revoked"
 
 
-def test_an_ended_allocation_cannot_end_again_nor_receive_hours_but_a_retry_returns_the_first_result(
-    pool, allocation
-):
+def test_an_ended_allocation_cannot_end_again_nor_receive_hours_but_a_retry_returns_the_first_result(pool, allocation):
     first = ledger.expire_allocation(allocation=allocation, idempotency_key="expire")
     assert first.entries.count() == 0  # nothing was unused, but the end is in the journal
     assert ledger.expire_allocation(allocation=allocation, idempotency_key="expire") == first
     with pytest.raises(ledger.WrongState):
         ledger.revoke_allocation(allocation=allocation, actor=None, reason="r", idempotency_key="revoke")
     with pytest.raises(ledger.WrongState):
-        ledger.commit_to_allocation(
-            allocation=allocation, seconds=HOUR, actor=None, reason="A", idempotency_key="c"
-        )
+        ledger.commit_to_allocation(allocation=allocation, seconds=HOUR, actor=None, reason="A", idempotency_key="c")
 
 
 def test_an_overrun_stays_on_the_allocation_at_expiry(pool, allocation):
-    ledger.commit_to_allocation(
-        allocation=allocation, seconds=HOUR, actor=None, reason="A", idempotency_key="a"
-    )
+    ledger.commit_to_allocation(allocation=allocation, seconds=HOUR, actor=None, reason="A", idempotency_key="a")
     ledger.charge_usage(allocation=allocation, seconds=2 * HOUR, reason="Job", idempotency_key="job")
     ledger.expire_allocation(allocation=allocation, idempotency_key="expire")
     assert balance(ledger.allocation_account(allocation)) == -HOUR
@@ -401,9 +365,7 @@ def test_the_database_refuses_a_negative_pool_balance_even_without_the_services(
         LedgerAccount.objects.filter(pk=ledger.pool_account(pool).pk).update(balance=-1)
 
 
-def test_a_negative_pool_reached_without_a_lock_is_reported_as_insufficient_hours(
-    pool, allocation, monkeypatch
-):
+def test_a_negative_pool_reached_without_a_lock_is_reported_as_insufficient_hours(pool, allocation, monkeypatch):
     # A code path that skipped its check: only the database CHECK stands between it and over-commitment.
     monkeypatch.setattr(ledger, "_check_available", lambda *args: None)
     before = ledger_snapshot()

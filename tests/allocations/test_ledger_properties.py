@@ -68,9 +68,7 @@ def _apply(op, pools, allocations, actor, index, keys):
         "refund": lambda key: ledger.refund_usage(
             allocation=allocations[args[0]], seconds=args[1], actor=actor, idempotency_key=key, **common
         ),
-        "expire": lambda key: ledger.expire_allocation(
-            allocation=allocations[args[0]], idempotency_key=key, **common
-        ),
+        "expire": lambda key: ledger.expire_allocation(allocation=allocations[args[0]], idempotency_key=key, **common),
         "revoke": lambda key: ledger.revoke_allocation(
             allocation=allocations[args[0]], actor=actor, idempotency_key=key, **common
         ),

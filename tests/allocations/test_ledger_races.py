@@ -72,10 +72,7 @@ def test_fifty_concurrent_commitments_against_room_for_ten_commit_exactly_ten():
     refused = [r for r in results if isinstance(r, ledger.InsufficientHours)]
     assert (len(committed), len(refused)) == (10, 40)
     assert ledger.pool_account(pool).balance == 0
-    assert (
-        LedgerEntry.objects.filter(account__kind="allocation").aggregate(total=Sum("amount"))["total"]
-        == 10 * HOUR
-    )
+    assert LedgerEntry.objects.filter(account__kind="allocation").aggregate(total=Sum("amount"))["total"] == 10 * HOUR
 
 
 def test_concurrent_transfers_in_opposite_directions_finish_without_deadlock_and_conserve_hours():
@@ -120,16 +117,10 @@ def test_concurrent_retries_with_one_idempotency_key_move_the_hours_once():
 def test_concurrent_charges_and_an_expiry_leave_every_balance_equal_to_its_entries():
     pool = funded_pool(100)
     allocation = AllocationFactory(pool=pool)
-    ledger.commit_to_allocation(
-        allocation=allocation, seconds=50 * HOUR, actor=None, reason="A", idempotency_key="a"
-    )
+    ledger.commit_to_allocation(allocation=allocation, seconds=50 * HOUR, actor=None, reason="A", idempotency_key="a")
 
     jobs = [
-        (
-            lambda i=i: ledger.charge_usage(
-                allocation=allocation, seconds=HOUR, reason="Job", idempotency_key=f"j{i}"
-            )
-        )
+        (lambda i=i: ledger.charge_usage(allocation=allocation, seconds=HOUR, reason="Job", idempotency_key=f"j{i}"))
         for i in range(20)
     ]
     jobs.append(lambda: ledger.expire_allocation(allocation=allocation, idempotency_key="expire"))
@@ -141,7 +132,4 @@ def test_concurrent_charges_and_an_expiry_leave_every_balance_equal_to_its_entri
     # Whatever the interleaving, the pool got back exactly what the allocation had not used when it expired,
     # and charges after expiry still count (as an overrun on the allocation).
     assert ledger.sink_account(pool.system, "consumed").balance == 20 * HOUR
-    assert (
-        ledger.pool_account(pool).balance + LedgerAccount.objects.get(allocation=allocation).balance
-        == 80 * HOUR
-    )
+    assert ledger.pool_account(pool).balance + LedgerAccount.objects.get(allocation=allocation).balance == 80 * HOUR

@@ -24,9 +24,7 @@ def admin_user():
 @pytest.fixture
 def pool(programme, system):
     pool = FundPoolFactory(programme=programme, system=system, name="Open-Source AI Builder Fund")
-    ledger.deposit_to_pool(
-        pool=pool, seconds=160_000 * HOUR, actor=None, reason="Budget 2026", idempotency_key="d"
-    )
+    ledger.deposit_to_pool(pool=pool, seconds=160_000 * HOUR, actor=None, reason="Budget 2026", idempotency_key="d")
     return pool
 
 
@@ -93,9 +91,7 @@ def test_a_withdrawal_below_what_is_committed_is_refused_in_the_page(admin_clien
 
 def test_a_deposit_dated_after_the_pool_window_is_refused_in_the_page(admin_client, pool):
     late = pool.valid_until + timedelta(days=1)
-    data = movement(
-        effective_date_day=late.day, effective_date_month=late.month, effective_date_year=late.year
-    )
+    data = movement(effective_date_day=late.day, effective_date_month=late.month, effective_date_year=late.year)
     response = admin_client.post(reverse("allocations:pool-deposit", args=[pool.pk]), data)
     assert "govuk-error-summary" in response.content.decode()
     assert "accepts no more hours" in response.content.decode()
@@ -170,9 +166,7 @@ def test_the_statement_endpoint_refuses_bad_dates_with_a_400(admin_client, pool,
         ({"hours": "999999"}, 409, None),
     ],
 )
-def test_bad_withdrawals_through_the_api_get_400_or_409_and_move_nothing(
-    admin_client, pool, data, status, field
-):
+def test_bad_withdrawals_through_the_api_get_400_or_409_and_move_nothing(admin_client, pool, data, status, field):
     before = LedgerEntry.objects.count()
     response = admin_client.post(
         reverse("fund-pool-withdraw", args=[pool.pk]), {**movement(), **data}, content_type="application/json"

@@ -169,9 +169,7 @@ def test_bulk_usage_refuses_to_refund_more_than_was_charged_and_moves_nothing(sy
     ledger.record_usage_in_bulk(system=system, movements=[(allocation, 600, "Jobs", "b-1")], cause=("t", "1"))
 
     with pytest.raises(ledger.InvalidAmount):
-        ledger.record_usage_in_bulk(
-            system=system, movements=[(allocation, -601, "Jobs", "b-2")], cause=("t", "2")
-        )
+        ledger.record_usage_in_bulk(system=system, movements=[(allocation, -601, "Jobs", "b-2")], cause=("t", "2"))
 
     assert used(allocation) == 600
     assert not LedgerTransaction.objects.filter(idempotency_key="b-2").exists()

@@ -134,9 +134,7 @@ def test_it_matches_column_names_whatever_their_case():
 
 
 def test_it_reads_parsable_output_with_a_trailing_delimiter():
-    data = payload(
-        "|".join(COLUMNS) + "|", line(trailing="|"), line(JobID="1002", JobIDRaw="1002", trailing="|")
-    )
+    data = payload("|".join(COLUMNS) + "|", line(trailing="|"), line(JobID="1002", JobIDRaw="1002", trailing="|"))
 
     result = parse_sacct(data)
 
@@ -351,9 +349,7 @@ def test_it_normalises_the_state(printed, state):
 
 @pytest.mark.parametrize("printed", ["", "completed", "CANCELLED by", "CANCELLED by root", "CANCELLED+", "4"])
 def test_it_rejects_a_state_slurm_would_not_print(printed):
-    assert (
-        only_rejection(parse_rows({"State": printed})).reason == f"State {printed!r} is not a Slurm job state"
-    )
+    assert only_rejection(parse_rows({"State": printed})).reason == f"State {printed!r} is not a Slurm job state"
 
 
 @pytest.mark.parametrize("start", ["None", "Unknown", ""])
@@ -417,9 +413,7 @@ def test_it_rejects_a_timestamp_that_leaves_the_calendar_when_converted_to_utc()
 def test_it_takes_elapsed_seconds_from_elapsed_raw_even_when_elapsed_is_also_there():
     columns = [*COLUMNS[:-1], "Elapsed", "JobName"]
 
-    job = only_job(
-        parse_sacct(payload("|".join(columns), line(columns, Elapsed="00:00:01", ElapsedRaw="7200")))
-    )
+    job = only_job(parse_sacct(payload("|".join(columns), line(columns, Elapsed="00:00:01", ElapsedRaw="7200"))))
 
     assert job.elapsed_seconds == 7200
 
@@ -439,15 +433,10 @@ def test_it_takes_elapsed_seconds_from_elapsed_raw_even_when_elapsed_is_also_the
 def test_it_reads_elapsed_when_there_is_no_elapsed_raw(elapsed, seconds):
     columns = [column if column != "ElapsedRaw" else "Elapsed" for column in COLUMNS]
 
-    assert (
-        only_job(parse_sacct(payload("|".join(columns), line(columns, Elapsed=elapsed)))).elapsed_seconds
-        == seconds
-    )
+    assert only_job(parse_sacct(payload("|".join(columns), line(columns, Elapsed=elapsed)))).elapsed_seconds == seconds
 
 
-@pytest.mark.parametrize(
-    "elapsed", ["1:2:3:4", "00:61:00", "00:00:60", "abc", "", "-01:00:00", "1-05:07", "INVALID"]
-)
+@pytest.mark.parametrize("elapsed", ["1:2:3:4", "00:61:00", "00:00:60", "abc", "", "-01:00:00", "1-05:07", "INVALID"])
 def test_it_rejects_an_unreadable_elapsed(elapsed):
     columns = [column if column != "ElapsedRaw" else "Elapsed" for column in COLUMNS]
 
@@ -557,9 +546,7 @@ def test_it_refuses_a_first_line_that_is_not_utf8():
 
 def test_it_reads_headerless_output_with_the_columns_given_and_account_optional():
     columns = [column for column in COLUMNS if column != "Account"]
-    data = payload(
-        line(columns, delimiter="\u2603", trailing="\u2603"), line(columns, "\u2603", "\u2603", JobID="7")
-    )
+    data = payload(line(columns, delimiter="\u2603", trailing="\u2603"), line(columns, "\u2603", "\u2603", JobID="7"))
 
     result = parse_sacct(data, columns=columns)
 
@@ -649,9 +636,7 @@ def json_job(**changes):
 
 
 def json_payload(*jobs):
-    return json.dumps(
-        {"jobs": list(jobs), "meta": {"plugin": {"data_parser": "data_parser/v0.0.40"}}}
-    ).encode()
+    return json.dumps({"jobs": list(jobs), "meta": {"plugin": {"data_parser": "data_parser/v0.0.40"}}}).encode()
 
 
 def test_it_reads_sacct_json():
@@ -670,9 +655,7 @@ def test_it_reads_sacct_json():
 
 
 def test_it_names_json_array_tasks_and_het_components_as_sacct_prints_them():
-    array_task = json_job(
-        job_id=6004, array={"job_id": 6000, "task_id": {"set": True, "number": 4}, "task": ""}
-    )
+    array_task = json_job(job_id=6004, array={"job_id": 6000, "task_id": {"set": True, "number": 4}, "task": ""})
     component = json_job(job_id=7001, het={"job_id": 7000, "job_offset": {"set": True, "number": 1}})
     older_array_task = json_job(job_id=6005, array={"job_id": 6000, "task_id": 5})
 
@@ -717,9 +700,7 @@ def test_it_reads_the_wrapped_numbers_and_plain_state_of_other_json_versions():
 
 def test_it_reads_a_json_job_with_end_zero_as_still_running():
     job = only_job(
-        parse_sacct(
-            json_payload(json_job(state={"current": ["RUNNING"]}, time={"elapsed": 5, "start": 1, "end": 0}))
-        )
+        parse_sacct(json_payload(json_job(state={"current": ["RUNNING"]}, time={"elapsed": 5, "start": 1, "end": 0})))
     )
 
     assert (job.state, job.end, job.running) == ("RUNNING", None, True)
@@ -794,9 +775,7 @@ def test_it_refuses_a_payload_that_starts_like_json_but_is_not_sacct_json(data, 
 
 def non_blank_line_numbers_after(data: bytes, header_line_number: int) -> list[int]:
     return [
-        number
-        for number, text in enumerate(data.split(b"\n"), start=1)
-        if number > header_line_number and text.strip()
+        number for number, text in enumerate(data.split(b"\n"), start=1) if number > header_line_number and text.strip()
     ]
 
 
@@ -873,9 +852,7 @@ JSON_VALUES = st.recursive(
     lambda children: (
         st.lists(children, max_size=4)
         | st.dictionaries(
-            st.sampled_from(
-                ["job_id", "set", "number", "current", "count", "type", "name", "gpu", "gres", "start"]
-            ),
+            st.sampled_from(["job_id", "set", "number", "current", "count", "type", "name", "gpu", "gres", "start"]),
             children,
             max_size=4,
         )
@@ -908,15 +885,11 @@ def test_every_json_job_entry_is_accounted_for_exactly_once(jobs):
     assert len(set(numbers)) == len(numbers)
 
 
-TEXT = st.text(
-    st.characters(codec="utf-8", exclude_characters="|\n\r\x00", exclude_categories=["Cs"]), max_size=12
-)
+TEXT = st.text(st.characters(codec="utf-8", exclude_characters="|\n\r\x00", exclude_categories=["Cs"]), max_size=12)
 MOMENTS = st.datetimes(datetime(1970, 1, 1), datetime(2100, 1, 1)).map(
     lambda moment: moment.replace(microsecond=0, tzinfo=UTC)
 )
-STATES = st.sampled_from(
-    ["COMPLETED", "FAILED", "TIMEOUT", "RUNNING", "NODE_FAIL", "OUT_OF_MEMORY", "PENDING"]
-)
+STATES = st.sampled_from(["COMPLETED", "FAILED", "TIMEOUT", "RUNNING", "NODE_FAIL", "OUT_OF_MEMORY", "PENDING"])
 
 
 @st.composite
@@ -974,9 +947,7 @@ def render(job, column):
 )
 def test_valid_rows_rendered_as_sacct_output_read_back_to_the_same_values(jobs, order, trailing):
     columns = [*order, "JobName"]
-    lines = ["|".join(columns) + trailing] + [
-        "|".join(render(job, c) for c in columns) + trailing for job in jobs
-    ]
+    lines = ["|".join(columns) + trailing] + ["|".join(render(job, c) for c in columns) + trailing for job in jobs]
 
     result = parse_sacct("\n".join(lines).encode())
 

@@ -74,9 +74,7 @@ def untyped_gpus(tres: str) -> int:
 
 
 def parse_habrok(**options):
-    return parse_sacct(
-        sacct_sample("habrok-hb-jobinfo-sacct.txt").read_bytes(), columns=HABROK_COLUMNS, **options
-    )
+    return parse_sacct(sacct_sample("habrok-hb-jobinfo-sacct.txt").read_bytes(), columns=HABROK_COLUMNS, **options)
 
 
 def test_habrok_has_100_jobs_and_142_steps_and_nothing_unreadable():
@@ -140,9 +138,7 @@ def test_habrok_states_starts_and_ends_are_read_as_found_by_inspection():
         "NODE_FAIL": 1,
     }
     never_ran = [job for job in jobs if job.start is None]
-    assert (
-        len(never_ran) == 10
-    )  # 3 printed "None" (cancelled or failed before starting), 7 "Unknown" (pending)
+    assert len(never_ran) == 10  # 3 printed "None" (cancelled or failed before starting), 7 "Unknown" (pending)
     assert sorted(job.job_id for job in jobs if job.running) == ["8202099", "8298012", "8322514_33"]
     assert len([job for job in jobs if job.end is None]) == 10
     assert len([job for job in jobs if "_" in job.job_id]) == 24
@@ -192,9 +188,7 @@ def test_compute_canada_output_with_elapsed_but_no_elapsed_raw_is_read():
 
 @pytest.mark.parametrize("name", ["tdhock-sacct-multiuser.txt", "tdhock-sacct-PENDING.txt"])
 def test_output_without_the_columns_needed_for_charging_is_refused_naming_them(name):
-    with pytest.raises(
-        SacctFormatError, match="lacks required columns: Account, User, Start, End, AllocTRES;"
-    ):
+    with pytest.raises(SacctFormatError, match="lacks required columns: Account, User, Start, End, AllocTRES;"):
         parse_sacct(sacct_sample(name).read_bytes())
 
 
@@ -214,8 +208,6 @@ def test_the_real_job_ids_states_and_elapsed_times_of_the_multiuser_file_are_cla
     assert (len(result.jobs), result.skipped_steps, result.skipped_pending) == (len(allocation_rows), 124, 2)
     assert len(result.jobs) == 446
     assert result.rejected == []
-    assert sum(job.elapsed_seconds for job in result.jobs) == sum(
-        seconds_of(row[4]) for row in allocation_rows
-    )
+    assert sum(job.elapsed_seconds for job in result.jobs) == sum(seconds_of(row[4]) for row in allocation_rows)
     assert sum(job.elapsed_seconds for job in result.jobs) == 125_108_500
     assert Counter(job.state for job in result.jobs) == Counter(row[2] for row in allocation_rows)

@@ -37,14 +37,10 @@ def post(client, system, body, key, **headers):
     )
 
 
-def test_a_cluster_posts_sacct_output_and_gets_the_counts(
-    client, system, key, django_capture_on_commit_callbacks
-):
+def test_a_cluster_posts_sacct_output_and_gets_the_counts(client, system, key, django_capture_on_commit_callbacks):
     allocation = funded_allocation(system)
     with django_capture_on_commit_callbacks(execute=True):
-        response = post(
-            client, system, payload(sacct_line(1), sacct_line(2, account="nobody"), "garbage"), key
-        )
+        response = post(client, system, payload(sacct_line(1), sacct_line(2, account="nobody"), "garbage"), key)
 
     assert response.status_code == 201, response.json()
     body = response.json()
@@ -157,9 +153,7 @@ def test_a_token_of_another_system_is_403_and_names_both(client, system):
 
 
 def test_no_credentials_is_401(client, system):
-    response = client.generic(
-        "POST", reverse("usage-ingest", args=[system.slug]), b"x", content_type="text/plain"
-    )
+    response = client.generic("POST", reverse("usage-ingest", args=[system.slug]), b"x", content_type="text/plain")
 
     assert response.status_code == 401
 
@@ -176,9 +170,7 @@ def test_an_admin_session_is_not_a_credential_for_the_cluster_endpoint(client, s
     give_mfa(admin)
     client.force_login(admin)
 
-    response = client.generic(
-        "POST", reverse("usage-ingest", args=[system.slug]), b"x", content_type="text/plain"
-    )
+    response = client.generic("POST", reverse("usage-ingest", args=[system.slug]), b"x", content_type="text/plain")
 
     assert response.status_code == 401
     assert not IngestBatch.objects.exists()

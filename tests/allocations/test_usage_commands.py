@@ -34,9 +34,7 @@ def test_ingest_sacct_reads_a_file_charges_it_and_prints_the_counts(system, tmp_
     assert ledger.net_usage(ledger.allocation_account(allocation)) == 2 * HOUR
 
 
-def test_ingest_sacct_charges_the_real_habrok_file_per_account_as_worked_out_from_its_fields(
-    system, tmp_path
-):
+def test_ingest_sacct_charges_the_real_habrok_file_per_account_as_worked_out_from_its_fields(system, tmp_path):
     expected = expected_habrok_seconds()
     allocations = {account: funded_allocation(system, account=account) for account in expected}
     file = tmp_path / "habrok.txt"
@@ -52,8 +50,7 @@ def test_ingest_sacct_charges_the_real_habrok_file_per_account_as_worked_out_fro
     )
 
     charged = {
-        account: ledger.net_usage(ledger.allocation_account(allocation))
-        for account, allocation in allocations.items()
+        account: ledger.net_usage(ledger.allocation_account(allocation)) for account, allocation in allocations.items()
     }
     assert charged == expected
     assert JobRecord.objects.with_charged_seconds().filter(charged_seconds__gt=0).count() == 9
@@ -75,8 +72,7 @@ def test_export_slurm_limits_prints_absolute_idempotent_sacctmgr_commands(system
 
     out = capsys.readouterr().out.splitlines()
     assert out[1] == (
-        "sacctmgr -i modify account where name=airr-00001 cluster=isambard-ai "
-        "set GrpTRESMins=gres/gpu=600  # active"
+        "sacctmgr -i modify account where name=airr-00001 cluster=isambard-ai set GrpTRESMins=gres/gpu=600  # active"
     )
     assert out[2].endswith("set GrpTRESMins=gres/gpu=0  # exhausted")
 

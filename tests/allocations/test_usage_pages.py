@@ -129,9 +129,7 @@ def test_the_pi_sees_usage_per_job_and_per_member_and_the_balance_moving(client,
     client.force_login(alice)
     ingest_sacct(
         system=system,
-        payload=payload(
-            sacct_line(1, user="alice", gpus=2), sacct_line(2, user="bob"), sacct_line(3, user="bob")
-        ),
+        payload=payload(sacct_line(1, user="alice", gpus=2), sacct_line(2, user="bob"), sacct_line(3, user="bob")),
         source="command",
     )
     reconcile_system(system=system)

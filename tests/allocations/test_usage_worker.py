@@ -75,9 +75,7 @@ def _ledger_picture(allocations):
             ledger.allocation_account(allocation).balance,
             LedgerTransaction.objects.filter(type="charge", entries__account__allocation=allocation).count(),
             sorted(
-                JobCharge.objects.filter(job_record__allocation=allocation).values_list(
-                    "job_record__job_id", "seconds"
-                )
+                JobCharge.objects.filter(job_record__allocation=allocation).values_list("job_record__job_id", "seconds")
             ),
         )
         for allocation in allocations

@@ -60,9 +60,7 @@ def test_a_newcomer_signs_up_verifies_their_email_and_signs_in(page, live_server
     assert "You are signed in as newcomer@example.ac.uk" in page.content()
 
 
-def test_a_director_must_enrol_in_two_factor_authentication_before_anything_else(
-    page, live_server, programme
-):
+def test_a_director_must_enrol_in_two_factor_authentication_before_anything_else(page, live_server, programme):
     director = UserFactory(email="director@example.ac.uk")
     programme.directors.add(director)
 

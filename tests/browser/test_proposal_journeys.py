@@ -45,9 +45,7 @@ def submit_and_check_errors(page, button, *messages):
     check_accessibility(page)
 
 
-def test_an_applicant_applies_a_director_awards_part_and_the_applicant_accepts(
-    page, live_server, system, programme
-):
+def test_an_applicant_applies_a_director_awards_part_and_the_applicant_accepts(page, live_server, system, programme):
     today = date.today()
     pool = FundPoolFactory(
         programme=programme,
@@ -56,9 +54,7 @@ def test_an_applicant_applies_a_director_awards_part_and_the_applicant_accepts(
         valid_from=today.replace(month=1, day=1),
         valid_until=today.replace(year=today.year + 2, month=12, day=31),
     )
-    ledger.deposit_to_pool(
-        pool=pool, seconds=10_000 * HOUR, actor=None, reason="Budget", idempotency_key="journey"
-    )
+    ledger.deposit_to_pool(pool=pool, seconds=10_000 * HOUR, actor=None, reason="Budget", idempotency_key="journey")
     call = CallFactory(programme=programme, pools=[pool], title="Open-Source AI Builder Fund, round 1")
     alice = UserFactory(email="alice@example.ac.uk", full_name="Alice Owner")
     director = UserFactory(email="dara@example.ac.uk", full_name="Dara Director")

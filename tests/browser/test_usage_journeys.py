@@ -59,9 +59,7 @@ def test_an_operator_makes_a_token_uploads_a_file_and_reads_its_batch(page, live
 def test_a_pi_reads_the_usage_of_their_allocation(page, live_server, system):
     pi = UserFactory(email="pi@example.ac.uk")
     allocation = funded_allocation(system, holder=pi)
-    ingest_sacct(
-        system=system, payload=payload(sacct_line(1, user="pi"), sacct_line(2, user="bob")), source="api"
-    )
+    ingest_sacct(system=system, payload=payload(sacct_line(1, user="pi"), sacct_line(2, user="bob")), source="api")
     reconcile_system(system=system)
     sign_in(page, live_server, pi)
 

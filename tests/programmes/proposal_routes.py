@@ -82,9 +82,7 @@ def proposal_routes(world):
     routes = [
         Route("proposals:call-list", url("call-list"), everyone(OK)),
         Route("proposals:call-detail", url("call-detail", call.slug), everyone(OK)),
-        Route(
-            "proposals:proposal-start", url("proposal-start", call.slug), signed_in(REDIRECT), method="post"
-        ),
+        Route("proposals:proposal-start", url("proposal-start", call.slug), signed_in(REDIRECT), method="post"),
         Route("proposals:proposal-list", url("proposal-list"), signed_in(OK)),
         Route("proposals:proposal-queue", url("proposal-queue"), {**directors, "assessor": OK}),
         Route("proposals:proposal-detail", url("proposal-detail", in_review.pk), _statuses()),
@@ -154,9 +152,7 @@ def proposal_routes(world):
         Route(
             "proposals:review-release",
             url("review-release", assignment.pk),
-            _statuses(
-                applicant=FORBIDDEN, reviewer=FORBIDDEN, assessor=FORBIDDEN, director=REDIRECT, admin=REDIRECT
-            ),
+            _statuses(applicant=FORBIDDEN, reviewer=FORBIDDEN, assessor=FORBIDDEN, director=REDIRECT, admin=REDIRECT),
             method="post",
         ),
     ]
@@ -205,9 +201,7 @@ def proposal_routes(world):
         Route(
             "proposals:proposal-eligible",
             url("proposal-eligible", others.pk),
-            _statuses(
-                applicant=NOT_FOUND, reviewer=NOT_FOUND, assessor=FORBIDDEN, director=REDIRECT, admin=REDIRECT
-            ),
+            _statuses(applicant=NOT_FOUND, reviewer=NOT_FOUND, assessor=FORBIDDEN, director=REDIRECT, admin=REDIRECT),
             method="post",
         ),
         Route(

@@ -34,9 +34,7 @@ def test_a_single_score_has_no_spread_and_counts_as_average():
 
 
 @pytest.mark.django_db
-def test_the_decision_page_ranking_differs_from_the_raw_mean_when_one_reviewer_is_harsh(
-    call, pool, system, director
-):
+def test_the_decision_page_ranking_differs_from_the_raw_mean_when_one_reviewer_is_harsh(call, pool, system, director):
     harsh, lenient = UserFactory(), UserFactory()
 
     def reviewed(reviewer, value):

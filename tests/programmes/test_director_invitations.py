@@ -36,9 +36,7 @@ def test_a_newcomer_is_invited_by_email_and_becomes_director_when_they_confirm_t
     with django_capture_on_commit_callbacks(execute=True):
         invitation = invite_director(programme=programme, email="dana@example.ac.uk", actor=admin_user)
     assert invitation.is_pending
-    assert (
-        "invited to direct" in mail.outbox[-1].subject and reverse("account_signup") in mail.outbox[-1].body
-    )
+    assert "invited to direct" in mail.outbox[-1].subject and reverse("account_signup") in mail.outbox[-1].body
 
     dana = UserFactory(email="dana@example.ac.uk", verified=False)
     assert not programme.is_directed_by(dana)
@@ -64,9 +62,7 @@ def test_inviting_the_same_newcomer_twice_keeps_one_pending_invitation(programme
     assert first.pk == second.pk
 
 
-def test_the_invite_page_refuses_a_bad_address_and_someone_already_a_director(
-    client, programme, admin_user, alice
-):
+def test_the_invite_page_refuses_a_bad_address_and_someone_already_a_director(client, programme, admin_user, alice):
     client.force_login(admin_user)
     url = reverse("programmes:director-invite", args=[programme.slug])
     response = client.post(url, {"email": "not an email"})
@@ -76,9 +72,7 @@ def test_the_invite_page_refuses_a_bad_address_and_someone_already_a_director(
     assert "already a director" in response.content.decode()
 
 
-def test_the_fund_pool_form_refuses_a_window_that_ends_before_it_starts(
-    client, programme, system, admin_user
-):
+def test_the_fund_pool_form_refuses_a_window_that_ends_before_it_starts(client, programme, system, admin_user):
     client.force_login(admin_user)
     data = {
         "name": "Backwards",

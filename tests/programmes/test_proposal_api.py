@@ -76,28 +76,19 @@ def test_another_applicant_guessing_an_id_finds_nothing(call, system, alice, cha
     assert proposal.reference not in str(listed)
 
 
-def test_directors_review_and_award_through_the_api_and_the_pi_accepts(
-    call, pool, system, alice, director, charlie
-):
+def test_directors_review_and_award_through_the_api_and_the_pi_accepts(call, pool, system, alice, director, charlie):
     proposal = make_proposal(call=call, pi=alice, system=system, state=State.SUBMITTED)
     directing = _client(director)
     assert directing.post(f"/api/proposals/{proposal.pk}/eligible/").json()["state"] == "in_review"
     assert directing.post(f"/api/proposals/{proposal.pk}/eligible/").status_code == 409
-    review = directing.post(
-        f"/api/proposals/{proposal.pk}/reviewers/", {"email": charlie.email}, format="json"
-    )
+    review = directing.post(f"/api/proposals/{proposal.pk}/reviewers/", {"email": charlie.email}, format="json")
     assert review.status_code == 201
     reviewing = _client(charlie)
     review_id = review.json()["review"]
-    declared = reviewing.post(
-        f"/api/reviews/{review_id}/declare-conflict/", {"has_conflict": False}, format="json"
-    )
+    declared = reviewing.post(f"/api/reviews/{review_id}/declare-conflict/", {"has_conflict": False}, format="json")
     assert declared.status_code == 200
     scores = [{"criterion": c.pk, "score": 5, "comment": "Excellent"} for c in call.criteria.all()]
-    assert (
-        reviewing.post(f"/api/reviews/{review_id}/submit/", {"scores": scores}, format="json").status_code
-        == 200
-    )
+    assert reviewing.post(f"/api/reviews/{review_id}/submit/", {"scores": scores}, format="json").status_code == 200
     assert ReviewAssignment.objects.get(pk=review_id).state == "submitted"
     day = str(proposal.start_date)
     award = {"pool": pool.pk, "hours": "600", "start": day, "end": day, "rationale": "Strong"}

@@ -106,9 +106,7 @@ def test_a_request_outside_the_calls_range_is_refused_on_the_page(client, draft,
     assert "must be between 100 and 50,000" in _errors(client.post(_url("proposal-resources", draft), data))
 
 
-def test_valid_answers_are_saved_and_lead_back_to_the_task_list_which_shows_them_completed(
-    client, draft, alice
-):
+def test_valid_answers_are_saved_and_lead_back_to_the_task_list_which_shows_them_completed(client, draft, alice):
     client.force_login(alice)
     response = client.post(
         _url("proposal-details", draft),
@@ -131,12 +129,8 @@ def test_a_case_for_support_that_is_not_really_a_pdf_is_refused(client, draft, a
 
 def test_a_pdf_over_10_mb_is_refused(client, draft, alice):
     client.force_login(alice)
-    big = SimpleUploadedFile(
-        "case.pdf", b"%PDF-1.4\n" + b"0" * (10 * 1024 * 1024), content_type="application/pdf"
-    )
-    content = _errors(
-        client.post(_url("proposal-case", draft), {"case_for_support": "C", "case_for_support_pdf": big})
-    )
+    big = SimpleUploadedFile("case.pdf", b"%PDF-1.4\n" + b"0" * (10 * 1024 * 1024), content_type="application/pdf")
+    content = _errors(client.post(_url("proposal-case", draft), {"case_for_support": "C", "case_for_support_pdf": big}))
     assert "smaller than 10 MB" in content
 
 
@@ -146,14 +140,10 @@ def test_a_real_pdf_is_stored_outside_static_and_served_only_to_those_who_may_se
     settings.MEDIA_ROOT = tmp_path
     client.force_login(alice)
     pdf = SimpleUploadedFile("case.pdf", b"%PDF-1.4\n%%EOF\n", content_type="application/pdf")
-    response = client.post(
-        _url("proposal-case", draft), {"case_for_support": "C", "case_for_support_pdf": pdf}
-    )
+    response = client.post(_url("proposal-case", draft), {"case_for_support": "C", "case_for_support_pdf": pdf})
     assert response.status_code == 302
     draft.refresh_from_db()
-    assert (
-        str(tmp_path) in draft.case_for_support_pdf.path and "static" not in draft.case_for_support_pdf.path
-    )
+    assert str(tmp_path) in draft.case_for_support_pdf.path and "static" not in draft.case_for_support_pdf.path
     response = client.get(_url("proposal-pdf", draft))
     assert response.status_code == 200 and response["Content-Type"] == "application/pdf"
     assert b"".join(response.streaming_content).startswith(b"%PDF")
@@ -161,9 +151,7 @@ def test_a_real_pdf_is_stored_outside_static_and_served_only_to_those_who_may_se
     assert client.get(_url("proposal-pdf", draft)).status_code == 404
 
 
-def test_the_whole_applicant_journey_through_the_pages(
-    client, call, system, alice, django_capture_on_commit_callbacks
-):
+def test_the_whole_applicant_journey_through_the_pages(client, call, system, alice, django_capture_on_commit_callbacks):
     client.force_login(alice)
     response = client.post(reverse("proposals:proposal-start", args=[call.slug]))
     proposal = Proposal.objects.get(pi=alice)
@@ -246,9 +234,7 @@ def test_a_reviewer_never_sees_other_reviewers(client, call, system, alice, dire
         assert other.email not in client.get(url).content.decode()
 
 
-def test_the_director_awards_part_on_the_page_and_the_pool_is_told(
-    client, call, pool, system, alice, director
-):
+def test_the_director_awards_part_on_the_page_and_the_pool_is_told(client, call, pool, system, alice, director):
     proposal = make_proposal(call=call, pi=alice, system=system, state=State.IN_REVIEW)
     client.force_login(director)
     response = client.post(
@@ -279,9 +265,7 @@ def test_an_award_the_pool_cannot_cover_is_explained_on_the_page(client, call, p
     assert proposal.state == State.IN_REVIEW
 
 
-def test_the_decision_form_requires_a_rationale_and_a_pool_for_awards(
-    client, call, pool, system, alice, director
-):
+def test_the_decision_form_requires_a_rationale_and_a_pool_for_awards(client, call, pool, system, alice, director):
     proposal = make_proposal(call=call, pi=alice, system=system, state=State.IN_REVIEW)
     client.force_login(director)
     content = _errors(client.post(_url("proposal-decide", proposal), {"outcome": "award_part"}))
@@ -289,9 +273,7 @@ def test_the_decision_form_requires_a_rationale_and_a_pool_for_awards(
     assert "Enter the GPU-hours to award, or a shorter window" in content
 
 
-def test_the_reviewer_declares_then_scores_with_errors_shown_first(
-    client, call, system, alice, director, charlie
-):
+def test_the_reviewer_declares_then_scores_with_errors_shown_first(client, call, system, alice, director, charlie):
     proposal = make_proposal(call=call, pi=alice, system=system, state=State.IN_REVIEW)
     assignment = services.assign_reviewer(proposal=proposal, email=charlie.email, actor=director)
     url = reverse("proposals:review-detail", args=[assignment.pk])
@@ -310,14 +292,10 @@ def test_the_reviewer_declares_then_scores_with_errors_shown_first(
 
 
 def test_the_queue_filters_by_state_and_sorts_by_score(client, call, system, alice, director):
-    submitted = make_proposal(
-        call=call, pi=alice, system=system, state=State.SUBMITTED, title="Submitted one"
-    )
+    submitted = make_proposal(call=call, pi=alice, system=system, state=State.SUBMITTED, title="Submitted one")
     make_proposal(call=call, pi=alice, system=system, state=State.IN_REVIEW, title="Reviewed one")
     client.force_login(director)
-    page = client.get(
-        reverse("proposals:proposal-queue"), {"state": "submitted", "sort": "score"}
-    ).content.decode()
+    page = client.get(reverse("proposals:proposal-queue"), {"state": "submitted", "sort": "score"}).content.decode()
     assert submitted.reference in page and "Reviewed one" not in page
 
 

@@ -57,9 +57,7 @@ def test_only_the_pi_may_submit(call, system, alice, bob):
         services.submit_proposal(proposal=proposal, actor=bob)
 
 
-@pytest.mark.parametrize(
-    "state", [State.SUBMITTED, State.IN_REVIEW, State.AWARDED, State.REJECTED, State.WITHDRAWN]
-)
+@pytest.mark.parametrize("state", [State.SUBMITTED, State.IN_REVIEW, State.AWARDED, State.REJECTED, State.WITHDRAWN])
 def test_a_proposal_that_is_not_a_draft_cannot_be_submitted_or_edited(call, system, alice, state):
     proposal = make_proposal(call=call, pi=alice, system=system, state=state)
     with pytest.raises(ProposalStateError):
@@ -77,9 +75,7 @@ def test_the_pi_may_withdraw_before_a_decision(call, system, alice, state):
     assert proposal.transitions.last().reason == "Funded elsewhere"
 
 
-@pytest.mark.parametrize(
-    "state", [State.AWARDED, State.REJECTED, State.ACCEPTED, State.DECLINED, State.WITHDRAWN]
-)
+@pytest.mark.parametrize("state", [State.AWARDED, State.REJECTED, State.ACCEPTED, State.DECLINED, State.WITHDRAWN])
 def test_nobody_may_withdraw_after_a_decision(call, system, alice, state):
     proposal = make_proposal(call=call, pi=alice, system=system, state=state)
     with pytest.raises(ProposalStateError):
@@ -209,17 +205,13 @@ def test_a_declared_conflict_takes_the_reviewer_off_the_proposal(call, system, a
         services.submit_review(assignment=assignment, actor=charlie, scores={})
 
 
-def test_a_review_must_score_every_criterion_from_1_to_5_with_a_comment(
-    call, system, alice, director, charlie
-):
+def test_a_review_must_score_every_criterion_from_1_to_5_with_a_comment(call, system, alice, director, charlie):
     proposal = make_proposal(call=call, pi=alice, system=system, state=State.IN_REVIEW)
     assignment = services.assign_reviewer(proposal=proposal, email=charlie.email, actor=director)
     services.declare_conflict(assignment=assignment, actor=charlie, has_conflict=False)
     first, second = call.criteria.all()
     with pytest.raises(ValidationError) as error:
-        services.submit_review(
-            assignment=assignment, actor=charlie, scores={first.pk: (6, "x"), second.pk: (3, "")}
-        )
+        services.submit_review(assignment=assignment, actor=charlie, scores={first.pk: (6, "x"), second.pk: (3, "")})
     assert set(error.value.message_dict) == {f"score_{first.pk}", f"comment_{second.pk}"}
 
 
@@ -307,9 +299,7 @@ def test_every_transition_is_recorded_with_actor_from_to_and_reason(call, system
     services.submit_proposal(proposal=proposal, actor=alice)
     services.confirm_eligibility(proposal=proposal, actor=director)
     services.reject_proposal(proposal=proposal, actor=director, rationale="Ranked below the line")
-    history = list(
-        ProposalTransition.objects.filter(proposal=proposal).values_list("from_state", "to_state", "actor")
-    )
+    history = list(ProposalTransition.objects.filter(proposal=proposal).values_list("from_state", "to_state", "actor"))
     assert history == [
         ("", State.DRAFT, alice.pk),
         (State.DRAFT, State.SUBMITTED, alice.pk),

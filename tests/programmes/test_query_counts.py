@@ -27,9 +27,7 @@ def test_the_queue_issues_a_bounded_number_of_queries(
 def test_the_decision_page_issues_a_bounded_number_of_queries(
     client, call, system, director, count, django_assert_max_num_queries
 ):
-    bulk_proposals(
-        call=call, system=system, count=count, reviewers=[UserFactory(), UserFactory(), UserFactory()]
-    )
+    bulk_proposals(call=call, system=system, count=count, reviewers=[UserFactory(), UserFactory(), UserFactory()])
     client.force_login(director)
     with django_assert_max_num_queries(MAX_QUERIES):
         response = client.get(reverse("proposals:call-decisions", args=[call.slug]))

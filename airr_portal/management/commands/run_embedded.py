@@ -75,8 +75,6 @@ class Command(BaseCommand):
             f"Demo logins (password for all: {DEMO_PASSWORD}):",
         ]
         for role, email, needs_mfa in demo_logins():
-            note = (
-                "  (two-factor: run `.venv/bin/python manage.py demo_totp` for a code)" if needs_mfa else ""
-            )
+            note = "  (two-factor: run `.venv/bin/python manage.py demo_totp` for a code)" if needs_mfa else ""
             lines.append(f"  {role:<20} {email}{note}")
         self.stdout.write("\n".join(lines) + "\n")

@@ -11,18 +11,14 @@ from programmes.models import System
 
 
 class Command(BaseCommand):
-    help = (
-        "Ingest a file of sacct output (--parsable2, --parsable, any delimiter, --json; gzip) for a system."
-    )
+    help = "Ingest a file of sacct output (--parsable2, --parsable, any delimiter, --json; gzip) for a system."
 
     def add_arguments(self, parser):
         parser.add_argument("file")
         parser.add_argument("--system", required=True, help="The system's slug, e.g. isambard-ai")
         parser.add_argument("--delimiter", help="The field delimiter, when it cannot be detected")
         parser.add_argument("--columns", help="Comma-separated column names, for output made with --noheader")
-        parser.add_argument(
-            "--no-reconcile", action="store_true", help="Record the jobs but do not charge them yet"
-        )
+        parser.add_argument("--no-reconcile", action="store_true", help="Record the jobs but do not charge them yet")
         parser.add_argument("--quiet", action="store_true", help="No progress bar")
 
     def handle(self, *args, file, system, delimiter, columns, no_reconcile, quiet, **options):
@@ -68,9 +64,7 @@ class Command(BaseCommand):
         def progress(size: int) -> None:
             if state["bar"] is None:
                 bar.close()
-                state["bar"] = tqdm(
-                    unit="B", unit_scale=True, desc="reading", disable=quiet, file=self.stderr
-                )
+                state["bar"] = tqdm(unit="B", unit_scale=True, desc="reading", disable=quiet, file=self.stderr)
             state["bar"].update(size)
 
         return progress
