@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
-from .models import User
+from .models import ApiToken, User
 
 
 @admin.register(User)
@@ -16,3 +16,15 @@ class UserAdmin(BaseUserAdmin):
         ("Dates", {"fields": ["last_login", "date_joined"]}),
     ]
     add_fieldsets = [(None, {"classes": ["wide"], "fields": ["email", "password1", "password2"]})]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Admins can see who has a token and revoke it (delete); keys are never stored, so never shown."""
+
+    list_display = ["user", "prefix", "created_at", "last_used_at"]
+    search_fields = ["user__email", "prefix"]
+    readonly_fields = ["user", "prefix", "key_hash", "created_at", "last_used_at"]
+
+    def has_add_permission(self, request):
+        return False

@@ -56,3 +56,16 @@ class User(AbstractBaseUser, PermissionsMixin):
     def save(self, *args, **kwargs):
         self.email = self.email.lower()
         super().save(*args, **kwargs)
+
+
+class ApiToken(models.Model):
+    """A person's API token. Only its SHA-256 is stored: a copy of the database gives no usable key."""
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="api_token")
+    prefix = models.CharField(max_length=16, help_text="The key's first characters, to recognise it by.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"API token {self.prefix}… of {self.user}"

@@ -11,10 +11,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
-from rest_framework.authtoken.models import Token
 
-from . import roles
+from . import roles, services
 from .celery import app as celery_app
+from .models import ApiToken
 from .tasks import ping_task
 
 logger = logging.getLogger(__name__)
@@ -79,8 +79,7 @@ def api_token(request: HttpRequest) -> HttpResponse:
     """Show whether the user has an API token; POST makes a new one (replacing the old) and shows it once."""
     new_key = None
     if request.method == "POST":
-        Token.objects.filter(user=request.user).delete()
-        new_key = Token.objects.create(user=request.user).key
+        new_key = services.replace_api_token(user=request.user)
         logger.info("api token replaced", extra={"user_id": request.user.pk})
-    token = Token.objects.filter(user=request.user).first()
+    token = ApiToken.objects.filter(user=request.user).first()
     return render(request, "airr_portal/api_token.html", {"token": token, "new_key": new_key})

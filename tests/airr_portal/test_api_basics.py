@@ -1,15 +1,20 @@
 """The API's shared behaviour: token auth for scripts, one error format for every 4xx, a schema and docs."""
 
+import hashlib
+import re
+
 import pytest
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
+
+from airr_portal.models import ApiToken
+from airr_portal.services import replace_api_token
 
 pytestmark = pytest.mark.django_db
 
 
 def test_a_script_authenticates_with_a_token(client, alice):
-    token = Token.objects.create(user=alice)
-    response = client.get(reverse("api-me"), HTTP_AUTHORIZATION=f"Token {token.key}")
+    key = replace_api_token(user=alice)
+    response = client.get(reverse("api-me"), HTTP_AUTHORIZATION=f"Token {key}")
     assert response.status_code == 200
     assert response.json()["email"] == alice.email
 
@@ -89,20 +94,37 @@ def test_systems_are_public_and_programmes_are_only_for_those_who_manage_them(cl
     assert client.get("/api/programmes/").json()["results"] == []
 
 
+def _shown_key(response) -> str:
+    return re.search(r"airr_api_[A-Za-z0-9_-]+", response.content.decode()).group(0)
+
+
 def test_the_token_page_makes_a_token_shows_it_once_and_replacing_it_revokes_the_old(client, alice):
     client.force_login(alice)
     assert "You have no token yet" in client.get(reverse("api-token")).content.decode()
-    first = client.post(reverse("api-token"))
-    first_key = Token.objects.get(user=alice).key
-    assert first_key in first.content.decode()
+    first_key = _shown_key(client.post(reverse("api-token")))
     assert first_key not in client.get(reverse("api-token")).content.decode()
 
-    client.post(reverse("api-token"))
-    second_key = Token.objects.get(user=alice).key
+    second_key = _shown_key(client.post(reverse("api-token")))
     assert second_key != first_key
     client.logout()
     assert client.get(reverse("api-me"), HTTP_AUTHORIZATION=f"Token {first_key}").status_code == 401
-    assert client.get(reverse("api-me"), HTTP_AUTHORIZATION=f"Token {second_key}").status_code == 200
+    assert client.get(reverse("api-me"), HTTP_AUTHORIZATION=f"Token {second_key}").json()["email"] == alice.email
+    assert client.get(reverse("api-me"), HTTP_AUTHORIZATION=f"Bearer {second_key}").status_code == 200
+
+
+def test_an_api_token_is_stored_only_as_a_fingerprint(alice):
+    key = replace_api_token(user=alice)
+    stored = ApiToken.objects.get(user=alice)
+    assert key not in (stored.key_hash, stored.prefix)
+    assert stored.key_hash == hashlib.sha256(key.encode()).hexdigest()
+    assert key.startswith(stored.prefix)
+
+
+def test_a_deactivated_users_token_no_longer_works(client, alice):
+    key = replace_api_token(user=alice)
+    alice.is_active = False
+    alice.save()
+    assert client.get(reverse("api-me"), HTTP_AUTHORIZATION=f"Token {key}").status_code == 401
 
 
 def test_the_openapi_schema_generates_without_a_single_warning(tmp_path):
