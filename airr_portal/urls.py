@@ -20,6 +20,8 @@ urlpatterns = [
     path("account/api-token/", views.api_token, name="api-token"),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
+    # The dashboard reads the ledger, so it lives in `allocations` (which may import `programmes`, not the reverse).
+    path("programmes/<int:pk>/dashboard/", include("allocations.dashboard_urls")),
     path("programmes/", include("programmes.urls")),
     path("pools/", include("allocations.urls")),
     path("", include("programmes.proposal_urls")),

@@ -1,19 +1,23 @@
 """API for fund pools: figures and statements for directors and admins; deposits, withdrawals and transfers
 for admins. Amounts are whole GPU-seconds, with GPU-hours beside them for people; input is in GPU-hours."""
 
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from airr_portal import roles
 from airr_portal.api import Conflict
-from programmes.models import FundPool
+from programmes.models import FundPool, Programme
 
 from . import ledger
-from .models import LedgerEntry, LedgerTransaction
+from .dashboards import FORECAST_WINDOW_DAYS, allocation_report, programme_dashboard, usage_per_member
+from .models import Allocation, LedgerEntry, LedgerTransaction
 from .selectors import account_statement, figures_for_pools, start_of_day
 
 FIGURES = (
@@ -281,3 +285,139 @@ class FundPoolViewSet(viewsets.ReadOnlyModelViewSet):
                 effective_at=when,
             ),
         )
+
+
+# Reports: a programme's dashboard and an allocation's usage, the same numbers as their pages ----------------
+
+
+def _amounts(**seconds: int) -> dict:
+    return {
+        "gpu_seconds": seconds,
+        "gpu_hours": {name: str(ledger.seconds_to_hours(value)) for name, value in seconds.items()},
+    }
+
+
+def _bucket(bucket) -> dict:
+    return {"first_day": bucket.first.isoformat(), "last_day": bucket.last.isoformat()}
+
+
+def _forecast(forecast) -> dict:
+    return {
+        "outcome": forecast.outcome,
+        "rule": (
+            f"GPU-hours consumed from {forecast.window_first.isoformat()} to {forecast.today.isoformat()} "
+            f"({FORECAST_WINDOW_DAYS} days), divided by {FORECAST_WINDOW_DAYS}, projected forward from today"
+        ),
+        "runs_out_on": forecast.runs_out_on.isoformat() if forecast.runs_out_on else None,
+        "closes_on": forecast.closes_on.isoformat(),
+        **_amounts(
+            consumed_in_window=forecast.rate_window_consumed,
+            per_day=forecast.seconds_per_day,
+            remaining=forecast.remaining,
+            **({"left_at_close": forecast.left_at_close} if forecast.left_at_close is not None else {}),
+        ),
+    }
+
+
+def programme_dashboard_data(dashboard) -> dict:
+    return {
+        "programme": {
+            "id": dashboard.programme.pk,
+            "slug": dashboard.programme.slug,
+            "name": dashboard.programme.name,
+        },
+        "today": dashboard.today.isoformat(),
+        "pools": [
+            {
+                "id": report.pool.pk,
+                "name": report.pool.name,
+                "system": report.pool.system.slug,
+                "valid_from": report.pool.valid_from.isoformat(),
+                "valid_until": report.pool.valid_until.isoformat(),
+                "figures": _amounts(
+                    capacity=report.figures.capacity,
+                    committed=report.figures.committed,
+                    consumed=report.figures.consumed,
+                    available=report.figures.available,
+                    held_by_allocations=report.figures.held_by_allocations,
+                ),
+                "burn_down": [
+                    {
+                        **_bucket(point.bucket),
+                        **_amounts(capacity=point.capacity, consumed=point.consumed, remaining=point.remaining),
+                    }
+                    for point in report.burn_down
+                ],
+                "forecast": _forecast(report.forecast),
+            }
+            for report in dashboard.pools
+        ],
+        "calls": [
+            {
+                "slug": report.call.slug,
+                "title": report.call.title,
+                "proposals_by_state": report.by_state,
+                "proposals": report.submitted,
+                "awards": report.awards,
+                **_amounts(
+                    requested=report.requested,
+                    requested_by_awarded=report.requested_by_awarded,
+                    awarded=report.awarded,
+                ),
+            }
+            for report in dashboard.calls
+        ],
+    }
+
+
+def allocation_usage_data(report, per_member) -> dict:
+    allocation = report.allocation
+    return {
+        "allocation": {
+            "id": allocation.pk,
+            "scheduler_account": allocation.scheduler_account,
+            "title": allocation.title,
+            "system": allocation.pool.system.slug,
+            "state": allocation.state,
+            "start_date": allocation.start_date.isoformat(),
+            "end_date": allocation.end_date.isoformat(),
+        },
+        "today": report.today.isoformat(),
+        "days_left": report.days_left,
+        "percent_used": report.percent_used,
+        "thresholds_reached": [
+            {"percent": notice.percent, "at": notice.sent_at.isoformat()} for notice in report.thresholds
+        ],
+        "figures": _amounts(committed=report.committed, used=report.used, remaining=report.remaining),
+        "usage_over_time": [
+            {**_bucket(point.bucket), **_amounts(used=point.used, cumulative=point.cumulative)}
+            for point in report.usage
+        ],
+        "per_member": [
+            {"user": row["user"], "jobs": row["jobs"], **_amounts(charged=row["seconds"] or 0)} for row in per_member
+        ],
+    }
+
+
+class ProgrammeDashboardView(APIView):
+    """A programme's dashboard: per pool its figures, burn-down and forecast; per call its proposals and awards.
+
+    For the programme's directors and admins; anyone else gets 404, as for a programme that does not exist."""
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request, pk):
+        programme = get_object_or_404(Programme.objects.visible_to(request.user), pk=pk)
+        return Response(programme_dashboard_data(programme_dashboard(programme)))
+
+
+class AllocationUsageView(APIView):
+    """An allocation's figures, usage per day (or week), per member and the thresholds reached.
+
+    For its holder, the proposal's accepted team, the programme's directors and admins; anyone else gets 404."""
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request, pk):
+        allocation = get_object_or_404(
+            Allocation.objects.visible_to(request.user).select_related("pool__system"), pk=pk
+        )
+        return Response(allocation_usage_data(allocation_report(allocation), usage_per_member(allocation)))

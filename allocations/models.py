@@ -9,17 +9,21 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
-from programmes.models import FundPool, System
+from programmes.models import FundPool, ProposalMember, System
 
 
 class AllocationQuerySet(models.QuerySet):
     def visible_to(self, user):
-        """Admins see all; directors the allocations of their programmes' pools; holders their own."""
+        """Admins see all; directors the allocations of their programmes' pools; holders their own; the
+        accepted co-investigators of the proposal an allocation was awarded to, theirs."""
         if not user.is_authenticated:
             return self.none()
         if user.is_staff:
             return self.all()
-        return self.filter(Q(pool__programme__directors=user) | Q(holder=user)).distinct()
+        # Each way in is its own `IN (subquery)`, as in ProposalQuerySet.visible_to: no duplicate rows.
+        teams = ProposalMember.objects.filter(user=user, accepted_at__isnull=False).values("proposal_id")
+        directed = FundPool.objects.filter(programme__directors=user).values("pk")
+        return self.filter(Q(holder=user) | Q(pool__in=directed) | Q(proposal__in=teams))
 
 
 class Allocation(models.Model):

@@ -1,5 +1,6 @@
 """Pages for fund pools: figures and statements for directors and admins; deposits, withdrawals and transfers
-for admins. Every movement goes through `allocations.ledger`; these views only parse, call and render."""
+for admins; each programme's dashboard for its directors. Every movement goes through `allocations.ledger`;
+these views only parse, call and render."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -9,9 +10,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from airr_portal import roles
-from programmes.models import FundPool
+from programmes.models import FundPool, Programme
 
 from . import ledger
+from .dashboards import FORECAST_WINDOW_DAYS
+from .dashboards import programme_dashboard as dashboard_of
 from .forms import PoolMovementForm, StatementFilterForm, TransferForm
 from .selectors import account_statement, figures_for_pools, pool_figures
 
@@ -150,4 +153,17 @@ def pool_transfer(request, pk):
             effective_at=form.effective_at,
         ),
         success=lambda seconds, txn: f"{ledger.format_gpu_hours(seconds)} GPU-hours transferred",
+    )
+
+
+@login_required
+@require_GET
+def programme_dashboard(request, pk):
+    """Per pool: figures, burn-down and run-out forecast; per call: awards and proposals by state."""
+    _require_director_or_admin(request.user)
+    programme = get_object_or_404(Programme.objects.visible_to(request.user), pk=pk)
+    return render(
+        request,
+        "allocations/programme_dashboard.html",
+        {"dashboard": dashboard_of(programme), "forecast_window_days": FORECAST_WINDOW_DAYS},
     )

@@ -1,5 +1,6 @@
 """Usage pages: operators see batches, rejected rows and unmatched usage; admins manage tokens, upload, replay
-and assign; PIs see their allocation's usage per job and per member. Views parse, call a service, render.
+and assign; PIs (and their team, and the programme's directors) see an allocation's usage over time, per member
+and per job, and download its statement. Views parse, call a service or selector, render.
 
 Operators are admins and, read-only for their own systems, the systems' technical assessors (system staff).
 """
@@ -9,14 +10,18 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import Count, F, Sum
-from django.http import Http404
+from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from airr_portal import roles
 from allocations import ledger
-from allocations.models import Allocation, IngestBatch, IngestToken, JobCharge, JobRecord
+from allocations.dashboards import allocation_report, usage_per_member
+from allocations.forms import StatementFilterForm
+from allocations.models import Allocation, IngestBatch, IngestToken, JobRecord
+from allocations.selectors import account_statement
+from allocations.statements import statement_csv_filename, statement_csv_rows
 from programmes.models import System
 
 from .forms import AssignAccountForm, IngestTokenForm, UploadForm
@@ -198,30 +203,66 @@ def allocation_list(request):
     return render(request, "allocations/usage/allocation_list.html", {"allocations": allocations})
 
 
+def _visible_allocation(user, pk) -> Allocation:
+    """The allocation if the user may see it (holder, accepted team member, its directors, admins), else 404."""
+    try:
+        return Allocation.objects.visible_to(user).select_related("pool__system", "holder").get(pk=pk)
+    except Allocation.DoesNotExist:
+        raise Http404 from None
+
+
+def _statement_form(request) -> StatementFilterForm:
+    """Bound only when a date was given, so paging through jobs never shows the statement's errors."""
+    asked = any(key.startswith(("start_", "end_", "as_of_")) for key in request.GET)
+    return StatementFilterForm(request.GET if asked else None)
+
+
+def _statement(allocation: Allocation, form: StatementFilterForm):
+    window = form.cleaned_data if form.is_bound and form.is_valid() else {}
+    return account_statement(
+        ledger.allocation_account(allocation),
+        start=window.get("start"),
+        end=window.get("end"),
+        as_of=window.get("as_of"),
+    )
+
+
 @login_required
 @require_GET
 def allocation_usage(request, pk):
-    try:
-        allocation = Allocation.objects.visible_to(request.user).select_related("pool__system", "holder").get(pk=pk)
-    except Allocation.DoesNotExist:
-        raise Http404 from None
+    allocation = _visible_allocation(request.user, pk)
     jobs = JobRecord.objects.filter(allocation=allocation).order_by("-start", "job_id_raw")
-    per_member = (
-        JobCharge.objects.filter(job_record__allocation=allocation)
-        .values(user=F("job_record__user"))
-        .annotate(jobs=Count("job_record", distinct=True), seconds=Sum("seconds"))
-        .order_by()
-    )
-    figures = ledger.usage_and_commitments([allocation.pk])[allocation.pk]
+    form = _statement_form(request)
+    statement = _statement(allocation, form)
+    query = request.GET.copy()
+    for name in ("page", "statement_page"):
+        query.pop(name, None)
     return render(
         request,
         "allocations/usage/allocation_usage.html",
         {
             "allocation": allocation,
-            "used": figures[0],
-            "committed": figures[1],
-            "balance": ledger.allocation_account(allocation).balance,
-            "per_member": sorted(per_member, key=lambda row: (-(row["seconds"] or 0), row["user"])),
+            "report": allocation_report(allocation),
+            "per_member": usage_per_member(allocation),
             "page": Paginator(jobs.with_charged_seconds(), PAGE_SIZE).get_page(request.GET.get("page")),
+            "form": form,
+            "statement": statement,
+            "statement_page": Paginator(statement.movements, PAGE_SIZE).get_page(request.GET.get("statement_page")),
+            "query": query.urlencode(),
         },
     )
+
+
+@login_required
+@require_GET
+def allocation_statement(request, pk):
+    """The allocation's statement for the window asked for, as CSV in GPU-hours: the page's figures, row by row."""
+    allocation = _visible_allocation(request.user, pk)
+    form = _statement_form(request)
+    if form.is_bound and not form.is_valid():
+        # The page shows what is wrong with the dates, in its error summary.
+        return redirect(f"{reverse('usage:allocation-usage', args=[allocation.pk])}?{request.GET.urlencode()}")
+    statement = _statement(allocation, form)
+    response = StreamingHttpResponse(statement_csv_rows(statement), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{statement_csv_filename(statement)}"'
+    return response

@@ -1,0 +1,394 @@
+"""Reads for the directors' programme dashboard and the PI's allocation page: each pool's figures, burn-down and
+run-out forecast, awards and proposals per call, an allocation's usage over time.
+
+Every figure comes from ledger entries grouped by the day they take effect (in the portal's time zone), so the
+cost of a dashboard follows the number of pools, calls and days shown, never the number of entries: each
+function here is a fixed number of grouped queries, whatever the history.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from django.db.models import BigIntegerField, Count, ExpressionWrapper, F, Q, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from programmes.models import Call, Decision, FundPool, Programme, Proposal, ResourceRequest
+
+from .ledger import USAGE_TYPES
+from .models import Allocation, JobCharge, LedgerEntry, LedgerTransaction, ThresholdNotice
+from .selectors import PoolFigures, figures_for_pools
+
+Type = LedgerTransaction.Type
+
+# The forecast's rule, stated on the page: consumption over the last FORECAST_WINDOW_DAYS days (today included),
+# as a daily rate, projected forward.
+FORECAST_WINDOW_DAYS = 28
+# Spans up to this many days are shown day by day; longer ones week by week, so a table stays readable.
+DAILY_UP_TO_DAYS = 92
+CAPACITY_TYPES = (Type.DEPOSIT, Type.WITHDRAW, Type.TRANSFER)
+AWARD_OUTCOMES = (Decision.Outcome.AWARD_FULL, Decision.Outcome.AWARD_PART)
+
+
+def _effective_day():
+    return TruncDate("effective_at", tzinfo=timezone.get_current_timezone())
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A run of days, first to last inclusive: one point of a chart and one row of its table."""
+
+    first: date
+    last: date
+
+    @property
+    def is_one_day(self) -> bool:
+        return self.first == self.last
+
+
+def buckets_between(first: date, last: date) -> list[Bucket]:
+    """Days from `first` to `last`, one bucket per day, or per seven days when the span is long."""
+    if last < first:
+        return []
+    step = 1 if (last - first).days < DAILY_UP_TO_DAYS else 7
+    buckets, start = [], first
+    while start <= last:
+        buckets.append(Bucket(start, min(start + timedelta(days=step - 1), last)))
+        start += timedelta(days=step)
+    return buckets
+
+
+def _sum_per_bucket(changes: dict[date, int], buckets: list[Bucket]) -> list[int]:
+    totals = [0] * len(buckets)
+    index = 0
+    for day in sorted(changes):
+        while index < len(buckets) and buckets[index].last < day:
+            index += 1
+        if index == len(buckets):
+            break
+        if day >= buckets[index].first:
+            totals[index] += changes[day]
+    return totals
+
+
+def _running_totals(changes: dict[date, int], buckets: list[Bucket]) -> list[int]:
+    """The sum of every change up to the end of each bucket, including those before the first."""
+    opening = sum(amount for day, amount in changes.items() if buckets and day < buckets[0].first)
+    running, totals = opening, []
+    for amount in _sum_per_bucket(changes, buckets):
+        running += amount
+        totals.append(running)
+    return totals
+
+
+# Pools: burn-down and forecast ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BurnDownPoint:
+    """A pool's hours at the end of `bucket.last`, in GPU-seconds: remaining = capacity − consumed."""
+
+    bucket: Bucket
+    capacity: int
+    consumed: int
+
+    @property
+    def remaining(self) -> int:
+        return self.capacity - self.consumed
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """When a pool runs out if it keeps being consumed at the rate of the last FORECAST_WINDOW_DAYS days.
+
+    `outcome` is one of: "no usage" (nothing consumed yet), "runs out" (on `runs_out_on`, on or before the
+    pool closes), "lasts" (the pool closes first, with about `left_at_close` GPU-seconds unused), "closed"
+    (the pool's window is over) or "not open" (its window has not begun).
+    """
+
+    outcome: str
+    today: date
+    window_first: date
+    rate_window_consumed: int  # GPU-seconds consumed in the window
+    remaining: int
+    closes_on: date
+    runs_out_on: date | None = None
+    left_at_close: int | None = None
+
+    @property
+    def seconds_per_day(self) -> int:
+        return self.rate_window_consumed // FORECAST_WINDOW_DAYS
+
+
+def forecast_run_out(
+    *,
+    remaining: int,
+    consumed_ever: int,
+    consumed_in_window: int,
+    today: date,
+    opens_on: date,
+    closes_on: date,
+) -> Forecast:
+    """Project the consumption of the last FORECAST_WINDOW_DAYS days forward from today (integer arithmetic:
+    the run-out date is the first day on which the projected remaining reaches zero)."""
+    common = {
+        "today": today,
+        "window_first": today - timedelta(days=FORECAST_WINDOW_DAYS - 1),
+        "rate_window_consumed": consumed_in_window,
+        "remaining": remaining,
+        "closes_on": closes_on,
+    }
+    if today < opens_on:
+        return Forecast("not open", **common)
+    if today > closes_on:
+        return Forecast("closed", left_at_close=remaining, **common)
+    if consumed_ever <= 0:
+        return Forecast("no usage", **common)
+    if remaining <= 0:
+        return Forecast("runs out", runs_out_on=today, **common)
+    if consumed_in_window <= 0:
+        return Forecast("lasts", left_at_close=remaining, **common)
+    days_to_empty = -(-remaining * FORECAST_WINDOW_DAYS // consumed_in_window)  # rounded up
+    runs_out_on = today + timedelta(days=days_to_empty)
+    if runs_out_on > closes_on:
+        days_left = (closes_on - today).days
+        left = remaining - consumed_in_window * days_left // FORECAST_WINDOW_DAYS
+        return Forecast("lasts", left_at_close=left, **common)
+    return Forecast("runs out", runs_out_on=runs_out_on, **common)
+
+
+@dataclass(frozen=True)
+class PoolReport:
+    pool: FundPool
+    figures: PoolFigures
+    burn_down: list[BurnDownPoint]
+    forecast: Forecast
+
+    @property
+    def chart_id(self) -> str:
+        return f"burn-down-{self.pool.pk}"
+
+
+def pool_reports(pools: list[FundPool], *, today: date | None = None) -> list[PoolReport]:
+    """Figures, burn-down (from each pool's first day to today, or its last day if that came first) and
+    forecast for many pools, in four grouped queries."""
+    today = today or timezone.localdate()
+    figures = figures_for_pools(pools)
+    pool_ids = [pool.pk for pool in pools]
+    capacity_changes: dict[int, dict[date, int]] = defaultdict(lambda: defaultdict(int))
+    consumption: dict[int, dict[date, int]] = defaultdict(lambda: defaultdict(int))
+    rows = (
+        LedgerEntry.objects.filter(account__pool__in=pool_ids, transaction__type__in=CAPACITY_TYPES)
+        .annotate(day=_effective_day())
+        .values_list("account__pool", "day")
+        .annotate(total=Sum("amount"))
+        .order_by()
+    )
+    for pool_id, day, total in rows:
+        capacity_changes[pool_id][day] += total
+    rows = (
+        LedgerEntry.objects.filter(account__allocation__pool__in=pool_ids, transaction__type__in=USAGE_TYPES)
+        .annotate(day=_effective_day())
+        .values_list("account__allocation__pool", "day")
+        .annotate(total=Sum("amount"))
+        .order_by()
+    )
+    for pool_id, day, total in rows:
+        # Usage leaves the allocation's account, so its entries there are negative.
+        consumption[pool_id][day] -= total
+
+    reports = []
+    window_first = today - timedelta(days=FORECAST_WINDOW_DAYS - 1)
+    for pool in pools:
+        buckets = buckets_between(pool.valid_from, min(today, pool.valid_until))
+        capacity = _running_totals(capacity_changes[pool.pk], buckets)
+        consumed = _running_totals(consumption[pool.pk], buckets)
+        pool_figures = figures[pool.pk]
+        days = consumption[pool.pk]
+        forecast = forecast_run_out(
+            remaining=pool_figures.capacity - pool_figures.consumed,
+            consumed_ever=sum(days.values()),
+            consumed_in_window=sum(amount for day, amount in days.items() if window_first <= day <= today),
+            today=today,
+            opens_on=pool.valid_from,
+            closes_on=pool.valid_until,
+        )
+        points = [BurnDownPoint(*values) for values in zip(buckets, capacity, consumed, strict=True)]
+        reports.append(PoolReport(pool=pool, figures=pool_figures, burn_down=points, forecast=forecast))
+    return reports
+
+
+# Calls: awards and proposals by state -----------------------------------------------------------------------
+
+
+@dataclass
+class CallReport:
+    """A call's proposals (drafts are their authors' own and are not counted) and the awards made from it."""
+
+    call: Call
+    by_state: dict[str, int] = field(default_factory=dict)
+    requested: int = 0  # GPU-seconds asked for by every submitted proposal
+    awards: int = 0  # awards made (in full or in part), including any the PI later declined
+    requested_by_awarded: int = 0  # GPU-seconds those awarded proposals asked for
+    awarded: int = 0  # GPU-seconds awarded
+
+    @property
+    def submitted(self) -> int:
+        return sum(self.by_state.values())
+
+
+def call_reports(programme: Programme) -> list[CallReport]:
+    """Per call of the programme: proposals per state, hours requested, awards made and hours awarded."""
+    reports = {call.pk: CallReport(call) for call in Call.objects.filter(programme=programme)}
+    submitted = ~Q(state=Proposal.State.DRAFT)
+    for call_id, state, count in (
+        Proposal.objects.filter(submitted, call__programme=programme)
+        .values_list("call", "state")
+        .annotate(count=Count("pk"))
+        .order_by()
+    ):
+        reports[call_id].by_state[state] = count
+    seconds = ExpressionWrapper(F("runs") * F("seconds_per_run"), output_field=BigIntegerField())
+    awarded = Q(proposal__decision__outcome__in=AWARD_OUTCOMES)
+    for call_id, requested, requested_by_awarded in (
+        ResourceRequest.objects.filter(proposal__call__programme=programme)
+        .exclude(proposal__state=Proposal.State.DRAFT)
+        .values_list("proposal__call")
+        .annotate(requested=Sum(seconds), by_awarded=Sum(seconds, filter=awarded))
+        .order_by()
+    ):
+        reports[call_id].requested = requested or 0
+        reports[call_id].requested_by_awarded = requested_by_awarded or 0
+    for call_id, awards, seconds_awarded in (
+        Decision.objects.filter(proposal__call__programme=programme, outcome__in=AWARD_OUTCOMES)
+        .values_list("proposal__call")
+        .annotate(awards=Count("pk"), awarded=Sum("awarded_seconds"))
+        .order_by()
+    ):
+        reports[call_id].awards = awards
+        reports[call_id].awarded = seconds_awarded or 0
+    return list(reports.values())
+
+
+def states_in_use(calls: list[CallReport]) -> list[tuple[str, str]]:
+    """The proposal states (value, label) any call has a proposal in, in the state machine's order."""
+    used = {state for report in calls for state in report.by_state}
+    return [(value, label) for value, label in Proposal.State.choices if value in used]
+
+
+@dataclass(frozen=True)
+class ProgrammeDashboard:
+    programme: Programme
+    today: date
+    pools: list[PoolReport]
+    calls: list[CallReport]
+
+    @property
+    def states(self) -> list[tuple[str, str]]:
+        return states_in_use(self.calls)
+
+    @property
+    def state_rows(self) -> list[dict]:
+        """Per call, its count of proposals in each of `states`, in that order (a table's rows)."""
+        states = [value for value, _ in self.states]
+        return [
+            {"call": report.call, "counts": [report.by_state.get(state, 0) for state in states]}
+            for report in self.calls
+        ]
+
+
+def programme_dashboard(programme: Programme, *, today: date | None = None) -> ProgrammeDashboard:
+    today = today or timezone.localdate()
+    pools = list(programme.pools.select_related("system").order_by("valid_from", "name"))
+    return ProgrammeDashboard(
+        programme=programme,
+        today=today,
+        pools=pool_reports(pools, today=today),
+        calls=call_reports(programme),
+    )
+
+
+# Allocations: usage over time ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsagePoint:
+    """GPU-seconds used in the bucket (charges net of refunds and adjustments) and up to its end."""
+
+    bucket: Bucket
+    used: int
+    cumulative: int
+
+
+@dataclass(frozen=True)
+class AllocationReport:
+    allocation: Allocation
+    today: date
+    committed: int
+    used: int
+    remaining: int  # the allocation account's balance: committed − used (− anything returned at its end)
+    usage: list[UsagePoint]
+    thresholds: list[ThresholdNotice]
+
+    @property
+    def days_left(self) -> int:
+        """Days from today to the end date, both counted; 0 once it has ended."""
+        if self.allocation.has_ended or self.today > self.allocation.end_date:
+            return 0
+        return (self.allocation.end_date - max(self.today, self.allocation.start_date)).days + 1
+
+    @property
+    def percent_used(self) -> int:
+        return (self.used * 100) // self.committed if self.committed > 0 else 0
+
+    @property
+    def chart_id(self) -> str:
+        return f"usage-{self.allocation.pk}"
+
+
+def allocation_report(allocation: Allocation, *, today: date | None = None) -> AllocationReport:
+    """An allocation's figures and its usage per day (or week) from its start to today, in two queries."""
+    today = today or timezone.localdate()
+    per_day: dict[date, int] = defaultdict(int)
+    committed = balance = 0
+    rows = (
+        LedgerEntry.objects.filter(account__allocation=allocation)
+        .annotate(day=_effective_day())
+        .values_list("transaction__type", "day")
+        .annotate(total=Sum("amount"))
+        .order_by()
+    )
+    for type_, day, total in rows:
+        balance += total
+        if type_ in USAGE_TYPES:
+            per_day[day] -= total
+        elif type_ == Type.COMMIT:
+            committed += total
+    # The window, stretched to any usage charged before it opened or after it closed, so every hour shows.
+    usage_days = [day for day, amount in per_day.items() if amount]
+    first = min([allocation.start_date, *usage_days])
+    last = max([min(today, allocation.end_date), *usage_days])
+    buckets = buckets_between(first, last)
+    used = _sum_per_bucket(per_day, buckets)
+    cumulative = _running_totals(per_day, buckets)
+    return AllocationReport(
+        allocation=allocation,
+        today=today,
+        committed=committed,
+        used=sum(per_day.values()),
+        remaining=balance,
+        usage=[UsagePoint(*values) for values in zip(buckets, used, cumulative, strict=True)],
+        thresholds=list(ThresholdNotice.objects.filter(allocation=allocation).order_by("percent")),
+    )
+
+
+def usage_per_member(allocation: Allocation) -> list[dict]:
+    """Per scheduler user: job runs and GPU-seconds charged (from the job charges), most used first."""
+    rows = (
+        JobCharge.objects.filter(job_record__allocation=allocation)
+        .values(user=F("job_record__user"))
+        .annotate(jobs=Count("job_record", distinct=True), seconds=Sum("seconds"))
+        .order_by()
+    )
+    return sorted(rows, key=lambda row: (-(row["seconds"] or 0), row["user"]))
