@@ -201,8 +201,57 @@ def usage_page_routes(world):
         ),
         Route("usage:allocation-list", reverse("usage:allocation-list"), signed_in(OK)),
         Route("usage:allocation-usage", usage_page, mine_or_managed),
+        Route(
+            "usage:allocation-statement",
+            reverse("usage:allocation-statement", args=[allocation.pk]),
+            mine_or_managed,
+        ),
+        Route(
+            "api-allocation-usage",
+            reverse("api-allocation-usage", args=[allocation.pk]),
+            {**mine_or_managed, "anonymous": UNAUTHORISED},
+            api=True,
+        ),
+    ]
+
+
+def dashboard_routes(world):
+    """The programme dashboard: its directors and admins; a director of another programme finds nothing."""
+    pool = FundPoolFactory(programme=world.programme, system=world.system, name="Dashboard pool")
+    ledger.deposit_to_pool(
+        pool=pool, seconds=10 * HOUR, actor=None, reason="Budget", idempotency_key=f"dashboard-{pool.pk}"
+    )
+    elsewhere = ProgrammeFactory()
+    return [
+        Route(
+            "programme-dashboard",
+            reverse("programme-dashboard", args=[world.programme.pk]),
+            director_or_admin(),
+        ),
+        Route(
+            "programme-dashboard",
+            reverse("programme-dashboard", args=[elsewhere.pk]),
+            {**director_or_admin(), "director": NOT_FOUND},
+        ),
+        Route(
+            "api-programme-dashboard",
+            reverse("api-programme-dashboard", args=[world.programme.pk]),
+            _api(OK),
+            api=True,
+        ),
+        Route(
+            "api-programme-dashboard",
+            reverse("api-programme-dashboard", args=[elsewhere.pk]),
+            _api(OK, director=NOT_FOUND),
+            api=True,
+        ),
     ]
 
 
 def routes(world):  # noqa: F811 (extends the fund pool routes above with the usage routes)
-    return [*_fund_pool_routes(world), *usage_routes(world), *usage_page_routes(world)]
+    return [
+        *_fund_pool_routes(world),
+        *usage_routes(world),
+        *usage_page_routes(world),
+        *dashboard_routes(world),
+    ]

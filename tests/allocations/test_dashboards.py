@@ -74,14 +74,22 @@ def funded_pool(programme, system, *, opened_days_ago=20, closes_in_days=100, ho
 def allocation_of(pool, *, hours, account):
     allocation = AllocationFactory(pool=pool, scheduler_account=account)
     ledger.commit_to_allocation(
-        allocation=allocation, seconds=hours * HOUR, actor=None, reason="Award", idempotency_key=f"c-{account}"
+        allocation=allocation,
+        seconds=hours * HOUR,
+        actor=None,
+        reason="Award",
+        idempotency_key=f"c-{account}",
     )
     return allocation
 
 
 def charge(allocation, hours, day, key):
     return ledger.charge_usage(
-        allocation=allocation, seconds=int(hours * HOUR), reason="Usage", idempotency_key=key, effective_at=at(day)
+        allocation=allocation,
+        seconds=int(hours * HOUR),
+        reason="Usage",
+        idempotency_key=key,
+        effective_at=at(day),
     )
 
 

@@ -1,16 +1,25 @@
 """The usage pages: tokens shown once, uploads, batches and replays, unmatched usage, a PI's usage page."""
 
+import csv
+import io
+import re
+from datetime import timedelta
+from decimal import Decimal
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
+from django.utils import timezone
 
 from allocations import ledger
-from allocations.models import IngestBatch, IngestToken, JobRecord, RejectedRow
+from allocations.models import Allocation, IngestBatch, IngestToken, JobRecord, RejectedRow, ThresholdNotice
+from allocations.selectors import account_statement, start_of_day
 from allocations.usage.ingest import ingest_sacct
 from allocations.usage.reconcile import reconcile_system
 from allocations.usage.services import hash_key
+from programmes.models import ProposalMember
 from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
-from tests.factories import SystemFactory
+from tests.factories import AllocationFactory, CallFactory, FundPoolFactory, SystemFactory, make_proposal
 
 pytestmark = pytest.mark.django_db
 
@@ -141,7 +150,7 @@ def test_the_pi_sees_usage_per_job_and_per_member_and_the_balance_moving(client,
         ("alice", 2 * HOUR),
         ("bob", 2 * HOUR),
     ]
-    assert response.context["balance"] == 6 * HOUR
+    assert response.context["report"].remaining == 6 * HOUR
     assert len(response.context["page"].object_list) == 3
 
 
@@ -161,3 +170,181 @@ def test_an_upload_over_the_limit_is_refused_with_an_error_summary(client, admin
     assert response.status_code == 200
     assert "The file must be smaller than 0 MB" in response.content.decode()
     assert not IngestBatch.objects.exists()
+
+
+# The PI's allocation page: usage over time, what is left, thresholds, the statement and its CSV ---------------
+
+
+@pytest.fixture
+def used_allocation(system, alice):
+    """100 GPU-hours awarded for 30 days from 9 days ago; 10 used 8 days ago, 4 used and 1 refunded 3 days ago."""
+    today = timezone.localdate()
+    start = today - timedelta(days=9)
+    pool = FundPoolFactory(system=system, valid_from=today - timedelta(days=30), valid_until=today + timedelta(days=60))
+    ledger.deposit_to_pool(
+        pool=pool,
+        seconds=1000 * HOUR,
+        actor=None,
+        reason="Budget",
+        idempotency_key=f"deposit-{pool.pk}",
+        effective_at=start_of_day(pool.valid_from),
+    )
+    allocation = AllocationFactory(
+        pool=pool,
+        holder=alice,
+        start_date=start,
+        end_date=today + timedelta(days=20),
+        scheduler_account="airr-00009",
+    )
+    ledger.commit_to_allocation(
+        allocation=allocation,
+        seconds=100 * HOUR,
+        actor=None,
+        reason="Award",
+        idempotency_key="award-00009",
+        effective_at=start_of_day(start),
+    )
+    for key, hours, days_ago in (("a", 10, 8), ("b", 4, 3)):
+        ledger.charge_usage(
+            allocation=allocation,
+            seconds=hours * HOUR,
+            reason="Usage",
+            idempotency_key=f"usage-{key}",
+            effective_at=start_of_day(today - timedelta(days=days_ago)) + timedelta(hours=12),
+        )
+    ledger.refund_usage(
+        allocation=allocation,
+        seconds=HOUR,
+        actor=None,
+        reason="A node failed",
+        idempotency_key="refund-b",
+        effective_at=start_of_day(today - timedelta(days=3)) + timedelta(hours=18),
+    )
+    return allocation
+
+
+def test_the_allocation_page_shows_usage_per_day_with_a_chart_and_a_table_of_the_same_numbers(
+    client, used_allocation, alice
+):
+    today = timezone.localdate()
+    client.force_login(alice)
+
+    response = client.get(reverse("usage:allocation-usage", args=[used_allocation.pk]))
+
+    report = response.context["report"]
+    assert [point.bucket.first for point in report.usage] == [today - timedelta(days=n) for n in range(9, -1, -1)]
+    used = {point.bucket.first: point.used for point in report.usage}
+    assert used[today - timedelta(days=8)] == 10 * HOUR and used[today - timedelta(days=3)] == 3 * HOUR
+    assert sum(used.values()) == report.used == 13 * HOUR
+    assert report.usage[-1].cumulative == 13 * HOUR
+    assert (report.committed, report.remaining, report.days_left) == (100 * HOUR, 87 * HOUR, 21)
+    page = response.content.decode()
+    assert f'aria-labelledby="usage-{used_allocation.pk}-title usage-{used_allocation.pk}-description"' in page
+    table = re.search(rf'id="usage-{used_allocation.pk}-table">.*?<tbody[^>]*>(.*?)</tbody>', page, re.S).group(1)
+    rows = [
+        [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)]
+        for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)
+    ]
+    assert [row[1:] for row in rows] == [
+        [ledger.format_gpu_hours(point.used), ledger.format_gpu_hours(point.cumulative)] for point in report.usage
+    ]
+    assert "21 days, today and the end date included" in page
+
+
+def test_the_allocation_page_lists_the_thresholds_reached(client, used_allocation, alice):
+    ThresholdNotice.objects.create(allocation=used_allocation, percent=50, used_seconds=50 * HOUR)
+    client.force_login(alice)
+
+    page = client.get(reverse("usage:allocation-usage", args=[used_allocation.pk])).content.decode()
+
+    assert f"50% on {timezone.localdate():%-d %B %Y}" in page
+
+
+def test_an_allocation_with_no_usage_says_so(client, system, alice):
+    allocation = funded_allocation(system, holder=alice)
+    client.force_login(alice)
+
+    page = client.get(reverse("usage:allocation-usage", args=[allocation.pk])).content.decode()
+
+    assert "No usage yet" in page and 'role="img"' not in page
+
+
+def _csv(response) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+
+
+def test_the_statement_csv_equals_the_ledger_and_the_pages_statement(client, used_allocation, alice):
+    today = timezone.localdate()
+    first = today - timedelta(days=5)
+    window = {"start_day": first.day, "start_month": first.month, "start_year": first.year}
+    client.force_login(alice)
+
+    page = client.get(reverse("usage:allocation-usage", args=[used_allocation.pk]), window)
+    response = client.get(reverse("usage:allocation-statement", args=[used_allocation.pk]), window)
+
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+    assert "attachment" in response["Content-Disposition"]
+    rows = _csv(response)
+    statement = account_statement(ledger.allocation_account(used_allocation), start=first)
+    assert page.context["statement"].opening_balance == statement.opening_balance
+    assert page.context["statement"].closing_balance == statement.closing_balance
+    assert ["From", first.isoformat()] in rows
+    header = rows.index(
+        ["Effective", "Recorded", "Movement", "Reason", "By", "Change (GPU-hours)", "Balance (GPU-hours)"]
+    )
+    opening, *movements, closing = rows[header + 1 :]
+    # Awarded 100 and charged 10 before the window: it opens at 90, then −4 and +1.
+    assert opening[2:] == ["Opening balance", "", "", "", "90.00"]
+    assert [(row[2], row[5], row[6]) for row in movements] == [
+        ("Usage charge", "-4.00", "86.00"),
+        ("Usage refund", "1.00", "87.00"),
+    ]
+    assert [Decimal(row[5]) * 3600 for row in movements] == [entry.amount for entry in statement.movements]
+    assert closing[2:] == ["Closing balance", "", "", "", "87.00"]
+    assert Decimal(closing[6]) * 3600 == statement.closing_balance == 87 * HOUR
+
+
+def test_a_statement_asked_for_with_impossible_dates_sends_the_user_back_to_the_form(client, used_allocation, alice):
+    client.force_login(alice)
+    query = {"start_day": "31", "start_month": "2", "start_year": "2026"}
+
+    response = client.get(reverse("usage:allocation-statement", args=[used_allocation.pk]), query)
+
+    assert response.status_code == 302
+    page = client.get(response.url)
+    assert page.status_code == 200 and "govuk-error-summary" in page.content.decode()
+
+
+def test_accepted_co_investigators_see_the_allocation_and_invited_ones_do_not(client, system, alice, bob, charlie):
+    call = CallFactory()
+    proposal = make_proposal(call=call, pi=alice, system=system, state="accepted")
+    ProposalMember.objects.create(
+        proposal=proposal, email=bob.email, user=bob, token="bob-token", accepted_at=timezone.now()
+    )
+    ProposalMember.objects.create(proposal=proposal, email=charlie.email, user=charlie, token="charlie-token")
+    allocation = funded_allocation(system, holder=alice, proposal=proposal)
+
+    client.force_login(bob)
+    assert client.get(reverse("usage:allocation-usage", args=[allocation.pk])).status_code == 200
+    assert client.get(reverse("api-allocation-usage", args=[allocation.pk])).status_code == 200
+    assert list(Allocation.objects.visible_to(bob)) == [allocation]
+    client.force_login(charlie)
+    assert client.get(reverse("usage:allocation-usage", args=[allocation.pk])).status_code == 404
+    assert client.get(reverse("usage:allocation-statement", args=[allocation.pk])).status_code == 404
+    assert client.get(reverse("api-allocation-usage", args=[allocation.pk])).status_code == 404
+
+
+def test_the_usage_api_gives_the_pages_numbers(client, used_allocation, alice):
+    client.force_login(alice)
+
+    data = client.get(reverse("api-allocation-usage", args=[used_allocation.pk])).json()
+
+    assert data["figures"]["gpu_seconds"] == {
+        "committed": 100 * HOUR,
+        "used": 13 * HOUR,
+        "remaining": 87 * HOUR,
+    }
+    assert data["figures"]["gpu_hours"]["remaining"] == "87.00"
+    assert data["days_left"] == 21
+    assert len(data["usage_over_time"]) == 10
+    assert sum(point["gpu_seconds"]["used"] for point in data["usage_over_time"]) == 13 * HOUR
