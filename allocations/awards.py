@@ -5,7 +5,7 @@ its own order), so the state change and the movement of hours happen together or
 cannot cover an award, the proposal stays in review and the director reads why.
 """
 
-from datetime import date
+from datetime import date, datetime
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
@@ -26,11 +26,20 @@ def scheduler_account_for(proposal: Proposal) -> str:
 
 
 def award_proposal(
-    *, proposal: Proposal, pool: FundPool, seconds: int, start: date, end: date, rationale: str, actor
+    *,
+    proposal: Proposal,
+    pool: FundPool,
+    seconds: int,
+    start: date,
+    end: date,
+    rationale: str,
+    actor,
+    effective_at: datetime | None = None,
 ) -> Allocation:
     """Award GPU-hours from `pool`: commit them to a new allocation and move the proposal to awarded.
 
-    Awarding less than was asked for on the pool's system, or a shorter window, is a partial award.
+    Awarding less than was asked for on the pool's system, or a shorter window, is a partial award. The
+    commitment takes effect now, unless `effective_at` says when (for loading history, as the demo data does).
     """
     if not can_direct(proposal, actor):
         raise PermissionDenied
@@ -68,6 +77,7 @@ def award_proposal(
                 actor=actor,
                 reason=f"Award to {locked.reference}",
                 idempotency_key=f"award-{locked.reference}",
+                effective_at=effective_at,
                 cause=("proposal", str(locked.pk)),
             )
         except ledger.LedgerError as error:

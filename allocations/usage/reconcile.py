@@ -24,6 +24,7 @@ import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -49,8 +50,11 @@ class _AllocationDeltas:
     refunds: list[tuple[int, int]] = field(default_factory=list)  # (job record id, positive seconds)
 
 
-def reconcile_system(*, system: System) -> ReconciliationRun | None:
-    """Charge every changed, matched job record of the system; returns the run, or None when nothing moved."""
+def reconcile_system(*, system: System, effective_at: datetime | None = None) -> ReconciliationRun | None:
+    """Charge every changed, matched job record of the system; returns the run, or None when nothing moved.
+
+    The charges take effect now, unless `effective_at` says when (for loading history, as the demo data does).
+    """
     ReconciliationCursor.objects.get_or_create(system=system)
     started_at = timezone.now()
     with transaction.atomic():
@@ -106,7 +110,10 @@ def reconcile_system(*, system: System) -> ReconciliationRun | None:
                     movements.append((allocation, sign * seconds, _reason(kind, len(parts), system), key))
                     parts_by_key[key] = (sign, parts)
         transactions = ledger.record_usage_in_bulk(
-            system=system, movements=movements, cause=("reconciliation_run", str(run.pk))
+            system=system,
+            movements=movements,
+            cause=("reconciliation_run", str(run.pk)),
+            effective_at=effective_at,
         )
         net = sum(seconds for _, seconds, _, _ in movements)
         job_charges = [

@@ -7,6 +7,7 @@ from django.test import override_settings
 
 from airr_portal import roles
 from airr_portal.models import User
+from allocations.selectors import pool_figures
 from programmes.models import FundPool, Programme, System
 
 pytestmark = pytest.mark.django_db
@@ -36,8 +37,10 @@ def test_seed_demo_creates_systems_programmes_and_one_user_per_role_and_can_run_
     assert roles.is_admin(User.objects.get(email="admin@demo.airr.example"))
     assert roles.roles_of(User.objects.get(email="applicant@demo.airr.example")) == [roles.ROLE_APPLICANT]
     builder_fund = FundPool.objects.get(programme__slug="open-source-ai-builder-fund", system__slug="isambard-ai")
-    # Deposited once, although the command ran twice.
-    assert builder_fund.ledger_account.balance == 160_000 * 3600
+    # Deposited once, although the command ran twice; the demo award is committed from it once too.
+    figures = pool_figures(builder_fund)
+    assert figures.deposited == 160_000 * 3600
+    assert figures.committed == 24_000 * 3600 and figures.available == 136_000 * 3600
 
 
 @override_settings(DEBUG=True)
@@ -48,9 +51,30 @@ def test_seed_demo_opens_a_funded_call_with_a_proposal_the_demo_reviewer_is_aske
     call_command("seed_demo")
     call = Call.objects.get()
     assert call.is_rolling and call.pools.count() == 1
-    proposal = Proposal.objects.get()
-    assert proposal.state == Proposal.State.IN_REVIEW
+    proposal = Proposal.objects.get(state=Proposal.State.IN_REVIEW)
+    assert proposal.call == call
     assert roles.is_reviewer(User.objects.get(email="reviewer@demo.airr.example"))
+
+
+@override_settings(DEBUG=True)
+def test_seed_demo_gives_the_applicant_an_active_allocation_with_weeks_of_reconciled_usage():
+    from allocations.dashboards import allocation_report
+    from allocations.models import Allocation, JobRecord, LedgerEntry
+
+    call_command("seed_demo")
+    counts = (JobRecord.objects.count(), LedgerEntry.objects.count())
+    call_command("seed_demo")
+
+    assert (JobRecord.objects.count(), LedgerEntry.objects.count()) == counts
+    allocation = Allocation.objects.get(holder__email="applicant@demo.airr.example")
+    assert allocation.state == Allocation.State.ACTIVE
+    assert JobRecord.objects.filter(allocation=allocation).count() > 10
+    report = allocation_report(allocation)
+    days_with_usage = [point for point in report.usage if point.used]
+    # Charged day by day through ingest and reconciliation, not in one lump.
+    assert len(days_with_usage) > 5
+    assert 0 < report.used < report.committed
+    assert report.used == sum(JobRecord.objects.filter(allocation=allocation).values_list("gpu_seconds", flat=True))
 
 
 @override_settings(DEBUG=False)

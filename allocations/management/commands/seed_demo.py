@@ -1,10 +1,13 @@
-"""Load demo data: the two AIRR systems, two programmes with directors, funded pools and a user for every role.
+"""Load demo data: the two AIRR systems, two programmes with directors, funded pools and a user for every role,
+a proposal in review, and an accepted award with a few weeks of usage ingested and reconciled, so that the
+programme dashboard and the PI's allocation page have real-looking numbers.
 
 It lives in `allocations`, the top of the apps' dependency chain, because demo data spans all of them.
 Safe to run twice: everything is looked up by its natural key, and deposits carry idempotency keys.
 """
 
 import datetime
+import random
 from decimal import Decimal
 
 from django.conf import settings
@@ -12,7 +15,12 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from airr_portal.demo import ensure_demo_users
+from allocations.awards import accept_award, award_proposal
 from allocations.ledger import deposit_to_pool, hours_to_seconds
+from allocations.selectors import start_of_day
+from allocations.usage.ingest import ingest_sacct
+from allocations.usage.reconcile import reconcile_system
+from allocations.usage.thresholds import check_thresholds
 from programmes import proposals
 from programmes.models import Call, Criterion, FundPool, Programme, Proposal, ResourceRequest, System
 from programmes.services import create_fund_pool
@@ -107,12 +115,17 @@ class Command(BaseCommand):
                 actor=users["admin"],
                 reason=f"Demo funding for the {valid_from.year}–{valid_until.year % 100:02d} financial year",
                 idempotency_key=f"seed-demo:deposit:{programme_slug}:{system_slug}:{valid_from.year}",
+                # Funded from the pool's first day, so its burn-down starts full.
+                effective_at=start_of_day(valid_from),
             )
-        seed_calls_and_proposals(
+        call = seed_calls_and_proposals(
             programme=programmes["open-source-ai-builder-fund"],
             system=systems["isambard-ai"],
             pool=pools["open-source-ai-builder-fund"],
             users=users,
+        )
+        seed_award_with_usage(
+            call=call, system=systems["isambard-ai"], pool=pools["open-source-ai-builder-fund"], users=users
         )
         self.stdout.write(
             self.style.SUCCESS(
@@ -125,9 +138,11 @@ class Command(BaseCommand):
 # Calls and proposals ---------------------------------------------------------------------------------------
 
 DEMO_CALL_SLUG = "open-source-ai-builder-fund-rolling"
+IN_REVIEW_TITLE = "An open Welsh language model"
+AWARDED_TITLE = "Open weather forecasting with graph neural networks"
 
 
-def seed_calls_and_proposals(*, programme, system, pool, users) -> None:
+def seed_calls_and_proposals(*, programme, system, pool, users) -> Call:
     """An open rolling call on the funded pool, and a demo proposal in review that the demo reviewer is asked to
     score. Looked up by natural keys, so running it twice adds nothing."""
     today = datetime.date.today()
@@ -150,10 +165,10 @@ def seed_calls_and_proposals(*, programme, system, pool, users) -> None:
         criteria = ["Scientific and technical excellence", "Openness", "Need for national GPUs"]
         for order, name in enumerate(criteria):
             Criterion.objects.create(call=call, name=name, order=order)
-    if Proposal.objects.filter(call=call, pi=users["applicant"]).exists():
-        return
+    if Proposal.objects.filter(call=call, pi=users["applicant"], title=IN_REVIEW_TITLE).exists():
+        return call
     applicant, director = users["applicant"], users["programme director"]
-    proposal = proposals.create_proposal(call=call, pi=applicant, title="An open Welsh language model")
+    proposal = proposals.create_proposal(call=call, pi=applicant, title=IN_REVIEW_TITLE)
     proposals.update_proposal(
         proposal=proposal,
         actor=applicant,
@@ -180,3 +195,97 @@ def seed_calls_and_proposals(*, programme, system, pool, users) -> None:
     proposals.submit_proposal(proposal=proposal, actor=applicant)
     proposals.confirm_eligibility(proposal=proposal, actor=director)
     proposals.assign_reviewer(proposal=proposal, email=users["reviewer"].email, actor=director)
+    return call
+
+
+# An accepted award with a few weeks of usage -----------------------------------------------------------------
+
+USAGE_DAYS = 35
+SCHEDULER_USERS = ("amina", "ben", "chen")
+
+
+def seed_award_with_usage(*, call, system, pool, users) -> None:
+    """The demo applicant's second proposal, awarded, accepted and active since up to five weeks ago, with jobs
+    reported each day through the real ingest and reconciled each evening (charges effective that day), so the
+    charts have shape. Skipped once the proposal exists: every step below also keys its own work."""
+    applicant, director = users["applicant"], users["programme director"]
+    if Proposal.objects.filter(call=call, pi=applicant, title=AWARDED_TITLE).exists():
+        return
+    today = datetime.date.today()
+    proposal = proposals.create_proposal(call=call, pi=applicant, title=AWARDED_TITLE)
+    proposals.update_proposal(
+        proposal=proposal,
+        actor=applicant,
+        summary="Open-source medium-range weather forecasts from graph neural networks trained on reanalysis data.",
+        research_field="Atmospheric science",
+        keywords="weather, graph neural networks, open source",
+        start_date=today,
+        duration_months=6,
+        case_for_support="Open forecasting models lag the closed ones; we will train and publish one in the open.",
+        data_statement="ERA5 reanalysis under the Copernicus licence.",
+        ethics="not_needed",
+        trusted_research_confirmed=True,
+    )
+    ResourceRequest.objects.create(
+        proposal=proposal,
+        system=system,
+        method="Training runs of a 100M-parameter graph network at 0.25° resolution",
+        runs=20,
+        seconds_per_run=hours_to_seconds("1500"),
+        gpus_per_job=64,
+        software="PyTorch and PyTorch Geometric in Apptainer",
+    )
+    proposals.accept_terms(proposal=proposal, actor=applicant)
+    proposals.submit_proposal(proposal=proposal, actor=applicant)
+    proposals.confirm_eligibility(proposal=proposal, actor=director)
+    # The demo tells the story of an award made weeks ago: its window and commitment are back-dated to then.
+    start = max(pool.valid_from, today - datetime.timedelta(days=USAGE_DAYS))
+    allocation = award_proposal(
+        proposal=proposal,
+        pool=pool,
+        seconds=hours_to_seconds("24000"),
+        start=start,
+        end=min(pool.valid_until, start + datetime.timedelta(days=182)),
+        rationale="Strong, open and well costed; awarded 24,000 of the 30,000 GPU-hours asked for.",
+        actor=director,
+        effective_at=start_of_day(start),
+    )
+    accept_award(proposal=proposal, actor=applicant)
+    # The same jobs every time (a fixed seed), spread over the days since the start, busier on weekdays.
+    rng = random.Random(42)  # noqa: S311 (demo data, not security)
+    job_id = 7_100_000
+    day = start
+    while day < today:
+        lines = []
+        for _ in range(rng.randint(1, 3) if day.weekday() < 5 else rng.randint(0, 1)):
+            job_id += 1
+            gpus = rng.choice((16, 32, 64))
+            elapsed = rng.randint(2, 7) * 3600 + rng.randint(0, 3599)
+            begins = datetime.datetime.combine(day, datetime.time(rng.randint(0, 16), rng.randint(0, 59)))
+            ends = begins + datetime.timedelta(seconds=elapsed)
+            lines.append(
+                "|".join(
+                    [
+                        str(job_id),
+                        str(job_id),
+                        system.cluster_name,
+                        allocation.scheduler_account,
+                        rng.choice(SCHEDULER_USERS),
+                        "COMPLETED",
+                        f"{begins:%Y-%m-%dT%H:%M:%S}",
+                        f"{begins:%Y-%m-%dT%H:%M:%S}",
+                        f"{ends:%Y-%m-%dT%H:%M:%S}",
+                        str(elapsed),
+                        f"billing={gpus},cpu={gpus * 18},gres/gpu={gpus},mem={gpus * 120}G,node={gpus // 4}",
+                        "train-gnn",
+                    ]
+                )
+            )
+        if lines:
+            ingest_sacct(system=system, payload=("\n".join([SACCT_HEADER, *lines]) + "\n").encode(), source="command")
+            reconcile_system(system=system, effective_at=start_of_day(day) + datetime.timedelta(hours=23))
+        day += datetime.timedelta(days=1)
+    check_thresholds(system=system)
+
+
+SACCT_HEADER = "JobID|JobIDRaw|Cluster|Account|User|State|Submit|Start|End|ElapsedRaw|AllocTRES|JobName"
