@@ -332,8 +332,12 @@ class AllocationReport:
     thresholds: list[ThresholdNotice]
 
     @property
+    def has_started(self) -> bool:
+        return self.today >= self.allocation.start_date
+
+    @property
     def days_left(self) -> int:
-        """Days from today to the end date, both counted; 0 once it has ended."""
+        """Days from today (or the start, if later) to the end date, both counted; 0 once it has ended."""
         if self.allocation.has_ended or self.today > self.allocation.end_date:
             return 0
         return (self.allocation.end_date - max(self.today, self.allocation.start_date)).days + 1

@@ -263,7 +263,9 @@ def test_the_dashboard_shows_a_chart_and_a_table_with_the_selectors_numbers(
     page = response.content.decode()
     (report,) = programme_dashboard(programme, today=today).pools
     chart_id = f"burn-down-{pool_with_usage.pk}"
-    assert f'aria-labelledby="{chart_id}-title {chart_id}-description"' in page and 'role="img"' in page
+    assert (
+        f'aria-labelledby="{chart_id}-title" aria-describedby="{chart_id}-description"' in page and 'role="img"' in page
+    )
     rows = _table(page, f"{chart_id}-table")
     assert len(rows) == len(report.burn_down)
     for row, point in zip(rows, report.burn_down, strict=True):

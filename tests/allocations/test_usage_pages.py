@@ -239,7 +239,7 @@ def test_the_allocation_page_shows_usage_per_day_with_a_chart_and_a_table_of_the
     assert report.usage[-1].cumulative == 13 * HOUR
     assert (report.committed, report.remaining, report.days_left) == (100 * HOUR, 87 * HOUR, 21)
     page = response.content.decode()
-    assert f'aria-labelledby="usage-{used_allocation.pk}-title usage-{used_allocation.pk}-description"' in page
+    assert f'aria-describedby="usage-{used_allocation.pk}-description"' in page
     table = re.search(rf'id="usage-{used_allocation.pk}-table">.*?<tbody[^>]*>(.*?)</tbody>', page, re.S).group(1)
     rows = [
         [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)]
@@ -348,3 +348,21 @@ def test_the_usage_api_gives_the_pages_numbers(client, used_allocation, alice):
     assert data["days_left"] == 21
     assert len(data["usage_over_time"]) == 10
     assert sum(point["gpu_seconds"]["used"] for point in data["usage_over_time"]) == 13 * HOUR
+
+
+def test_an_allocation_not_yet_started_counts_its_days_from_its_start(client, system, alice):
+    today = timezone.localdate()
+    allocation = funded_allocation(
+        system,
+        holder=alice,
+        state="scheduled",
+        start_date=today + timedelta(days=10),
+        end_date=today + timedelta(days=19),
+        pool_options={"valid_from": today, "valid_until": today + timedelta(days=60)},
+    )
+    client.force_login(alice)
+
+    response = client.get(reverse("usage:allocation-usage", args=[allocation.pk]))
+
+    assert response.context["report"].days_left == 10
+    assert f"10 days from its start on {allocation.start_date:%-d %B %Y}" in response.content.decode()
