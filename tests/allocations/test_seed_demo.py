@@ -1,5 +1,7 @@
 """`manage.py seed_demo` gives every role a demo user and is safe to run twice."""
 
+import datetime
+
 import pytest
 from allauth.mfa.models import Authenticator
 from django.core.management import call_command
@@ -75,6 +77,18 @@ def test_seed_demo_gives_the_applicant_an_active_allocation_with_weeks_of_reconc
     assert len(days_with_usage) > 5
     assert 0 < report.used < report.committed
     assert report.used == sum(JobRecord.objects.filter(allocation=allocation).values_list("gpu_seconds", flat=True))
+
+
+@pytest.mark.parametrize(
+    "today",
+    [datetime.date(2027, 4, 1), datetime.date(2027, 4, 20), datetime.date(2026, 11, 22), datetime.date(2027, 3, 31)],
+)
+def test_the_demo_pools_are_open_today_and_hold_the_demos_weeks_of_usage_whatever_the_date(today):
+    from allocations.management.commands.seed_demo import USAGE_DAYS, demo_pool_window
+
+    opens, closes = demo_pool_window(today)
+    assert opens <= today - datetime.timedelta(days=USAGE_DAYS)
+    assert today <= closes and closes.month == 3 and closes.day == 31
 
 
 @override_settings(DEBUG=False)

@@ -66,11 +66,12 @@ POOLS = [
 ]
 
 
-def _current_financial_year() -> tuple[datetime.date, datetime.date]:
-    # UK public funding runs 1 April to 31 March: the demo pools are always open, whenever the demo is run.
-    today = datetime.date.today()
+def demo_pool_window(today: datetime.date) -> tuple[datetime.date, datetime.date]:
+    """The current UK financial year (1 April to 31 March), so the demo pools are open whenever the demo is run;
+    opened earlier when the year is younger than the demo's weeks of usage, so those weeks always fit."""
     first_year = today.year if today.month >= 4 else today.year - 1
-    return datetime.date(first_year, 4, 1), datetime.date(first_year + 1, 3, 31)
+    opens = min(datetime.date(first_year, 4, 1), today - datetime.timedelta(days=USAGE_DAYS))
+    return opens, datetime.date(first_year + 1, 3, 31)
 
 
 class Command(BaseCommand):
@@ -92,7 +93,7 @@ class Command(BaseCommand):
             programme.directors.add(users["programme director"])
         systems["isambard-ai"].assessors.add(users["technical assessor"])
 
-        valid_from, valid_until = _current_financial_year()
+        valid_from, valid_until = demo_pool_window(datetime.date.today())
         pools = {}
         for programme_slug, system_slug, hours in POOLS:
             programme, system = programmes[programme_slug], systems[system_slug]
@@ -113,7 +114,7 @@ class Command(BaseCommand):
                 pool=pool,
                 seconds=hours_to_seconds(hours),
                 actor=users["admin"],
-                reason=f"Demo funding for the {valid_from.year}–{valid_until.year % 100:02d} financial year",
+                reason=f"Demo funding for the {valid_until.year - 1}–{valid_until.year % 100:02d} financial year",
                 idempotency_key=f"seed-demo:deposit:{programme_slug}:{system_slug}:{valid_from.year}",
                 # Funded from the pool's first day, so its burn-down starts full.
                 effective_at=start_of_day(valid_from),
