@@ -1,10 +1,13 @@
 """Awards: where a director's decision moves GPU-hours, and where the PI accepts or declines them.
 
-Each service runs in one transaction that locks the proposal first (then the ledger locks its accounts in
-its own order), so the state change and the movement of hours happen together or not at all: if the pool
-cannot cover an award, the proposal stays in review and the director reads why.
+An award gives hours on each system the proposal asked for (all, part or none of each), one allocation per
+awarded system, all under the proposal's one scheduler account name. Each service runs in one transaction
+that locks the proposal first (then the ledger locks its accounts in its own order), so the state change and
+every movement of hours happen together or not at all: if any pool cannot cover its part, the proposal stays
+in review and the director reads which system failed.
 """
 
+from dataclasses import dataclass
 from datetime import date, datetime
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -22,113 +25,178 @@ State = Proposal.State
 
 
 def scheduler_account_for(proposal: Proposal) -> str:
+    """The one account name of a proposal's allocations, the same on every system it was awarded."""
     return f"airr-{proposal.pk:05d}"
+
+
+@dataclass(frozen=True)
+class AwardPart:
+    """What the director awards on one system: GPU-seconds from one of the call's pools, for a window."""
+
+    pool: FundPool
+    seconds: int
+    start: date
+    end: date
+
+
+@dataclass(frozen=True)
+class AwardedSystem:
+    """An allocation of an award, with the GPU-seconds the ledger committed to it."""
+
+    allocation: Allocation
+    seconds: int
+
+    @property
+    def system(self):
+        return self.allocation.system
+
+
+def _check_parts(proposal: Proposal, parts: list[AwardPart], requests: dict) -> None:
+    """Refuse parts that do not fit the call or the request, naming the system in every message."""
+    call_pools = set(proposal.call.pools.values_list("pk", flat=True))
+    seen = set()
+    for part in parts:
+        system = part.pool.system
+        if part.pool.programme_id != proposal.call.programme_id or part.pool.pk not in call_pools:
+            raise ValidationError({"pool": f"{part.pool.name} does not fund {proposal.call.title}"})
+        if system.pk in seen:
+            raise ValidationError({"pool": f"Award from one pool only on {system.name}"})
+        seen.add(system.pk)
+        request = requests.get(system.pk)
+        if request is None:
+            raise ValidationError({"pool": f"The proposal asks for no time on {system.name}"})
+        if part.seconds <= 0:
+            raise ValidationError({"hours": f"Enter a positive number of GPU-hours on {system.name}"})
+        if part.seconds > request.seconds:
+            raise ValidationError(
+                {
+                    "hours": f"Award at most the {ledger.format_gpu_hours(request.seconds)} GPU-hours "
+                    f"asked for on {system.name}"
+                }
+            )
+        if part.end < part.start:
+            raise ValidationError({"end": f"The end date on {system.name} must be on or after its start date"})
 
 
 def award_proposal(
     *,
     proposal: Proposal,
-    pool: FundPool,
-    seconds: int,
-    start: date,
-    end: date,
+    parts: list[AwardPart],
     rationale: str,
     actor,
     effective_at: datetime | None = None,
-) -> Allocation:
-    """Award GPU-hours from `pool`: commit them to a new allocation and move the proposal to awarded.
+) -> list[Allocation]:
+    """Award GPU-hours on each system in `parts` (a requested system left out gets nothing): commit each
+    from its pool to a new allocation and move the proposal to awarded, all in one transaction.
 
-    Awarding less than was asked for on the pool's system, or a shorter window, is a partial award. The
-    commitment takes effect now, unless `effective_at` says when (for loading history, as the demo data does).
+    If any pool cannot cover its part, nothing is written and the error names that system. Fewer hours than
+    asked for on any system, a shorter window, or a requested system left out is a partial award. The
+    commitments take effect now, unless `effective_at` says when (for loading history, as the demo data does).
     """
     if not can_direct(proposal, actor):
         raise PermissionDenied
     if not rationale.strip():
         raise ValidationError({"rationale": "Enter the rationale for the decision"})
-    if end < start:
-        raise ValidationError({"end": "The end date must be on or after the start date"})
-    if pool.programme_id != proposal.call.programme_id or not proposal.call.pools.filter(pk=pool.pk).exists():
-        raise ValidationError({"pool": f"{pool.name} does not fund {proposal.call.title}"})
+    if not parts:
+        raise ValidationError({"hours": "Award GPU-hours on at least one system, or reject the proposal"})
     with transaction.atomic():
         locked = lock_proposal(proposal, allowed=(State.IN_REVIEW,), action="award")
-        request = locked.resource_requests.filter(system_id=pool.system_id).first()
-        if request is None:
-            raise ValidationError({"pool": f"The proposal asks for no time on {pool.system.name}"})
-        if seconds > request.seconds:
-            raise ValidationError(
-                {"hours": f"Award at most the {ledger.format_gpu_hours(request.seconds)} GPU-hours asked for"}
-            )
+        requests = {r.system_id: r for r in locked.resource_requests.select_related("system")}
+        _check_parts(locked, parts, requests)
         requested_end = add_months(locked.start_date, locked.duration_months) if locked.start_date else None
-        in_full = seconds == request.seconds and start <= (locked.start_date or start) and end == requested_end
-        allocation = Allocation.objects.create(
-            pool=pool,
-            proposal=locked,
-            scheduler_account=scheduler_account_for(locked),
-            title=locked.title,
-            holder=locked.pi,
-            start_date=start,
-            end_date=end,
-            state=Allocation.State.SCHEDULED,
+        in_full = len(parts) == len(requests) and all(
+            part.seconds == requests[part.pool.system_id].seconds
+            and part.start <= (locked.start_date or part.start)
+            and part.end == requested_end
+            for part in parts
         )
-        try:
-            ledger.commit_to_allocation(
-                allocation=allocation,
-                seconds=seconds,
-                actor=actor,
-                reason=f"Award to {locked.reference}",
-                idempotency_key=f"award-{locked.reference}",
-                effective_at=effective_at,
-                cause=("proposal", str(locked.pk)),
+        allocations = []
+        # Pools in their ledger accounts' order, so that two awards drawing on the same pools lock them in
+        # the same order and cannot deadlock each other.
+        for part in sorted(parts, key=lambda part: ledger.pool_account(part.pool).pk):
+            system = part.pool.system
+            allocation = Allocation.objects.create(
+                pool=part.pool,
+                system=system,
+                proposal=locked,
+                scheduler_account=scheduler_account_for(locked),
+                title=locked.title,
+                holder=locked.pi,
+                start_date=part.start,
+                end_date=part.end,
+                state=Allocation.State.SCHEDULED,
             )
-        except ledger.LedgerError as error:
-            # Raising inside the atomic block undoes the allocation row too: nothing of this award remains.
-            raise ValidationError({error.field or "hours": error.message}) from error
+            try:
+                ledger.commit_to_allocation(
+                    allocation=allocation,
+                    seconds=part.seconds,
+                    actor=actor,
+                    reason=f"Award to {locked.reference} on {system.name}",
+                    idempotency_key=f"award-{locked.reference}-{system.slug}",
+                    effective_at=effective_at,
+                    cause=("proposal", str(locked.pk)),
+                )
+            except ledger.LedgerError as error:
+                # Raising inside the atomic block undoes every allocation row and commitment made so far.
+                raise ValidationError({error.field or "hours": f"{system.name}: {error.message}"}) from error
+            allocations.append(allocation)
         Decision.objects.create(
             proposal=locked,
             outcome=Decision.Outcome.AWARD_FULL if in_full else Decision.Outcome.AWARD_PART,
-            pool=pool,
-            awarded_seconds=seconds,
-            start_date=start,
-            end_date=end,
             rationale=rationale.strip(),
             decided_by=actor,
             decided_at=timezone.now(),
         )
         record_transition(locked, to=State.AWARDED, actor=actor, reason=rationale)
         notify("decided", locked.pk)
-    return allocation
+    return sorted(allocations, key=lambda allocation: allocation.system.name)
 
 
-def accept_award(*, proposal: Proposal, actor) -> Allocation:
-    """The PI accepts: the allocation becomes active now, or stays scheduled until its start date."""
+def awarded_systems(proposal: Proposal) -> list[AwardedSystem]:
+    """A proposal's allocations, by system name, each with the GPU-seconds its award committed (two queries)."""
+    allocations = list(
+        Allocation.objects.filter(proposal=proposal).select_related("system", "pool").order_by("system__name")
+    )
+    figures = ledger.usage_and_commitments(allocation.pk for allocation in allocations)
+    return [AwardedSystem(allocation, figures[allocation.pk][1]) for allocation in allocations]
+
+
+def accept_award(*, proposal: Proposal, actor) -> list[Allocation]:
+    """The PI accepts the award as a whole: each of its allocations becomes active now, or stays scheduled
+    until its start date."""
     if proposal.pi_id != actor.pk:
         raise PermissionDenied
     with transaction.atomic():
         locked = lock_proposal(proposal, allowed=(State.AWARDED,), action="accept the award of")
-        allocation = Allocation.objects.select_for_update().get(proposal=locked)
-        if allocation.start_date <= timezone.localdate():
-            allocation.state = Allocation.State.ACTIVE
-            allocation.save(update_fields=["state"])
+        allocations = list(
+            Allocation.objects.select_for_update().filter(proposal=locked).order_by("pk").select_related("system")
+        )
+        today = timezone.localdate()
+        for allocation in allocations:
+            if allocation.start_date <= today:
+                allocation.state = Allocation.State.ACTIVE
+                allocation.save(update_fields=["state"])
         record_transition(locked, to=State.ACCEPTED, actor=actor, reason="Award accepted")
         notify("accepted", locked.pk)
-    return allocation
+    return sorted(allocations, key=lambda allocation: allocation.system.name)
 
 
-def decline_award(*, proposal: Proposal, actor, reason: str = "") -> Allocation:
-    """The PI declines: the allocation is revoked and every hour committed to it returns to the pool."""
+def decline_award(*, proposal: Proposal, actor, reason: str = "") -> list[Allocation]:
+    """The PI declines the award as a whole: every allocation is revoked and its hours return to its pool."""
     if proposal.pi_id != actor.pk:
         raise PermissionDenied
     with transaction.atomic():
         locked = lock_proposal(proposal, allowed=(State.AWARDED,), action="decline the award of")
-        allocation = Allocation.objects.get(proposal=locked)
-        ledger.revoke_allocation(
-            allocation=allocation,
-            actor=actor,
-            reason=f"Award to {locked.reference} declined",
-            idempotency_key=f"decline-{locked.reference}",
-        )
+        allocations = list(Allocation.objects.filter(proposal=locked).order_by("pk").select_related("system"))
+        for allocation in allocations:
+            ledger.revoke_allocation(
+                allocation=allocation,
+                actor=actor,
+                reason=f"Award to {locked.reference} on {allocation.system.name} declined",
+                idempotency_key=f"decline-{locked.reference}-{allocation.system.slug}",
+            )
         record_transition(locked, to=State.DECLINED, actor=actor, reason=reason or "Award declined")
-    return allocation
+    return allocations
 
 
 def activate_started_allocations(*, today: date | None = None) -> int:

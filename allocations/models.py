@@ -27,7 +27,11 @@ class AllocationQuerySet(models.QuerySet):
 
 
 class Allocation(models.Model):
-    """GPU-hours awarded from a pool, run under one scheduler account on the pool's system for a window."""
+    """GPU-hours awarded from a pool, run under one scheduler account on the pool's system for a window.
+
+    A proposal awarded on several systems has one allocation per system, all under the same account name
+    (e.g. `airr-00042`): the name is unique per system, the only scope in which usage is matched.
+    """
 
     class State(models.TextChoices):
         SCHEDULED = "scheduled", "Scheduled"
@@ -37,10 +41,12 @@ class Allocation(models.Model):
         REVOKED = "revoked", "Revoked"
 
     pool = models.ForeignKey(FundPool, on_delete=models.PROTECT, related_name="allocations")
+    # Always the pool's system (filled in from it on save): copied here so that the database can hold the
+    # account name unique per system.
+    system = models.ForeignKey(System, on_delete=models.PROTECT, related_name="allocations")
     scheduler_account = models.CharField(
         max_length=64,
-        unique=True,
-        help_text="The Slurm account name, e.g. airr-00042: joins award, scheduler and usage.",
+        help_text="The Slurm account name, e.g. airr-00042: joins award, scheduler and usage on a system.",
     )
     title = models.CharField(max_length=300)
     holder = models.ForeignKey(
@@ -51,8 +57,8 @@ class Allocation(models.Model):
     state = models.CharField(max_length=10, choices=State.choices, default=State.SCHEDULED)
     created_at = models.DateTimeField(auto_now_add=True)
     # The award it came from; empty for allocations made by hand (allocations → programmes is allowed).
-    proposal = models.OneToOneField(
-        "programmes.Proposal", on_delete=models.PROTECT, null=True, blank=True, related_name="allocation"
+    proposal = models.ForeignKey(
+        "programmes.Proposal", on_delete=models.PROTECT, null=True, blank=True, related_name="allocations"
     )
 
     objects = AllocationQuerySet.as_manager()
@@ -61,10 +67,19 @@ class Allocation(models.Model):
         ordering = ["scheduler_account"]
         constraints = [
             models.CheckConstraint(condition=Q(end_date__gte=F("start_date")), name="allocation_window"),
+            models.UniqueConstraint(
+                fields=["system", "scheduler_account"], name="allocation_account_unique_per_system"
+            ),
+            models.UniqueConstraint(fields=["proposal", "system"], name="allocation_one_per_proposal_system"),
         ]
 
     def __str__(self):
         return f"{self.scheduler_account} — {self.title}"
+
+    def save(self, *args, **kwargs):
+        if self.pool_id is not None:
+            self.system_id = self.pool.system_id
+        super().save(*args, **kwargs)
 
     @property
     def has_ended(self) -> bool:

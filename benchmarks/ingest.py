@@ -164,6 +164,7 @@ def world():
     Allocation.objects.bulk_create(
         Allocation(
             pool=pool,
+            system_id=pool.system_id,
             scheduler_account=f"airr-{n:05d}",
             title=f"Bench {n}",
             start_date=pool.valid_from,

@@ -110,6 +110,7 @@ def bench_commitments(pool) -> float:
     allocations = Allocation.objects.bulk_create(
         Allocation(
             pool=pool,
+            system_id=pool.system_id,
             scheduler_account=f"airr-{i:05d}",
             title=f"Bench {i}",
             start_date=pool.valid_from,

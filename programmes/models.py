@@ -502,7 +502,11 @@ class Score(models.Model):
 
 
 class Decision(models.Model):
-    """A director's decision on a proposal, with the rationale the applicant reads."""
+    """A director's decision on a proposal, with the rationale the applicant reads.
+
+    What an award gave on each system (pool, GPU-hours, window) is its allocations and their ledger
+    commitments (`allocations.awards.awarded_systems`), never copied here.
+    """
 
     class Outcome(models.TextChoices):
         AWARD_FULL = "award_full", "Awarded in full"
@@ -511,10 +515,6 @@ class Decision(models.Model):
 
     proposal = models.OneToOneField(Proposal, on_delete=models.CASCADE, related_name="decision")
     outcome = models.CharField(max_length=12, choices=Outcome.choices)
-    pool = models.ForeignKey(FundPool, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
-    awarded_seconds = models.BigIntegerField(null=True, blank=True)
-    start_date = models.DateField(null=True, blank=True)
-    end_date = models.DateField(null=True, blank=True)
     rationale = models.TextField()
     decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     decided_at = models.DateTimeField()

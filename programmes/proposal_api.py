@@ -1,7 +1,9 @@
 """API for calls, proposals and reviews: the same journey as the pages, for scripts.
 
 Every state change is its own POST action (`/submit/`, `/withdraw/`, `/eligible/`, `/request-changes/`,
-`/assess/`, `/reviewers/`, `/reject/`, `/award/`, `/accept/`, `/decline/`); an action not allowed in the
+`/assess/`, `/reviewers/`, `/reject/`, `/award/`, `/accept/`, `/decline/`); `/award/` takes the GPU-hours and
+window for each system awarded (`{"systems": [{"system": "isambard-ai", "hours": "600", "start": ...,
+"end": ...}], "rationale": ...}`), a requested system left out getting nothing; an action not allowed in the
 proposal's state answers 409. Proposals come only from `Proposal.objects.visible_to(user)`: another user's id
 is a 404. GPU-hours are given as text (`"1500"`, `"12.5"`) and returned as both hours and seconds.
 """
@@ -98,14 +100,28 @@ class ProposalSerializer(serializers.ModelSerializer):
         read_only_fields = ["reference", "state", "terms_accepted_at", "submitted_at"]
 
     def get_decision(self, proposal) -> dict | None:
+        from allocations.awards import awarded_systems
+
         decision = getattr(proposal, "decision", None)
         if decision is None or proposal.state == Proposal.State.IN_REVIEW:
             return None
+        awarded = awarded_systems(proposal)
         return {
             "outcome": decision.outcome,
-            "gpu_hours": _hours(decision.awarded_seconds),
-            "start": decision.start_date,
-            "end": decision.end_date,
+            "gpu_hours": _hours(sum(award.seconds for award in awarded)) if awarded else None,
+            "systems": [
+                {
+                    "system": award.system.slug,
+                    "pool": award.allocation.pool_id,
+                    "gpu_hours": _hours(award.seconds),
+                    "gpu_seconds": award.seconds,
+                    "start": award.allocation.start_date,
+                    "end": award.allocation.end_date,
+                    "scheduler_account": award.allocation.scheduler_account,
+                    "state": award.allocation.state,
+                }
+                for award in awarded
+            ],
             "rationale": decision.rationale,
         }
 
@@ -124,12 +140,43 @@ class AssessmentSerializer(serializers.Serializer):
     notes = serializers.CharField(required=False, allow_blank=True, default="")
 
 
-class AwardSerializer(serializers.Serializer):
-    pool = serializers.PrimaryKeyRelatedField(queryset=FundPool.objects.all())
-    hours = serializers.CharField()
+class AwardPartSerializer(serializers.Serializer):
+    system = serializers.SlugRelatedField(slug_field="slug", queryset=System.objects.all())
+    pool = serializers.PrimaryKeyRelatedField(
+        queryset=FundPool.objects.all(),
+        required=False,
+        help_text="Needed only when the call has more than one pool on the system.",
+    )
+    hours = serializers.CharField(help_text='GPU-hours to award on this system, e.g. "600"')
     start = serializers.DateField()
     end = serializers.DateField()
+
+
+class AwardSerializer(serializers.Serializer):
+    """An award, system by system; a requested system left out of `systems` gets nothing."""
+
+    systems = AwardPartSerializer(many=True, allow_empty=False)
     rationale = serializers.CharField()
+
+    def award_parts(self, proposal) -> list:
+        from allocations.awards import AwardPart
+
+        call_pools = list(proposal.call.pools.all())
+        parts = []
+        for index, part in enumerate(self.validated_data["systems"]):
+            system = part["system"]
+            pools = [pool for pool in call_pools if pool.system_id == system.pk]
+            pool = part.get("pool") or (pools[0] if len(pools) == 1 else None)
+            if pool is None:
+                message = (
+                    f"Name the pool to award from on {system.name}"
+                    if pools
+                    else f"The call has no fund pool on {system.name}"
+                )
+                raise serializers.ValidationError({f"systems[{index}].pool": [message]})
+            hours = _seconds(part["hours"], f"systems[{index}].hours")
+            parts.append(AwardPart(pool=pool, seconds=hours, start=part["start"], end=part["end"]))
+        return parts
 
 
 class RationaleSerializer(serializers.Serializer):
@@ -268,13 +315,12 @@ class ProposalViewSet(
         proposal = self.get_object()
         data = AwardSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        values = dict(data.validated_data)
         run(
             awards.award_proposal,
             proposal=proposal,
             actor=request.user,
-            seconds=_seconds(values.pop("hours")),
-            **values,
+            parts=data.award_parts(proposal),
+            rationale=data.validated_data["rationale"],
         )
         return self._done(proposal)
 

@@ -2,17 +2,28 @@
 assessor's and reviewer's forms. They only parse and check input; the services in `programmes.proposals`
 decide what is allowed."""
 
+from decimal import Decimal, InvalidOperation
+
 from django import forms
 from django.core.exceptions import ValidationError
 
 from airr_portal.forms import GovukDateInput
 
-from .models import Proposal, System, TechnicalAssessment
+from .models import FundPool, Proposal, System, TechnicalAssessment
 
 
-def _hours_to_seconds(value, field: str) -> int:
+def _is_zero(value) -> bool:
+    try:
+        return Decimal(str(value).strip().replace(",", "")) == 0
+    except InvalidOperation:
+        return False
+
+
+def _hours_to_seconds(value, field: str, *, allow_zero: bool = False) -> int:
     from allocations.ledger import LedgerError, hours_to_seconds
 
+    if allow_zero and _is_zero(value):
+        return 0
     try:
         return hours_to_seconds(value)
     except LedgerError as error:
@@ -305,6 +316,9 @@ class ReviewForm(forms.Form):
 
 
 class DecisionForm(forms.Form):
+    """Award in full, award part, or reject. A partial award is decided system by system: on each system the
+    proposal asks for, fewer GPU-hours (0 for nothing there), a shorter window, or what was asked for."""
+
     outcome = forms.ChoiceField(
         label="Decision",
         choices=[
@@ -315,17 +329,12 @@ class DecisionForm(forms.Form):
         widget=forms.RadioSelect,
         error_messages={"required": "Select a decision"},
     )
-    pool = forms.ModelChoiceField(
-        queryset=None, label="Fund pool", help_text="The pool an award draws its hours from", empty_label=None
-    )
-    hours = forms.CharField(
-        label="GPU-hours to award",
+    start = forms.DateField(
+        label="Start date",
         required=False,
-        help_text="For a partial award: fewer than requested",
-        widget=forms.TextInput(attrs={"class": "govuk-input--width-10", "inputmode": "decimal"}),
+        widget=GovukDateInput,
+        help_text="Leave empty for the requested start",
     )
-    start = forms.DateField(label="Start date", required=False, widget=GovukDateInput)
-    end = forms.DateField(label="End date", required=False, widget=GovukDateInput, help_text="For a shorter window")
     rationale = forms.CharField(
         label="Rationale",
         widget=forms.Textarea(attrs={"rows": 4}),
@@ -333,20 +342,76 @@ class DecisionForm(forms.Form):
         error_messages={"required": "Enter the rationale for the decision"},
     )
 
-    def __init__(self, *args, pools, **kwargs):
+    def __init__(self, *args, requests, pools, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["pool"].queryset = pools
-        self.fields["pool"].error_messages["required"] = "Select the fund pool to award from"
+        self.requests = list(requests)
+        self.pools_by_system = {}
+        for pool in pools:
+            self.pools_by_system.setdefault(pool.system_id, []).append(pool)
         self.fields["start"].error_messages["invalid"] = "Start date must be a real date"
-        self.fields["end"].error_messages["invalid"] = "End date must be a real date"
+        rationale = self.fields.pop("rationale")
+        for request in self.requests:
+            name = request.system.name
+            pools_here = self.pools_by_system.get(request.system_id, [])
+            if len(pools_here) > 1:
+                self.fields[f"pool_{request.system_id}"] = forms.ModelChoiceField(
+                    queryset=FundPool.objects.filter(pk__in=[p.pk for p in pools_here]).select_related("system"),
+                    label=f"Fund pool on {name}",
+                    empty_label=None,
+                    error_messages={"required": f"Choose the fund pool to award from on {name}"},
+                )
+            self.fields[f"hours_{request.system_id}"] = forms.CharField(
+                label=f"GPU-hours to award on {name}",
+                required=False,
+                help_text="For a partial award: fewer than requested, or 0 for nothing on this system",
+                widget=forms.TextInput(attrs={"class": "govuk-input--width-10", "inputmode": "decimal"}),
+            )
+            self.fields[f"end_{request.system_id}"] = forms.DateField(
+                label=f"End date on {name}",
+                required=False,
+                widget=GovukDateInput,
+                help_text="For a shorter window",
+                error_messages={"invalid": f"End date on {name} must be a real date"},
+            )
+        self.fields["rationale"] = rationale
 
     def clean(self):
         cleaned = super().clean()
-        if cleaned.get("outcome") == "award_part" and not (cleaned.get("hours") or cleaned.get("end")):
-            self.add_error("hours", "Enter the GPU-hours to award, or a shorter window")
-        if cleaned.get("hours"):
-            try:
-                cleaned["seconds"] = _hours_to_seconds(cleaned["hours"], "hours")
-            except ValidationError as error:
-                self.add_error("hours", error)
+        changed = False
+        for request in self.requests:
+            hours = cleaned.get(f"hours_{request.system_id}")
+            if hours:
+                try:
+                    cleaned[f"seconds_{request.system_id}"] = _hours_to_seconds(hours, "hours", allow_zero=True)
+                except ValidationError as error:
+                    self.add_error(f"hours_{request.system_id}", error)
+            changed = changed or bool(hours) or bool(cleaned.get(f"end_{request.system_id}"))
+        if cleaned.get("outcome") == "award_part" and self.requests and not changed:
+            self.add_error(f"hours_{self.requests[0].system_id}", "Enter the GPU-hours to award, or a shorter window")
         return cleaned
+
+    def award_parts(self, *, start, end) -> list:
+        """What to award on each system, filled from the request where the director left a field empty;
+        systems given 0 GPU-hours are left out. `start` and `end` are the requested window."""
+        from allocations.awards import AwardPart
+
+        data, parts = self.cleaned_data, []
+        in_full = data["outcome"] == "award_full"
+        for request in self.requests:
+            pools_here = self.pools_by_system.get(request.system_id, [])
+            pool = data.get(f"pool_{request.system_id}") or (pools_here[0] if pools_here else None)
+            seconds = data.get(f"seconds_{request.system_id}")
+            seconds = request.seconds if in_full or seconds is None else seconds
+            if seconds == 0:
+                continue
+            if pool is None:
+                raise ValidationError({"hours": f"This call has no fund pool on {request.system.name}"})
+            parts.append(
+                AwardPart(
+                    pool=pool,
+                    seconds=seconds,
+                    start=data.get("start") or start,
+                    end=(None if in_full else data.get(f"end_{request.system_id}")) or end,
+                )
+            )
+        return parts

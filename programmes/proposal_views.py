@@ -115,6 +115,8 @@ def proposal_list(request):
 @login_required
 @require_GET
 def proposal_detail(request, pk):
+    from allocations.awards import awarded_systems
+
     from .review_views import director_context
 
     proposal = visible_proposal(request, pk)
@@ -125,6 +127,7 @@ def proposal_detail(request, pk):
         "is_pi": proposal.pi_id == request.user.pk,
         "transitions": proposal.transitions.select_related("actor"),
         "decision": getattr(proposal, "decision", None),
+        "awarded": awarded_systems(proposal),
         "requests": proposal.resource_requests.select_related("system"),
         "changes_requested": proposal.transitions.filter(to_state=Proposal.State.CHANGES_REQUESTED).last(),
         "released_reviews": proposal.review_assignments.filter(released_to_applicant=True).prefetch_related(
@@ -400,8 +403,12 @@ def proposal_respond(request, pk):
     if request.method == "POST":
         try:
             if request.POST.get("answer") == "accept":
-                allocation = awards.accept_award(proposal=proposal, actor=request.user)
-                messages.success(request, f"Award accepted. Your scheduler account is {allocation.scheduler_account}")
+                allocations = awards.accept_award(proposal=proposal, actor=request.user)
+                systems = ", ".join(allocation.system.name for allocation in allocations)
+                messages.success(
+                    request,
+                    f"Award accepted. Your scheduler account is {awards.scheduler_account_for(proposal)} on {systems}",
+                )
             elif request.POST.get("answer") == "decline":
                 awards.decline_award(proposal=proposal, actor=request.user)
                 messages.success(request, "Award declined. The hours have returned to the programme")
@@ -412,7 +419,11 @@ def proposal_respond(request, pk):
         return redirect("proposals:proposal-detail", pk=proposal.pk)
     if proposal.state != Proposal.State.AWARDED:
         return refuse(request, proposal, ProposalStateError("There is no award waiting for your answer"))
-    return render(request, "programmes/proposal_respond.html", {"proposal": proposal, "decision": proposal.decision})
+    return render(
+        request,
+        "programmes/proposal_respond.html",
+        {"proposal": proposal, "decision": proposal.decision, "awarded": awards.awarded_systems(proposal)},
+    )
 
 
 @login_required

@@ -26,7 +26,7 @@ from .proposal_forms import (
 )
 from .proposal_views import add_errors, posted, refuse, visible_proposal
 from .proposals import ProposalStateError
-from .selectors import QUEUE_SORTS, call_ranking, director_queue
+from .selectors import QUEUE_SORTS, call_ranking, director_queue, pool_lines
 
 QUEUE_PAGE_SIZE = 50
 DECISION_PAGE_SIZE = 100
@@ -271,7 +271,8 @@ def call_decisions(request, slug):
 
     call = get_object_or_404(Call.objects.managed_by(request.user), slug=slug)
     pools, pool = _pool_choice(request, call)
-    available = figures_for_pools(pools)[pool.pk].available if pool else 0
+    available_by_pool = {pk: figures.available for pk, figures in figures_for_pools(pools).items()}
+    available = available_by_pool[pool.pk] if pool else 0
     rows = call_ranking(call, pool=pool, available=available) if pool else []
     cut_off = next((index for index, row in enumerate(rows) if not row.within_pool), None)
     # The ranking and running totals cover the whole call; the page shows them a hundred at a time.
@@ -286,6 +287,7 @@ def call_decisions(request, slug):
             "pools": pools,
             "pool": pool,
             "available": available,
+            "pool_lines": pool_lines(rows, pools, available_by_pool),
             "page": page,
             "first_rank": first + 1,
             "cut_off_here": cut_off - first if on_this_page else None,
@@ -298,30 +300,24 @@ def call_decisions(request, slug):
 @login_required
 @require_http_methods(["GET", "POST"])
 def proposal_decide(request, pk):
-    """Award in full, in part (fewer hours or a shorter window) or reject, always with a rationale."""
+    """Award in full, in part (on each system: fewer hours, a shorter window or nothing) or reject, always
+    with a rationale."""
     from allocations import awards
 
     proposal = _directed_proposal(request, pk)
-    pools = FundPool.objects.filter(calls=proposal.call).select_related("system")
-    requested = {r.system_id: r.seconds for r in proposal.resource_requests.all()}
+    pools = list(FundPool.objects.filter(calls=proposal.call).select_related("system"))
+    requests = list(proposal.resource_requests.select_related("system"))
     requested_end = services.add_months(proposal.start_date, proposal.duration_months) if proposal.start_date else None
-    form = DecisionForm(posted(request), pools=pools, initial={"start": proposal.start_date, "end": requested_end})
+    form = DecisionForm(posted(request), requests=requests, pools=pools)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
             if data["outcome"] == "reject":
                 services.reject_proposal(proposal=proposal, actor=request.user, rationale=data["rationale"])
             else:
-                pool = data["pool"]
-                seconds = requested.get(pool.system_id, 0)
-                if data["outcome"] == "award_part" and data.get("seconds"):
-                    seconds = data["seconds"]
                 awards.award_proposal(
                     proposal=proposal,
-                    pool=pool,
-                    seconds=seconds,
-                    start=data.get("start") or proposal.start_date,
-                    end=(data.get("end") if data["outcome"] == "award_part" else None) or requested_end,
+                    parts=form.award_parts(start=proposal.start_date, end=requested_end),
                     rationale=data["rationale"],
                     actor=request.user,
                 )
@@ -335,10 +331,5 @@ def proposal_decide(request, pk):
     return render(
         request,
         "programmes/proposal_decide.html",
-        {
-            "proposal": proposal,
-            "form": form,
-            "requests": proposal.resource_requests.select_related("system"),
-            "requested_end": requested_end,
-        },
+        {"proposal": proposal, "form": form, "requests": requests, "requested_end": requested_end},
     )

@@ -5,10 +5,9 @@ Both issue a fixed number of queries whatever the number of proposals (tests ass
 
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from django.db.models import Avg, Count, F, Prefetch, Q, QuerySet, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import Avg, Count, F, Prefetch, Q, QuerySet
 
 from .models import Call, Proposal, ResourceRequest, Score
 
@@ -62,6 +61,18 @@ class RankedProposal:
     review_count: int
     running_total: int = 0
     within_pool: bool = False
+    requested_by_system: dict = field(default_factory=dict)  # system id → GPU-seconds asked for
+
+
+@dataclass(frozen=True)
+class PoolLine:
+    """One of a call's pools on its decision page: what is left in it, what the proposals still in review
+    ask of its system, and the rank of the first that no longer fits (None when they all do)."""
+
+    pool: object
+    available: int
+    requested: int
+    cut_off_rank: int | None
 
 
 def calibrate(scores: list[tuple[int, int, int]]) -> dict[int, tuple[float, float, int]]:
@@ -98,30 +109,27 @@ def calibrate(scores: list[tuple[int, int, int]]) -> dict[int, tuple[float, floa
 
 def call_ranking(call: Call, *, pool, available: int) -> list[RankedProposal]:
     """The call's proposals in review (and those decided), best calibrated score first, with the running total
-    of hours asked for on the pool's system and whether each still fits in the pool's available hours."""
-    # Only the columns the page shows, and the hours asked for on the pool's system summed in SQL: the
-    # page lists every proposal of the call, so per-row objects are what its time goes on.
+    of hours asked for on the pool's system and whether each still fits in the pool's available hours.
+
+    Each row also carries what it asks for on every system (`requested_by_system`), for `pool_lines`."""
+    # Only the columns the page shows, and the hours asked for per system read as bare tuples: the page
+    # lists every proposal of the call, so per-row objects are what its time goes on.
+    states = [
+        Proposal.State.IN_REVIEW,
+        Proposal.State.AWARDED,
+        Proposal.State.ACCEPTED,
+        Proposal.State.REJECTED,
+    ]
     proposals = list(
-        Proposal.objects.filter(
-            call=call,
-            state__in=[
-                Proposal.State.IN_REVIEW,
-                Proposal.State.AWARDED,
-                Proposal.State.ACCEPTED,
-                Proposal.State.REJECTED,
-            ],
-        )
-        .only("pk", "reference", "title", "state", "submitted_at")
-        .annotate(
-            requested=Coalesce(
-                Sum(
-                    F("resource_requests__runs") * F("resource_requests__seconds_per_run"),
-                    filter=Q(resource_requests__system_id=pool.system_id),
-                ),
-                0,
-            )
-        )
+        Proposal.objects.filter(call=call, state__in=states).only("pk", "reference", "title", "state", "submitted_at")
     )
+    requested = defaultdict(dict)
+    for proposal_id, system_id, seconds in (
+        ResourceRequest.objects.filter(proposal__call=call, proposal__state__in=states)
+        .annotate(total=F("runs") * F("seconds_per_run"))
+        .values_list("proposal_id", "system_id", "total")
+    ):
+        requested[proposal_id][system_id] = seconds
     triples = list(
         Score.objects.filter(assignment__proposal__call=call, assignment__state="submitted").values_list(
             "assignment__reviewer_id", "assignment__proposal_id", "value"
@@ -131,7 +139,10 @@ def call_ranking(call: Call, *, pool, available: int) -> list[RankedProposal]:
     rows = []
     for proposal in proposals:
         raw_mean, calibrated, count = figures.get(proposal.pk, (None, None, 0))
-        rows.append(RankedProposal(proposal, proposal.requested, raw_mean, calibrated, count))
+        asks = requested[proposal.pk]
+        rows.append(
+            RankedProposal(proposal, asks.get(pool.system_id, 0), raw_mean, calibrated, count, requested_by_system=asks)
+        )
     # Unreviewed proposals go last; ties go to the earlier submission.
     rows.sort(
         key=lambda row: (
@@ -148,3 +159,19 @@ def call_ranking(call: Call, *, pool, available: int) -> list[RankedProposal]:
         row.running_total = total
         row.within_pool = total <= available
     return rows
+
+
+def pool_lines(rows: list[RankedProposal], pools, available: dict[int, int]) -> list[PoolLine]:
+    """For each pool, the running total of the ranked proposals still in review on its system against its
+    available hours, and the rank of the first proposal that no longer fits (no queries)."""
+    lines = []
+    for pool in pools:
+        total, cut_off = 0, None
+        for rank, row in enumerate(rows, start=1):
+            if row.proposal.state != Proposal.State.IN_REVIEW:
+                continue
+            total += row.requested_by_system.get(pool.system_id, 0)
+            if cut_off is None and total > available[pool.pk]:
+                cut_off = rank
+        lines.append(PoolLine(pool, available[pool.pk], total, cut_off))
+    return lines

@@ -41,6 +41,23 @@ def _proposal_url(proposal) -> str:
     return f"{settings.SITE_URL}{reverse('proposals:proposal-detail', args=[proposal.pk])}"
 
 
+def _day(day) -> str:
+    return f"{day.day} {day:%B %Y}"
+
+
+def _award_lines(proposal) -> str:
+    """One line per awarded system: hours, window and the scheduler account (empty for a rejection)."""
+    from allocations.awards import awarded_systems
+    from allocations.ledger import format_gpu_hours
+
+    return "".join(
+        f"- {award.system.name}: {format_gpu_hours(award.seconds)} GPU-hours, "
+        f"{_day(award.allocation.start_date)} to {_day(award.allocation.end_date)}, "
+        f"scheduler account {award.allocation.scheduler_account}\n"
+        for award in awarded_systems(proposal)
+    )
+
+
 @shared_task
 def send_proposal_email_task(proposal_id: int, event: str) -> None:
     """Tell a proposal's team what just happened to it: submitted, changes requested, decided or accepted."""
@@ -73,16 +90,21 @@ def send_proposal_email_task(proposal_id: int, event: str) -> None:
             team,
         )
     elif event == "decided":
+        awarded = _award_lines(proposal)
         _send(
             f"Decision on {proposal.reference}",
-            (f"A decision has been made on {name}. Read it, and the rationale, at:\n{link}\n"),
+            (
+                f"A decision has been made on {name}.\n\n"
+                + (f"GPU-hours awarded, for you to accept or decline as a whole:\n{awarded}\n" if awarded else "")
+                + f"Read the decision, and the rationale, at:\n{link}\n"
+            ),
             team,
         )
     elif event == "accepted":
         directors = list(proposal.call.programme.directors.values_list("email", flat=True))
         _send(
             f"Award accepted: {proposal.reference}",
-            (f"The award to {name} has been accepted by {proposal.pi.email}.\n\n{link}\n"),
+            (f"The award to {name} has been accepted by {proposal.pi.email}.\n\n{_award_lines(proposal)}\n{link}\n"),
             team + directors,
         )
 

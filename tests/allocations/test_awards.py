@@ -24,17 +24,24 @@ def _in_review(call, system, pi, **kwargs):
     return make_proposal(call=call, pi=pi, system=system, state=State.IN_REVIEW, **kwargs)
 
 
-def _award(proposal, pool, director, hours=None, end=None):
-    requested = proposal.resource_requests.get().seconds
-    return awards.award_proposal(
-        proposal=proposal,
+def _part(proposal, pool, hours=None, end=None):
+    requested = proposal.resource_requests.get(system=pool.system).seconds
+    return awards.AwardPart(
         pool=pool,
         seconds=hours * HOUR if hours else requested,
         start=proposal.start_date,
         end=end or add_months(proposal.start_date, proposal.duration_months),
+    )
+
+
+def _award(proposal, pool, director, hours=None, end=None):
+    [allocation] = awards.award_proposal(
+        proposal=proposal,
+        parts=[_part(proposal, pool, hours, end)],
         rationale="Excellent and feasible",
         actor=director,
     )
+    return allocation
 
 
 @pytest.mark.django_db

@@ -199,7 +199,7 @@ def test_an_applicant_applies_a_director_awards_part_and_the_applicant_accepts(p
     check_accessibility(page)
     submit_and_check_errors(page, "Record decision", "Select a decision", "Enter the rationale")
     page.get_by_label("Award part of the request").check()
-    page.get_by_label("GPU-hours to award (optional)").fill("600")
+    page.get_by_label(f"GPU-hours to award on {system.name} (optional)").fill("600")
     page.get_by_label("Rationale").fill("Strong, but a pilot of six runs comes first")
     page.get_by_role("button", name="Record decision").click()
     assert f"Decision on {proposal.reference} recorded" in page.content()

@@ -59,10 +59,7 @@ def proposal_routes(world):
     awarded = make_proposal(call=call, pi=applicant, system=system, state=State.IN_REVIEW)
     awards.award_proposal(
         proposal=awarded,
-        pool=pool,
-        seconds=100 * HOUR,
-        start=awarded.start_date,
-        end=awarded.start_date,
+        parts=[awards.AwardPart(pool=pool, seconds=100 * HOUR, start=awarded.start_date, end=awarded.start_date)],
         rationale="Routes",
         actor=director,
     )
@@ -234,10 +231,7 @@ def api_routes(world, *, call, pool, in_review, assignment):
     for proposal in (awarded, declinable):
         awards.award_proposal(
             proposal=proposal,
-            pool=pool,
-            seconds=100 * HOUR,
-            start=proposal.start_date,
-            end=proposal.start_date,
+            parts=[awards.AwardPart(pool=pool, seconds=100 * HOUR, start=proposal.start_date, end=proposal.start_date)],
             rationale="Routes",
             actor=director,
         )
@@ -255,10 +249,14 @@ def api_routes(world, *, call, pool, in_review, assignment):
     reviewer_only = api(applicant=NOT_FOUND, assessor=NOT_FOUND, director=NOT_FOUND, admin=NOT_FOUND)
     scores = {"scores": [{"criterion": c.pk, "score": 4, "comment": "Sound"} for c in call.criteria.all()]}
     award = {
-        "pool": pool.pk,
-        "hours": "500",
-        "start": str(others.start_date),
-        "end": str(others.start_date),
+        "systems": [
+            {
+                "system": system.slug,
+                "hours": "500",
+                "start": str(others.start_date),
+                "end": str(others.start_date),
+            }
+        ],
         "rationale": "Strong",
     }
     resource = {"system": system.slug, "method": "M", "runs": 10, "hours_per_run": "20", "gpus_per_job": 8}

@@ -91,10 +91,15 @@ def test_directors_review_and_award_through_the_api_and_the_pi_accepts(call, poo
     assert reviewing.post(f"/api/reviews/{review_id}/submit/", {"scores": scores}, format="json").status_code == 200
     assert ReviewAssignment.objects.get(pk=review_id).state == "submitted"
     day = str(proposal.start_date)
-    award = {"pool": pool.pk, "hours": "600", "start": day, "end": day, "rationale": "Strong"}
+    award = {
+        "systems": [{"system": system.slug, "hours": "600", "start": day, "end": day}],
+        "rationale": "Strong",
+    }
     awarded = directing.post(f"/api/proposals/{proposal.pk}/award/", award, format="json")
     assert awarded.status_code == 200, awarded.json()
     assert awarded.json()["decision"]["gpu_hours"] == "600.00"
+    [on_system] = awarded.json()["decision"]["systems"]
+    assert on_system["system"] == system.slug and on_system["gpu_seconds"] == 600 * 3600
     assert _client(alice).post(f"/api/proposals/{proposal.pk}/accept/").json()["state"] == "accepted"
     assert Allocation.objects.get(proposal=proposal).scheduler_account == f"airr-{proposal.pk:05d}"
 
@@ -105,7 +110,10 @@ def test_an_award_the_pool_cannot_cover_is_a_400_and_changes_nothing(call, pool,
     request.runs = 200
     request.save()
     day = str(proposal.start_date)
-    award = {"pool": pool.pk, "hours": "20000", "start": day, "end": day, "rationale": "Strong"}
+    award = {
+        "systems": [{"system": system.slug, "hours": "20000", "start": day, "end": day}],
+        "rationale": "Strong",
+    }
     response = _client(director).post(f"/api/proposals/{proposal.pk}/award/", award, format="json")
     assert response.status_code == 400
     assert "available in the pool" in str(response.json()["errors"])

@@ -5,6 +5,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
+from allocations.awards import awarded_systems
 from programmes import proposals as services
 from programmes.models import Proposal
 from tests.factories import HOUR, UserFactory, make_proposal
@@ -241,14 +242,14 @@ def test_the_director_awards_part_on_the_page_and_the_pool_is_told(client, call,
         _url("proposal-decide", proposal),
         {
             "outcome": "award_part",
-            "pool": pool.pk,
-            "hours": "600",
+            f"hours_{system.pk}": "600",
             "rationale": "Strong, but fewer runs will do",
         },
     )
     assert response.status_code == 302
     proposal.refresh_from_db()
-    assert proposal.state == State.AWARDED and proposal.decision.awarded_seconds == 600 * HOUR
+    [award] = awarded_systems(proposal)
+    assert proposal.state == State.AWARDED and award.seconds == 600 * HOUR and award.allocation.pool == pool
 
 
 def test_an_award_the_pool_cannot_cover_is_explained_on_the_page(client, call, pool, system, alice, director):
@@ -257,9 +258,7 @@ def test_an_award_the_pool_cannot_cover_is_explained_on_the_page(client, call, p
     request.runs = 200
     request.save()
     client.force_login(director)
-    response = client.post(
-        _url("proposal-decide", proposal), {"outcome": "award_full", "pool": pool.pk, "rationale": "Yes"}
-    )
+    response = client.post(_url("proposal-decide", proposal), {"outcome": "award_full", "rationale": "Yes"})
     assert "more than the 10,000 GPU-hours available" in _errors(response)
     proposal.refresh_from_db()
     assert proposal.state == State.IN_REVIEW
