@@ -24,6 +24,7 @@ urlpatterns = [
     path("programmes/<int:pk>/dashboard/", include("allocations.dashboard_urls")),
     path("programmes/", include("programmes.urls")),
     path("pools/", include("allocations.urls")),
+    path("register/", include("allocations.register_urls")),
     path("", include("programmes.proposal_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),

@@ -5,7 +5,7 @@ import uuid
 from django import forms
 
 from airr_portal.forms import GovukDateInput
-from programmes.models import FundPool
+from programmes.models import FundPool, Programme, System
 
 from . import ledger
 from .selectors import start_of_day
@@ -88,3 +88,51 @@ class StatementFilterForm(forms.Form):
         if start and end and end < start:
             self.add_error("end", "The end date must be on or after the start date")
         return cleaned
+
+
+class RegisterFilterForm(forms.Form):
+    """The public register's search and filters, read from the query string; every choice is checked."""
+
+    q = forms.CharField(
+        label="Search",
+        required=False,
+        max_length=200,
+        help_text="Words from the title or summary, an organisation, or a reference like AIRR-2026-00042",
+        error_messages={"max_length": "Search must be 200 characters or fewer"},
+    )
+    programme = forms.ModelChoiceField(
+        queryset=Programme.objects.all(),
+        to_field_name="slug",
+        required=False,
+        empty_label="All programmes",
+        error_messages={"invalid_choice": "Select a programme from the list"},
+    )
+    system = forms.ModelChoiceField(
+        queryset=System.objects.all(),
+        to_field_name="slug",
+        required=False,
+        empty_label="All systems",
+        error_messages={"invalid_choice": "Select a system from the list"},
+    )
+    year = forms.TypedChoiceField(
+        label="Year",
+        required=False,
+        coerce=int,
+        empty_value=None,
+        help_text="Awards running at any time in the year",
+        error_messages={"invalid_choice": "Select a year from the list"},
+    )
+
+    def __init__(self, *args, years: list[int], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["year"].choices = [("", "All years"), *((year, str(year)) for year in years)]
+
+    def filters(self) -> dict:
+        """The valid filters, as keyword arguments for `selectors.public_awards`; invalid ones are left out."""
+        data = self.cleaned_data if self.is_bound else {}
+        return {
+            "search": (data.get("q") or "").strip(),
+            "programme": data.get("programme"),
+            "system": data.get("system"),
+            "year": data.get("year"),
+        }

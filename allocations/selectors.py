@@ -1,4 +1,5 @@
-"""Reads of the ledger: a pool's figures and an account's statement, computed from entries, never stored.
+"""Reads of the ledger: a pool's figures, an account's statement and the public register of awards, computed
+from entries, never stored.
 
 Both take `as_of`, which keeps only entries *recorded* by then: a statement exported today and again next year
 for the same window and the same `as_of` gives the same numbers, whatever was back-dated in between.
@@ -8,13 +9,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
-from django.db.models import BigIntegerField, F, Q, QuerySet, Sum, Value, Window
+from django.db.models import BigIntegerField, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum, Value, Window
 from django.db.models.expressions import RowRange
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from programmes.models import FundPool
+from programmes.models import FundPool, Proposal
 
-from .models import LedgerAccount, LedgerEntry, LedgerTransaction
+from .models import Allocation, LedgerAccount, LedgerEntry, LedgerTransaction
 
 Type = LedgerTransaction.Type
 
@@ -163,3 +165,67 @@ def account_statement(
         closing_balance=opening + change,
         movements=movements,
     )
+
+
+# The public register of awards ------------------------------------------------------------------------------
+
+
+# An award is public once its PI has accepted it. A revoked allocation of an accepted award stays on the register
+# with the hours it kept (committed less what revocation returned): public money was spent on it, and the register
+# is the account of that spending. Declined, rejected and unanswered awards never appear (their proposals are not
+# `accepted`), nor do allocations made by hand (no proposal, so no public summary to show).
+def public_awards(*, search: str = "", programme=None, system=None, year: int | None = None):
+    """The register's rows: one per allocation of an accepted award, as dicts of public fields only.
+
+    `awarded_seconds` is what the ledger committed to the allocation net of any revocation, summed in a correlated
+    subquery, so the cost follows the rows asked for. A dict of named columns, never a model instance, so that
+    nothing private (the case for support, emails, reviews) can reach a page or a download by accident.
+    """
+    awarded = (
+        LedgerEntry.objects.filter(account__allocation=OuterRef("pk"), transaction__type__in=(Type.COMMIT, Type.REVOKE))
+        .order_by()
+        .values("account__allocation")
+        .annotate(total=Sum("amount"))
+        .values("total")
+    )
+    rows = Allocation.objects.filter(proposal__state=Proposal.State.ACCEPTED)
+    if search:
+        rows = rows.filter(
+            Q(proposal__title__icontains=search)
+            | Q(proposal__summary__icontains=search)
+            | Q(proposal__pi__organisation__icontains=search)
+            | Q(proposal__reference__icontains=search)
+        )
+    if programme is not None:
+        rows = rows.filter(proposal__call__programme=programme)
+    if system is not None:
+        rows = rows.filter(system=system)
+    if year is not None:
+        # Awards running at any time in the year.
+        rows = rows.filter(start_date__lte=date(year, 12, 31), end_date__gte=date(year, 1, 1))
+    return rows.values(
+        "id",
+        "start_date",
+        "end_date",
+        "state",
+        "title",  # the proposal's title, copied at the award (a submitted proposal's title cannot change)
+        reference=F("proposal__reference"),
+        summary=F("proposal__summary"),
+        lead_organisation=F("proposal__pi__organisation"),
+        programme=F("proposal__call__programme__name"),
+        programme_slug=F("proposal__call__programme__slug"),
+        call=F("proposal__call__title"),
+        system_name=F("system__name"),
+        system_slug=F("system__slug"),
+        awarded_seconds=Coalesce(Subquery(awarded), 0, output_field=BigIntegerField()),
+    ).order_by("-start_date", "reference", "system_name")
+
+
+def register_years() -> list[int]:
+    """Every year in which some public award runs, latest first (one query)."""
+    span = Allocation.objects.filter(proposal__state=Proposal.State.ACCEPTED).aggregate(
+        first=Min("start_date"), last=Max("end_date")
+    )
+    if span["first"] is None:
+        return []
+    return list(range(span["last"].year, span["first"].year - 1, -1))

@@ -5,7 +5,7 @@ from django.urls import reverse
 from allocations import ledger
 from tests.factories import FundPoolFactory, ProgrammeFactory
 from tests.programmes.routes import CREATED, admin_only, director_or_admin
-from tests.routes import FORBIDDEN, NOT_FOUND, OK, REDIRECT, UNAUTHORISED, Route, signed_in
+from tests.routes import FORBIDDEN, NOT_FOUND, OK, REDIRECT, UNAUTHORISED, Route, everyone, signed_in
 
 HOUR = 3600
 
@@ -248,10 +248,21 @@ def dashboard_routes(world):
     ]
 
 
-def routes(world):  # noqa: F811 (extends the fund pool routes above with the usage routes)
+def register_routes(world):
+    """The public register of awards and its open data: everyone, signed in or not, even with odd queries."""
+    return [
+        Route("register:award-list", reverse("register:award-list"), everyone(OK)),
+        Route("register:award-list", reverse("register:award-list") + "?page=999999999&year=x", everyone(OK)),
+        Route("register:awards-csv", reverse("register:awards-csv"), everyone(OK)),
+        Route("register:awards-json", reverse("register:awards-json"), everyone(OK)),
+    ]
+
+
+def routes(world):  # noqa: F811 (extends the fund pool routes above with the usage and register routes)
     return [
         *_fund_pool_routes(world),
         *usage_routes(world),
         *usage_page_routes(world),
         *dashboard_routes(world),
+        *register_routes(world),
     ]

@@ -19,32 +19,10 @@ from allocations.usage.ingest import ingest_sacct
 from programmes.models import Decision, Proposal, ResourceRequest
 from programmes.proposals import add_months
 from tests.allocations.usage_helpers import payload, sacct_line
-from tests.factories import HOUR, AllocationFactory, FundPoolFactory, SystemFactory, make_proposal
+from tests.factories import HOUR, AllocationFactory, FundPoolFactory, make_proposal
 from tests.postgres import requires_postgres
 
 State = Proposal.State
-
-
-@pytest.fixture
-def dawn(db):
-    return SystemFactory(name="Dawn", slug="dawn", cluster_name="dawn")
-
-
-@pytest.fixture
-def dawn_pool(call, programme, dawn, pool):
-    """A second pool of the same call, on Dawn, holding 2,000 GPU-hours."""
-    dawn_pool = FundPoolFactory(
-        programme=programme,
-        system=dawn,
-        name="Builder Fund on Dawn",
-        valid_from=pool.valid_from,
-        valid_until=pool.valid_until,
-    )
-    ledger.deposit_to_pool(
-        pool=dawn_pool, seconds=2_000 * HOUR, actor=None, reason="Budget", idempotency_key="dawn-budget"
-    )
-    call.pools.add(dawn_pool)
-    return dawn_pool
 
 
 def _two_system_proposal(call, system, dawn, pi, *, dawn_hours=500):
