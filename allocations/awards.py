@@ -154,11 +154,22 @@ def award_proposal(
 
 def awarded_systems(proposal: Proposal) -> list[AwardedSystem]:
     """A proposal's allocations, by system name, each with the GPU-seconds its award committed (two queries)."""
+    return awarded_systems_of([proposal.pk])[proposal.pk]
+
+
+def awarded_systems_of(proposal_ids) -> dict[int, list[AwardedSystem]]:
+    """`awarded_systems` for many proposals at once, keyed by proposal id, in the same two queries."""
+    proposal_ids = list(proposal_ids)
     allocations = list(
-        Allocation.objects.filter(proposal=proposal).select_related("system", "pool").order_by("system__name")
+        Allocation.objects.filter(proposal__in=proposal_ids)
+        .select_related("system", "pool")
+        .order_by("system__name", "pk")
     )
     figures = ledger.usage_and_commitments(allocation.pk for allocation in allocations)
-    return [AwardedSystem(allocation, figures[allocation.pk][1]) for allocation in allocations]
+    awarded = {pk: [] for pk in proposal_ids}
+    for allocation in allocations:
+        awarded[allocation.proposal_id].append(AwardedSystem(allocation, figures[allocation.pk][1]))
+    return awarded
 
 
 def accept_award(*, proposal: Proposal, actor) -> list[Allocation]:

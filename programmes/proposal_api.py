@@ -105,7 +105,9 @@ class ProposalSerializer(serializers.ModelSerializer):
         decision = getattr(proposal, "decision", None)
         if decision is None or proposal.state == Proposal.State.IN_REVIEW:
             return None
-        awarded = awarded_systems(proposal)
+        # A list reads every proposal's awards in one go (see `ProposalViewSet.list`); one proposal reads its own.
+        known = self.context.get("awarded")
+        awarded = known[proposal.pk] if known is not None else awarded_systems(proposal)
         return {
             "outcome": decision.outcome,
             "gpu_hours": _hours(sum(award.seconds for award in awarded)) if awarded else None,
@@ -215,6 +217,16 @@ class ProposalViewSet(
             .prefetch_related("resource_requests__system", "transitions")
             .order_by("-pk")
         )
+
+    def list(self, request):
+        from allocations.awards import awarded_systems_of
+
+        queryset = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(queryset)
+        proposals = page if page is not None else list(queryset)
+        context = {**self.get_serializer_context(), "awarded": awarded_systems_of(p.pk for p in proposals)}
+        data = ProposalSerializer(proposals, many=True, context=context).data
+        return self.get_paginated_response(data) if page is not None else Response(data)
 
     def create(self, request):
         serializer = self.get_serializer(data=request.data)

@@ -119,3 +119,21 @@ def test_an_award_the_pool_cannot_cover_is_a_400_and_changes_nothing(call, pool,
     assert "available in the pool" in str(response.json()["errors"])
     proposal.refresh_from_db()
     assert proposal.state == State.IN_REVIEW
+
+
+@pytest.mark.parametrize("count", [1, 6])
+def test_listing_awarded_proposals_costs_the_same_queries_however_many_there_are(
+    call, pool, system, director, count, django_assert_max_num_queries
+):
+    from allocations import awards
+    from tests.factories import HOUR, UserFactory
+
+    for _ in range(count):
+        proposal = make_proposal(call=call, pi=UserFactory(), system=system, state=State.IN_REVIEW)
+        part = awards.AwardPart(pool=pool, seconds=HOUR, start=proposal.start_date, end=proposal.start_date)
+        awards.award_proposal(proposal=proposal, parts=[part], rationale="Yes", actor=director)
+    api = _client(director)
+    with django_assert_max_num_queries(16):
+        listed = api.get("/api/proposals/").json()["results"]
+    assert len(listed) == count
+    assert all(item["decision"]["systems"][0]["gpu_hours"] == "1.00" for item in listed)
