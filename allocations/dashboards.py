@@ -260,13 +260,24 @@ def call_reports(programme: Programme) -> list[CallReport]:
     ):
         reports[call_id].requested = requested or 0
         reports[call_id].requested_by_awarded = requested_by_awarded or 0
-    for call_id, awards, seconds_awarded in (
+    for call_id, awards in (
         Decision.objects.filter(proposal__call__programme=programme, outcome__in=AWARD_OUTCOMES)
         .values_list("proposal__call")
-        .annotate(awards=Count("pk"), awarded=Sum("awarded_seconds"))
+        .annotate(awards=Count("pk"))
         .order_by()
     ):
         reports[call_id].awards = awards
+    # Hours awarded are the ledger's: what was committed to the calls' allocations, less what revocation (or a
+    # declined award) gave back.
+    for call_id, seconds_awarded in (
+        LedgerEntry.objects.filter(
+            account__allocation__proposal__call__programme=programme,
+            transaction__type__in=(Type.COMMIT, Type.REVOKE),
+        )
+        .values_list("account__allocation__proposal__call")
+        .annotate(total=Sum("amount"))
+        .order_by()
+    ):
         reports[call_id].awarded = seconds_awarded or 0
     return list(reports.values())
 

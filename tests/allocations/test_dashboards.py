@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from allocations import ledger
-from allocations.awards import award_proposal
+from allocations.awards import AwardPart, award_proposal
 from allocations.dashboards import (
     FORECAST_WINDOW_DAYS,
     buckets_between,
@@ -224,10 +224,7 @@ def test_awards_and_proposals_are_counted_per_call_and_drafts_are_not(programme,
     make_proposal(call=other, pi=applicant, system=system, state="rejected")
     award_proposal(
         proposal=awarded,
-        pool=pool,
-        seconds=600 * HOUR,
-        start=today,
-        end=today + timedelta(days=180),
+        parts=[AwardPart(pool=pool, seconds=600 * HOUR, start=today, end=today + timedelta(days=180))],
         rationale="Strong case",
         actor=director,
     )
@@ -357,7 +354,7 @@ def test_the_dashboard_issues_a_bounded_number_of_queries(
             make_proposal(call=call, pi=UserFactory(), system=system, state=state)
     client.force_login(director)
 
-    with django_assert_max_num_queries(19):
+    with django_assert_max_num_queries(20):
         response = client.get(reverse("programme-dashboard", args=[programme.pk]))
 
     assert response.status_code == 200

@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from airr_portal.demo import ensure_demo_users
-from allocations.awards import accept_award, award_proposal
+from allocations.awards import AwardPart, accept_award, award_proposal
 from allocations.ledger import deposit_to_pool, hours_to_seconds
 from allocations.selectors import start_of_day
 from allocations.usage.ingest import ingest_sacct
@@ -241,12 +241,16 @@ def seed_award_with_usage(*, call, system, pool, users) -> None:
     proposals.confirm_eligibility(proposal=proposal, actor=director)
     # The demo tells the story of an award made weeks ago: its window and commitment are back-dated to then.
     start = max(pool.valid_from, today - datetime.timedelta(days=USAGE_DAYS))
-    allocation = award_proposal(
+    [allocation] = award_proposal(
         proposal=proposal,
-        pool=pool,
-        seconds=hours_to_seconds("24000"),
-        start=start,
-        end=min(pool.valid_until, start + datetime.timedelta(days=182)),
+        parts=[
+            AwardPart(
+                pool=pool,
+                seconds=hours_to_seconds("24000"),
+                start=start,
+                end=min(pool.valid_until, start + datetime.timedelta(days=182)),
+            )
+        ],
         rationale="Strong, open and well costed; awarded 24,000 of the 30,000 GPU-hours asked for.",
         actor=director,
         effective_at=start_of_day(start),
