@@ -278,4 +278,11 @@ CELERY_BEAT_SCHEDULE = {
     "check-thresholds": {"task": "allocations.tasks.check_all_thresholds_task", "schedule": 900.0},
     "activate-allocations": {"task": "allocations.tasks.activate_allocations_task", "schedule": 3600.0},
     "expire-allocations": {"task": "allocations.tasks.expire_allocations_task", "schedule": 24 * 3600.0},
+    "delete-expired-report-exports": {
+        "task": "allocations.tasks.report_delete_expired_exports_task",
+        "schedule": 3600.0,
+    },
 }
+
+# Report exports (allocations/reports): how long a built file can be downloaded before it is deleted.
+REPORT_EXPORT_EXPIRY_DAYS = env.int("REPORT_EXPORT_EXPIRY_DAYS", default=7)

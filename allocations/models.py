@@ -8,6 +8,7 @@ the sum of its entries. See DESIGN.md, "The GPU-hour ledger".
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+from django.utils import timezone
 
 from programmes.models import FundPool, ProposalMember, System
 
@@ -550,3 +551,88 @@ class UsageReport(models.Model):
 
     def __str__(self):
         return f"{self.account}: {self.variance_seconds:+d} s against the ledger"
+
+
+# Reports ---------------------------------------------------------------------------------------------------
+# See allocations/reports/: an export is asked for on a page or through the API, built by a Celery task on the
+# `reports` queue from the ledger as it stood at `as_of`, and kept as a file under MEDIA_ROOT until it expires.
+
+
+class ReportExportQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        """An export belongs to whoever asked for it; admins see every export."""
+        if not user.is_authenticated:
+            return self.none()
+        if user.is_staff:
+            return self.all()
+        return self.filter(requested_by=user)
+
+
+class ReportExport(models.Model):
+    """One report file asked for: its parameters, how far its building has got, and where the file is."""
+
+    class Kind(models.TextChoices):
+        TOTALS = "totals", "GPU-hours totals, grouped"
+        JOBS = "jobs", "Every job record"
+
+    class Format(models.TextChoices):
+        CSV = "csv", "CSV"
+        XLSX = "xlsx", "Excel (XLSX)"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Waiting"
+        RUNNING = "running", "Being built"
+        DONE = "done", "Ready"
+        FAILED = "failed", "Failed"
+
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="report_exports")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.TOTALS)
+    groupings = models.JSONField(default=list, blank=True, help_text="Dimension names, in column order.")
+    start_date = models.DateField(help_text="First day of the window of effective dates.")
+    end_date = models.DateField(help_text="Last day of the window (inclusive).")
+    programme_ids = models.JSONField(
+        default=list, blank=True, help_text="Only these programmes' pools; empty for all the requester sees."
+    )
+    format = models.CharField(max_length=4, choices=Format.choices, default=Format.CSV)
+    as_of = models.DateTimeField(help_text="Only ledger entries recorded by then are read: the file's numbers.")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    progress = models.PositiveSmallIntegerField(default=0, help_text="Percent built.")
+    row_count = models.PositiveIntegerField(null=True, blank=True)
+    file_path = models.CharField(max_length=300, blank=True, help_text="Under MEDIA_ROOT; empty until done.")
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField()
+
+    objects = ReportExportQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [
+            models.Index(fields=["requested_by", "created_at"], name="report_export_requester"),
+            models.Index(fields=["expires_at"], name="report_export_expiry"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(end_date__gte=F("start_date")), name="report_export_window"),
+            models.CheckConstraint(condition=Q(progress__lte=100), name="report_export_progress"),
+        ]
+
+    def __str__(self):
+        return f"Report export {self.pk} ({self.get_kind_display()}, {self.start_date} to {self.end_date})"
+
+    @property
+    def is_ready(self) -> bool:
+        return self.state == self.State.DONE and bool(self.file_path)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in (self.State.DONE, self.State.FAILED)
+
+    def has_expired(self, now=None) -> bool:
+        return (now or timezone.now()) >= self.expires_at
+
+    @property
+    def filename(self) -> str:
+        """What the download is called: what it holds and the window, never a server path."""
+        what = "jobs" if self.kind == self.Kind.JOBS else "-".join(self.groupings) or "totals"
+        return f"airr-{what}-{self.start_date:%Y%m%d}-{self.end_date:%Y%m%d}-{self.pk}.{self.format}"

@@ -110,3 +110,22 @@ def send_threshold_notice_task(notice_id: int) -> bool:
         recipient_list=[allocation.holder.email],
     )
     return True
+
+
+# Reports: `report_*` tasks run on the `reports` queue, so a long export never delays the charging of usage.
+
+
+@shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=3, soft_time_limit=3600, time_limit=3700)
+def report_export_task(export_id: int) -> str:
+    """Build a report export's file (a finished one is left alone); returns its state."""
+    from allocations.reports.services import build_report_export
+
+    return build_report_export(export_id=export_id).state
+
+
+@shared_task
+def report_delete_expired_exports_task() -> int:
+    """Beat, hourly: delete the files of report exports past their expiry."""
+    from allocations.reports.services import delete_expired_report_exports
+
+    return delete_expired_report_exports()
