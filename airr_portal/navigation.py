@@ -35,6 +35,7 @@ DESTINATIONS = [
     Destination("Programmes", "programmes:programme-list", roles.manages_programmes),
     Destination("Fund pools", "allocations:pool-list", roles.manages_programmes),
     Destination("Usage", "usage:batch-list", roles.operates_usage),
+    Destination("Reports", "reports:builder", roles.manages_programmes),
     Destination("Admin site", "admin:index", roles.is_admin),
 ]
 

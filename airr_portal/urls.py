@@ -38,3 +38,6 @@ handler500 = "airr_portal.errors.server_error"
 
 # Usage: operators' and PIs' pages (allocations/usage).
 urlpatterns += [path("usage/", include("allocations.usage.urls"))]
+
+# Reports: the report builder and exports (allocations/reports).
+urlpatterns += [path("reports/", include("allocations.reports.urls"))]

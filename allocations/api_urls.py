@@ -15,3 +15,6 @@ urlpatterns = [
 
 # Usage: the cluster's endpoints (allocations/usage/api.py).
 urlpatterns += [path("", include("allocations.usage.api_urls"))]
+
+# Reports: exports and grouped totals (allocations/reports/api.py).
+urlpatterns += [path("", include("allocations.reports.api_urls"))]

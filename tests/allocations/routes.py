@@ -248,6 +248,85 @@ def dashboard_routes(world):
     ]
 
 
+# Reports (allocations/reports): admins and directors build them; an export is its requester's (and admins').
+
+
+def report_routes(world):
+    from pathlib import Path
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from allocations.models import ReportExport
+
+    def made_by(user):
+        now = timezone.now()
+        export = ReportExport.objects.create(
+            requested_by=user,
+            groupings=["programme"],
+            start_date=now.date(),
+            end_date=now.date(),
+            as_of=now,
+            created_at=now,
+            expires_at=now + timezone.timedelta(days=1),
+            state="done",
+            progress=100,
+            file_path="reports/routes.csv",
+        )
+        path = Path(settings.MEDIA_ROOT) / export.file_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("Programme,used_gpu_hours\nTotal,0.00\n")
+        return export
+
+    admins, directors = made_by(world.users["admin"]), made_by(world.users["director"])
+    today = timezone.localdate()
+    form = {
+        "kind": "totals",
+        "groupings": ["programme", "month"],
+        "start_day": "1",
+        "start_month": str(today.month),
+        "start_year": str(today.year),
+        "end_day": str(today.day),
+        "end_month": str(today.month),
+        "end_year": str(today.year),
+        "format": "csv",
+    }
+    body = {"groupings": ["programme"], "start": str(today), "end": str(today)}
+    not_theirs = {**director_or_admin(), "director": NOT_FOUND}
+    api_not_theirs = _api(OK, FORBIDDEN, NOT_FOUND)
+
+    def page(name, export):
+        return reverse(name, args=[export.pk])
+
+    return [
+        Route("reports:builder", reverse("reports:builder"), director_or_admin()),
+        Route("reports:builder", reverse("reports:builder"), director_or_admin(REDIRECT), "post", data=form),
+        Route("reports:export-detail", page("reports:export-detail", directors), director_or_admin()),
+        Route("reports:export-detail", page("reports:export-detail", admins), not_theirs),
+        Route("reports:export-download", page("reports:export-download", directors), director_or_admin()),
+        Route("reports:export-download", page("reports:export-download", admins), not_theirs),
+        Route("report-export-list", reverse("report-export-list"), _api(OK, FORBIDDEN), api=True),
+        Route(
+            "report-export-list",
+            reverse("report-export-list"),
+            _api(CREATED, FORBIDDEN),
+            method="post",
+            data=body,
+            api=True,
+        ),
+        Route("report-export-detail", page("report-export-detail", directors), _api(OK, FORBIDDEN), api=True),
+        Route("report-export-detail", page("report-export-detail", admins), api_not_theirs, api=True),
+        Route("report-export-download", page("report-export-download", directors), _api(OK, FORBIDDEN), api=True),
+        Route("report-export-download", page("report-export-download", admins), api_not_theirs, api=True),
+        Route(
+            "report-totals",
+            reverse("report-totals") + f"?groupings=programme&start={today}&end={today}",
+            _api(OK, FORBIDDEN),
+            api=True,
+        ),
+    ]
+
+
 def register_routes(world):
     """The public register of awards and its open data: everyone, signed in or not, even with odd queries."""
     return [
@@ -258,11 +337,12 @@ def register_routes(world):
     ]
 
 
-def routes(world):  # noqa: F811 (extends the fund pool routes above with the usage and register routes)
+def routes(world):  # noqa: F811 (extends the fund pool routes above with the usage, dashboard, register and report routes)
     return [
         *_fund_pool_routes(world),
         *usage_routes(world),
         *usage_page_routes(world),
         *dashboard_routes(world),
         *register_routes(world),
+        *report_routes(world),
     ]
