@@ -504,11 +504,19 @@ class JobCharge(models.Model):
     transaction = models.ForeignKey(
         LedgerTransaction, on_delete=models.DO_NOTHING, related_name="job_charges", db_constraint=False
     )
-    job_record = models.ForeignKey(JobRecord, on_delete=models.DO_NOTHING, related_name="charges", db_constraint=False)
+    job_record = models.ForeignKey(
+        JobRecord, on_delete=models.DO_NOTHING, related_name="charges", db_constraint=False, db_index=False
+    )
     seconds = models.BigIntegerField()
 
     class Meta:
         ordering = ["pk"]
+        indexes = [
+            # A record's charges, with their run and seconds in the index itself: the raw report export reads a
+            # record's charge "as of" a time from the index alone, a million records a second instead of a
+            # million heap reads (see allocations/reports/selectors.py).
+            models.Index(fields=["job_record"], include=["run", "seconds"], name="job_charge_record"),
+        ]
 
     def __str__(self):
         return f"{self.seconds:+d} s for job record {self.job_record_id} in run {self.run_id}"

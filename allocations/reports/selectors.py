@@ -6,15 +6,25 @@ buckets (month, week) use the ledger's `effective_at`. Grouping by user goes thr
 record's part of a usage transaction), because the ledger knows allocations, not the people in them.
 """
 
+import operator
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import reduce
 
-from django.db.models import F, Sum
+from django.db.models import BigIntegerField, Case, F, Max, OuterRef, Q, Subquery, Sum, When
 from django.db.models.functions import TruncMonth, TruncWeek
 
-from allocations.models import Allocation, JobCharge, JobRecord, LedgerAccount, LedgerEntry, LedgerTransaction
+from allocations.models import (
+    Allocation,
+    JobCharge,
+    JobRecord,
+    LedgerAccount,
+    LedgerEntry,
+    LedgerTransaction,
+    ReconciliationRun,
+)
 from allocations.selectors import end_of, start_of_day
 from programmes.models import FundPool, Programme, System
 
@@ -96,9 +106,16 @@ def usage_totals(*, groupings: list[str], start: date, end: date, as_of: datetim
             values["user"] = MANUAL_ADJUSTMENTS
             sums[tuple(values[name] for name in groupings)]["used"] -= seconds
     else:
-        for key, type_, seconds in _entry_sums(groupings, window, scope):
-            measure, sign = _MEASURE_OF_TYPE[type_]
+        # Usage is most of the entries on allocation accounts: rather than join each to its transaction for its
+        # type, take every allocation's net movement (no join), then the few awards and endings by type; what
+        # is left of the net movement is usage. Allocation accounts hold no other kind of movement.
+        for key, seconds in _net_movements(groupings, window, scope):
+            sums[key]["net"] += seconds
+        for key, type_, seconds in _entry_sums(groupings, window, scope, types=list(_NOT_USAGE)):
+            measure, sign = _NOT_USAGE[type_]
             sums[key][measure] += sign * seconds
+        for values in sums.values():
+            values["used"] = values["awarded"] - values["returned"] - values["forfeited"] - values.pop("net")
     measures = measures_for(groupings)
     labels = _Labels(groupings, sums)
     rows = sorted(
@@ -108,12 +125,10 @@ def usage_totals(*, groupings: list[str], start: date, end: date, as_of: datetim
     return TotalsReport(groupings=list(groupings), measures=measures, rows=rows)
 
 
-# How each transaction type on an allocation account counts: (measure, sign applied to the entry's amount).
-_MEASURE_OF_TYPE = {
+# The movements on an allocation account that are not usage (charges, refunds and adjustments), and how each
+# counts: (measure, sign applied to the entry's amount).
+_NOT_USAGE = {
     Type.COMMIT: ("awarded", 1),
-    Type.CHARGE: ("used", -1),
-    Type.REFUND: ("used", -1),
-    Type.ADJUST: ("used", -1),
     Type.EXPIRE: ("returned", -1),
     Type.REVOKE: ("returned", -1),
     Type.FORFEIT: ("forfeited", -1),
@@ -135,18 +150,36 @@ def _expressions(groupings: list[str], *, allocation: str, moment: str) -> dict[
     return {f"group_{name}": paths[name] for name in groupings}
 
 
-def _entry_sums(groupings, window, scope: ReportScope, types=None) -> Iterator[tuple[tuple, str, int]]:
-    """(group key, transaction type, summed amount) over the entries on allocation accounts."""
+def _allocation_entries(window, scope: ReportScope):
     entries = LedgerEntry.objects.filter(
         account__kind=LedgerAccount.Kind.ALLOCATION,
         effective_at__gte=window["from"],
         effective_at__lte=window["to"],
         recorded_at__lte=window["as_of"],
     )
-    if types is not None:
-        entries = entries.filter(transaction__type__in=types)
     if scope.pool_ids is not None:
         entries = entries.filter(account__allocation__pool__in=scope.pool_ids)
+    return entries
+
+
+def _net_movements(groupings, window, scope: ReportScope) -> Iterator[tuple[tuple, int]]:
+    """(group key, summed amount) over every entry on allocation accounts."""
+    expressions = _expressions(groupings, allocation="account__allocation", moment="effective_at")
+    rows = (
+        _allocation_entries(window, scope)
+        .annotate(**expressions)
+        .values(*expressions)
+        .annotate(total=Sum("amount"))
+        .order_by()
+        .values_list(*expressions, "total")
+    )
+    for *key, total in rows:
+        yield tuple(key), total
+
+
+def _entry_sums(groupings, window, scope: ReportScope, types) -> Iterator[tuple[tuple, str, int]]:
+    """(group key, transaction type, summed amount) over the entries on allocation accounts of these types."""
+    entries = _allocation_entries(window, scope).filter(transaction__type__in=types)
     expressions = _expressions(groupings, allocation="account__allocation", moment="effective_at")
     rows = (
         entries.annotate(**expressions)
@@ -237,26 +270,75 @@ def allocations_in_scope(scope: ReportScope) -> list[int]:
     return list(allocations.values_list("pk", flat=True))
 
 
-def job_records_charged(*, allocation_ids: list[int], start: date, end: date, as_of: datetime):
-    """Job records of these allocations that started in [start, end] and had been charged by `as_of`, each with
-    what the ledger had charged for it by then, in (allocation, start) order.
+def _charges_recorded_by(as_of: datetime) -> Q:
+    """Job charges whose ledger transactions had been recorded by `as_of`, found through their reconciliation runs.
 
-    One grouped join (records → their job charges → the charges' transactions, filtered by `recorded_at`): a
-    record with no charge recorded by `as_of` has no row, so the rows, like the figures, are those the ledger
-    knew then. The (allocation, start) index finds the records; the job charges' index on the record joins them.
+    Every charge transaction of a run is recorded at one moment between the run's start and finish (and job
+    charges are written only by runs), so a run finished by `as_of` counts whole and one started after it not at
+    all; only a run under way at `as_of` needs its transactions read. This spares the raw export a lookup of a
+    transaction per job: the runs are few, the charges millions.
     """
+    under_way = ReconciliationRun.objects.filter(started_at__lte=as_of, finished_at__gt=as_of).values_list(
+        "pk", flat=True
+    )
+    recorded = [
+        run
+        for run in under_way
+        if LedgerTransaction.objects.filter(
+            cause_type="reconciliation_run", cause_id=str(run), recorded_at__lte=as_of
+        ).exists()
+    ]
+    return Q(run__finished_at__lte=as_of) | Q(run__in=recorded)
+
+
+def _reconciled_through(as_of: datetime) -> dict[int, int]:
+    """Per system, the highest change number its reconciliation had charged by `as_of` (see below)."""
+    through = dict(
+        ReconciliationRun.objects.filter(finished_at__lte=as_of)
+        .values("system")
+        .annotate(seq=Max("to_seq"))
+        .values_list("system", "seq")
+    )
+    for run in ReconciliationRun.objects.filter(started_at__lte=as_of, finished_at__gt=as_of):
+        recorded = LedgerTransaction.objects.filter(
+            cause_type="reconciliation_run", cause_id=str(run.pk), recorded_at__lte=as_of
+        ).exists()
+        if recorded:
+            through[run.system_id] = max(through.get(run.system_id, 0), run.to_seq)
+    return through
+
+
+def job_records_charged(*, allocation_ids: list[int], start: date, end: date, as_of: datetime):
+    """Job records of these allocations that started in [start, end], each with what the ledger had charged for
+    it by `as_of` (None if nothing: the caller leaves those rows out, so the rows, like the figures, are the ones
+    the ledger knew then), in (allocation, start) order, which the (allocation, start) index gives.
+
+    Reconciliation guarantees that once a run has charged a system's records up to change number N, each matched
+    record numbered N or below has been charged exactly its `gpu_seconds`. So a record that has not changed since
+    the last run recorded by `as_of` was charged its `gpu_seconds` then, read from the row itself; only a record
+    changed since (a running job that ended, a late record) has its charges summed, from runs recorded by
+    `as_of`. A million rows then cost a million index reads, not a million sums over the job charges.
+    """
+    exact = Subquery(
+        JobCharge.objects.filter(_charges_recorded_by(as_of), job_record=OuterRef("pk"))
+        .order_by()
+        .values("job_record")
+        .annotate(total=Sum("seconds"))
+        .values("total"),
+        output_field=BigIntegerField(),
+    )
+    through = _reconciled_through(as_of)
+    unchanged_since = reduce(
+        operator.or_, (Q(system=system, changed_seq__lte=seq) for system, seq in through.items()), Q(pk__in=[])
+    )
+    charged = Case(When(unchanged_since, then=F("gpu_seconds")), default=exact, output_field=BigIntegerField())
     return (
-        JobRecord.objects.filter(
-            allocation__in=allocation_ids,
-            start__gte=start_of_day(start),
-            start__lte=end_of(end),
-            charges__transaction__recorded_at__lte=as_of,
-        )
-        .values("pk")
-        .annotate(charged_gpu_seconds=Sum("charges__seconds"))
+        JobRecord.objects.filter(allocation__in=allocation_ids, start__gte=start_of_day(start), start__lte=end_of(end))
+        .annotate(charged_gpu_seconds=charged)
         .order_by("allocation_id", "start", "pk")
         .values_list(
-            "system__slug",
+            # Through the allocation (its pool's system is the record's): joined once per allocation, not per row.
+            "allocation__pool__system__slug",
             "allocation__pool__programme__name",
             "allocation__pool__name",
             "allocation__scheduler_account",

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from allocations import ledger
-from allocations.models import LedgerAccount, ReportExport
+from allocations.models import JobRecord, LedgerAccount, ReportExport
 from allocations.reports.selectors import MANUAL_ADJUSTMENTS, ReportScope, usage_totals
 from allocations.reports.services import (
     ReportError,
@@ -356,3 +356,24 @@ def test_grouped_totals_are_read_in_a_fixed_number_of_queries(world, django_asse
             as_of=timezone.now(),
             scope=ReportScope(None),
         )
+
+
+def test_every_charge_in_the_raw_export_equals_the_sum_of_the_jobs_charges_in_the_ledger(world, admin, system):
+    """The export reads an unchanged record's charge from the record itself: it must equal the job charges."""
+    ingest_sacct(
+        system=system,
+        payload=payload(sacct_line(30, account="airr-00001", end="Unknown", state="RUNNING", elapsed=HOUR)),
+        source="command",
+    )
+    reconcile_system(system=system)  # a running job, charged provisionally
+
+    made = export(admin, kind="jobs", window=(MARCH[0], APRIL[1]))
+
+    exported = {
+        row["job_id"]: hours(row["charged_gpu_hours"]) for row in read_csv(export_file(made))[1].to_dict("records")
+    }
+    ledger_view = {
+        record.job_id: ledger.seconds_to_hours(record.charged_seconds)
+        for record in JobRecord.objects.with_charged_seconds().filter(charged_seconds__gt=0)
+    }
+    assert exported == ledger_view and "30" in exported
