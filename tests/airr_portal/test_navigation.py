@@ -16,7 +16,10 @@ def _navigation_labels(client):
         ("anonymous", ["Calls"]),
         ("applicant", ["Calls", "Your proposals", "Allocations"]),
         ("assessor", ["Calls", "Your proposals", "Proposal queue", "Allocations", "Usage"]),
-        ("director", ["Calls", "Your proposals", "Proposal queue", "Allocations", "Programmes", "Fund pools"]),
+        (
+            "director",
+            ["Calls", "Your proposals", "Proposal queue", "Allocations", "Programmes", "Fund pools", "Reports"],
+        ),
         (
             "admin",
             [
@@ -27,6 +30,7 @@ def _navigation_labels(client):
                 "Programmes",
                 "Fund pools",
                 "Usage",
+                "Reports",
                 "Admin site",
             ],
         ),
