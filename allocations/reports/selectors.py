@@ -1,8 +1,9 @@
 """Reads for reports: GPU-seconds awarded, used, returned and forfeited, grouped in SQL; job records for the raw
 export. Every read takes `as_of` (entries recorded by then) and a scope (the pools the requester may see).
 
-Measures come from the entries on allocation accounts, by their transaction's type; the window and the time
-buckets (month, week) use the ledger's `effective_at`. Grouping by user goes through the job charges (each job
+Measures come from the entries on allocation accounts: awards and endings by their transaction's type, usage as
+what remains of the accounts' net movement; the window and the time buckets (month, week) use the ledger's
+`effective_at`. Grouping by user goes through the job charges (each job
 record's part of a usage transaction), because the ledger knows allocations, not the people in them.
 """
 

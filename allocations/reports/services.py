@@ -26,6 +26,8 @@ from .selectors import GROUPINGS, TIME_GROUPINGS, ReportScope, usage_totals
 logger = logging.getLogger(__name__)
 
 EXPORT_FOLDER = "reports"
+# No ledger entry is older than the portal: an earlier date is a typing slip.
+EARLIEST = date(2000, 1, 1)
 
 
 class ReportError(ValueError):
@@ -81,6 +83,10 @@ def check_report_parameters(user, parameters: ReportParameters) -> dict[str, lis
         refuse("end", "The end date must be on or after the start date")
     if parameters.start and parameters.start > today:
         refuse("start", "The start date must be today or in the past")
+    if parameters.start and parameters.start < EARLIEST:
+        refuse("start", f"The start date must be in {EARLIEST.year} or later")
+    if parameters.end and parameters.end > today + timedelta(days=366 * 10):
+        refuse("end", "The end date must be within ten years from today")
     as_of = parameters.as_of
     if as_of is not None and (as_of.date() if isinstance(as_of, datetime) else as_of) > today:
         refuse("as_of", "The as-of date must be today or in the past")

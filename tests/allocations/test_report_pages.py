@@ -263,6 +263,7 @@ def test_the_api_answers_409_for_a_file_not_built_yet(client, admin, world):
         ({"groupings": ["nope"], "start": "2026-03-01", "end": "2026-03-31"}, "groupings"),
         ({"groupings": ["programme"], "start": "2026-03-01", "end": "2026-03-31", "programmes": ["x"]}, "programmes"),
         ({"groupings": ["programme"], "start": "2026-03-01", "end": "2026-03-31", "as_of": "2999-01-01"}, "as_of"),
+        ({"groupings": ["programme"], "start": "2026-03-01", "end": "9999-12-31"}, "end"),
     ],
 )
 def test_the_api_refuses_bad_parameters_in_the_one_error_format(client, admin, body, field):
