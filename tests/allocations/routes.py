@@ -252,6 +252,7 @@ def dashboard_routes(world):
 
 
 def report_routes(world):
+    from datetime import timedelta
     from pathlib import Path
 
     from django.conf import settings
@@ -268,7 +269,7 @@ def report_routes(world):
             end_date=now.date(),
             as_of=now,
             created_at=now,
-            expires_at=now + timezone.timedelta(days=1),
+            expires_at=now + timedelta(days=1),
             state="done",
             progress=100,
             file_path="reports/routes.csv",
