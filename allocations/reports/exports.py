@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -29,6 +30,7 @@ from .selectors import (
     TotalsReport,
     allocations_in_scope,
     job_records_charged,
+    measures_for,
 )
 
 TOTAL = "Total"
@@ -82,13 +84,10 @@ def notes(export: ReportExport, scope_text: str) -> list[tuple[str, str]]:
         (
             "Time",
             "The window and any month or week use the date each movement took effect in the ledger "
-            "(Europe/London); usage takes effect when it is charged, shortly after the job reports",
+            f"({settings.TIME_ZONE}); usage takes effect when it is charged, shortly after the job reports",
         ),
         ("Units", "GPU-hours, 2 decimals, converted once from the ledger's whole GPU-seconds"),
-        *(
-            (f"Column {measure}", MEASURES[measure])
-            for measure in (["used"] if "user" in export.groupings else MEASURES)
-        ),
+        *((f"Column {measure}", MEASURES[measure]) for measure in measures_for(export.groupings)),
         ("Total", "The last row: each column's exact total, converted once"),
     ]
     if "user" in export.groupings:
@@ -103,11 +102,21 @@ def notes(export: ReportExport, scope_text: str) -> list[tuple[str, str]]:
     return lines
 
 
+# A cell starting with one of these is a formula to a spreadsheet (and openpyxl writes it as one): names people
+# type (an organisation, a scheduler user) get a leading apostrophe, so they are only ever shown.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def as_text(label: str) -> str:
+    return f"'{label}" if label.startswith(FORMULA_STARTS) else label
+
+
 def totals_frame(report: TotalsReport) -> pd.DataFrame:
     """The table as a file shows it: a column per grouping, one per measure in GPU-hours, and a totals row."""
     labels = [GROUPINGS[name] for name in report.groupings]
     records = [
-        [*key, *(seconds_to_hours(values[measure]) for measure in report.measures)] for key, values in report.rows
+        [*map(as_text, key), *(seconds_to_hours(values[measure]) for measure in report.measures)]
+        for key, values in report.rows
     ]
     totals = report.totals
     records.append(
@@ -136,7 +145,8 @@ def write_totals(report: TotalsReport, path: Path, *, fmt: str, file_notes: list
 
 def _write_comment_lines(file, file_notes) -> None:
     for name, text in file_notes:
-        file.write(f"# {name}: {text}\n".replace("\r", " "))
+        line = f"{name}: {text}".replace("\r", " ").replace("\n", " ")
+        file.write(f"# {line}\n")
 
 
 def write_jobs(
@@ -181,10 +191,13 @@ def _without_jit():
             cursor.execute("RESET jit")
 
 
-# The inner query's order is kept by the plain scan over it; the charge is converted to hours here, once, as the
-# other exports do (half away from zero, as seconds_to_hours rounds the positive values).
+# The inner query's order is kept by the plain scan over it; the user (a name a cluster sends) is kept from being
+# read as a formula, as `as_text` does; the charge is converted to hours here, once, as the other exports do
+# (half away from zero, as seconds_to_hours rounds the positive values).
 _COPY_JOBS = (
-    "COPY (SELECT q.c1, q.c2, q.c3, q.c4, q.c5, q.c6, q.c7, q.c8, q.c9, q.c10, q.c11, q.c12, q.c13, "
+    "COPY (SELECT q.c1, q.c2, q.c3, q.c4, q.c5, "
+    "CASE WHEN left(q.c6, 1) IN ('=', '+', '-', '@', E'\\t', E'\\r') THEN '''' || q.c6 ELSE q.c6 END, "
+    "q.c7, q.c8, q.c9, q.c10, q.c11, q.c12, q.c13, "
     "round(q.c14 / 3600.0, 2) FROM (JOBS_QUERY) AS q(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14) "
     "WHERE q.c14 IS NOT NULL) TO STDOUT WITH (FORMAT csv)"
 )
@@ -213,6 +226,7 @@ def _write_jobs(records, file) -> int:
         *fields, charged = row
         if charged is None:
             continue
+        fields[5] = as_text(fields[5])
         fields[9], fields[10] = _timestamp(fields[9]), _timestamp(fields[10])
         writer.writerow([*fields, seconds_to_hours(charged)])
         rows += 1

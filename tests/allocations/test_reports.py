@@ -379,3 +379,20 @@ def test_every_charge_in_the_raw_export_equals_the_sum_of_the_jobs_charges_in_th
         for record in JobRecord.objects.with_charged_seconds().filter(charged_seconds__gt=0)
     }
     assert exported == ledger_view and "30" in exported
+
+
+def test_names_people_type_never_become_spreadsheet_formulas(world, admin, system):
+    world.alice.organisation = '=HYPERLINK("https://evil.example","x")'
+    world.alice.save()
+    ingest_sacct(
+        system=system, payload=payload(sacct_line(40, account="airr-00001", user="@SUM(1+1)")), source="command"
+    )
+    reconcile_system(system=system)
+
+    from_csv = export(admin, groupings=["organisation"], window=(date(2026, 2, 1), APRIL[1]))
+    from_xlsx = export(admin, groupings=["organisation"], window=(date(2026, 2, 1), APRIL[1]), fmt="xlsx")
+    jobs = export(admin, kind="jobs", window=MARCH)
+
+    assert table(from_csv)[0][0] == """'=HYPERLINK("https://evil.example","x")"""
+    assert read_xlsx(export_file(from_xlsx))[0].values.tolist()[0][0] == table(from_csv)[0][0]
+    assert "'@SUM(1+1)" in list(read_csv(export_file(jobs))[1]["user"])
