@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("allocations", "0004_usage"),
+        ("allocations", "0005_allocation_per_system"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
