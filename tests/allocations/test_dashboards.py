@@ -354,7 +354,7 @@ def test_the_dashboard_issues_a_bounded_number_of_queries(
             make_proposal(call=call, pi=UserFactory(), system=system, state=state)
     client.force_login(director)
 
-    with django_assert_max_num_queries(20):
+    with django_assert_max_num_queries(21):
         response = client.get(reverse("programme-dashboard", args=[programme.pk]))
 
     assert response.status_code == 200
