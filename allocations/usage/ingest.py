@@ -18,7 +18,7 @@ import io
 import os
 import tempfile
 import zoneinfo
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
@@ -39,7 +39,8 @@ from allocations.models import (
 )
 from programmes.models import System
 
-from .sacct import JobRow, SacctFormatError, iter_sacct
+from .sacct import JobRow, SacctFormatError, SacctReader, iter_sacct
+from .sacct import RejectedRow as SacctRejectedRow
 
 GZIP_MAGIC = b"\x1f\x8b"
 CHUNK_ROWS = 5000
@@ -332,16 +333,16 @@ class _CountingReader:
         return data
 
 
-def _record_rows(*, batch: IngestBatch, rows: Iterable, seq: int, on_rejected: Callable | None = None) -> _Counts:
+def _record_rows(*, batch: IngestBatch, rows: SacctReader, seq: int, on_rejected: Callable | None = None) -> _Counts:
     """Store a batch's rows under change number `seq`; rejected rows go to `on_rejected` when given."""
+    if connection.vendor == "postgresql":
+        return _record_rows_postgresql(batch=batch, reader=rows, seq=seq, on_rejected=on_rejected)
     system = batch.system
     matcher = _Matcher(system)
     factor = Decimal(system.charge_factor)
     counts = _Counts()
     rejected: list[RejectedRow] = []
     chunk: list[tuple] = []
-    store = _store_chunk_postgresql if connection.vendor == "postgresql" else _store_chunk_portable
-    staging = _Staging() if connection.vendor == "postgresql" else None
     for row in rows:
         if type(row) is not JobRow:
             if on_rejected is not None:
@@ -379,15 +380,13 @@ def _record_rows(*, batch: IngestBatch, rows: Iterable, seq: int, on_rejected: C
                 )
             )
         if len(chunk) >= CHUNK_ROWS:
-            store(chunk, batch=batch, seq=seq, counts=counts, staging=staging)
+            _store_chunk_portable(chunk, batch=batch, seq=seq, counts=counts)
             chunk = []
         if len(rejected) >= CHUNK_ROWS:
             RejectedRow.objects.bulk_create(rejected)
             rejected = []
     if chunk:
-        store(chunk, batch=batch, seq=seq, counts=counts, staging=staging)
-    if staging is not None:
-        staging.merge(batch=batch, seq=seq, counts=counts)
+        _store_chunk_portable(chunk, batch=batch, seq=seq, counts=counts)
     RejectedRow.objects.bulk_create(rejected)
     counts.rejected = batch.rejected_rows.filter(replayed_at__isnull=True).count()
     return counts
@@ -459,88 +458,214 @@ def _store_chunk_portable(chunk, *, batch, seq, counts, staging=None):
     counts.updated += len(changed)
 
 
-def _store_chunk_postgresql(chunk, *, batch, seq, counts, staging):
-    staging.copy(chunk)
+# The PostgreSQL path ----------------------------------------------------------------------------------------
+#
+# The rows are read as plain tuples (SacctReader.records) and streamed as COPY text into a temporary table
+# while they are being read, so the database loads one part while Python reads the next. One set-based
+# statement then merges them: runs not seen before are inserted in the order of the table's key (which keeps
+# the index writes sequential), runs whose fields changed are updated, and unchanged runs are left alone, so
+# they keep their change number. Matching accounts to allocations happens in that statement too, against a
+# small table of the system's accounts with their windows worked out here, exactly as _Matcher does.
 
-
+COPY_CHUNK_ROWS = 200_000  # rows per COPY; between two, the rejected rows are saved, so memory stays bounded
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _copy_line(values: tuple) -> str:
-    """One row in COPY's text format, in the order of _COLUMNS.
-
-    Written out field by field because it runs a million times a payload. JobIDRaw and JobID (checked by
-    the reader to be job ids) and State (a word) need no escaping; free text does.
-    """
-    raw, start, job_id, account, user, state, submit, end, elapsed, gpus, name, cost, allocation, outside = values
-    return (
-        f"{raw}\t{start.isoformat()}\t{job_id}\t{account.translate(_COPY_ESCAPES)}\t"
-        f"{user.translate(_COPY_ESCAPES)}\t{state}\t{submit.isoformat() if submit else NULL}\t"
-        f"{end.isoformat() if end else NULL}\t{elapsed}\t{gpus}\t{name.translate(_COPY_ESCAPES)}\t{cost}\t"
-        f"{NULL if allocation is None else allocation}\t{'t' if outside else 'f'}\n"
-    )
-
-
 NULL = "\\N"
+_STAGING_COLUMNS = (
+    "line",
+    "job_id_raw",
+    "start",
+    "job_id",
+    "account",
+    "user",
+    "state",
+    "submit",
+    "end",
+    "elapsed_seconds",
+    "gpus",
+    "job_name",
+    "gpu_seconds",
+)
 
 
-class _Staging:
-    """The PostgreSQL path: COPY rows into a temporary table, then merge them in one INSERT … ON CONFLICT.
+def _too_long_fields(job_id: str, job_id_raw: str, account: str, user: str, state: str) -> str | None:
+    if len(account) <= 64 and len(user) <= 64 and len(job_id) <= 64 and len(job_id_raw) <= 64 and len(state) <= 32:
+        return None
+    values = {"job_id": job_id, "job_id_raw": job_id_raw, "account": account, "user": user, "state": state}
+    for name, limit in _FIELD_LIMITS.items():
+        if len(values[name]) > limit:
+            return f"{name} is longer than {limit} characters"
+    return None
 
-    COPY is the floor of what PostgreSQL can load; the merge is one set operation that inserts new runs,
-    updates only runs whose fields changed (so unchanged rows keep their change number) and counts both.
+
+class _CopySource:
+    """A file-like object over COPY text lines, read by psycopg2's copy_expert as it sends them.
+
+    `read` hands out whole lines only; after `limit` rows it reports the end, so the caller can save the
+    rejected rows gathered so far (no other statement may run during a COPY) and start the next COPY.
     """
 
-    def __init__(self):
+    def __init__(self, lines, limit: int):
+        self.lines = lines
+        self.limit = limit
         self.rows = 0
-        with connection.cursor() as cursor:
-            cursor.execute(
-                """
-                CREATE TEMPORARY TABLE IF NOT EXISTS usage_staging (
-                    line bigserial, job_id_raw text, start timestamptz, job_id text, account text,
-                    "user" text,
-                    state text, submit timestamptz, "end" timestamptz, elapsed_seconds bigint, gpus integer,
-                    job_name text, gpu_seconds bigint, allocation_id bigint, is_outside_window boolean
-                ) ON COMMIT DROP
-                """
-            )
-            cursor.execute("TRUNCATE usage_staging")
+        self.exhausted = False
+        # psycopg2 reports an exception raised in read() as a failed COPY: it is kept to be raised as itself.
+        self.error: BaseException | None = None
 
-    def copy(self, chunk) -> None:
-        text = "".join(map(_copy_line, chunk))
-        columns = ", ".join(f'"{name}"' for name in _COLUMNS)
-        with connection.cursor() as cursor:
-            cursor.cursor.copy_expert(f"COPY usage_staging ({columns}) FROM STDIN", io.StringIO(text))
-        self.rows += len(chunk)
+    def read(self, size: int = -1) -> str:
+        parts, length = [], 0
+        try:
+            for line in self.lines:
+                parts.append(line)
+                length += len(line)
+                self.rows += 1
+                if length >= size or self.rows % self.limit == 0:
+                    return "".join(parts)
+        except BaseException as problem:
+            self.error = problem
+            raise
+        self.exhausted = True
+        return "".join(parts)
 
-    def merge(self, *, batch, seq, counts) -> None:
-        table = JobRecord._meta.db_table
-        changed = " OR ".join(f'r."{name}" IS DISTINCT FROM EXCLUDED."{name}"' for name in _COMPARED)
-        updates = ", ".join(f'"{name}" = EXCLUDED."{name}"' for name in _COMPARED)
-        columns = ", ".join(f'"{name}"' for name in _COLUMNS)
-        with connection.cursor() as cursor:
-            # DISTINCT ON sorts the whole payload: let it sort in memory rather than in temporary files.
-            cursor.execute("SET LOCAL work_mem = '256MB'")
-            # Table and column names come from the model; every value is a parameter.
-            cursor.execute(
-                f"""
-                WITH merged AS (
-                    INSERT INTO {table} AS r
-                        (system_id, {columns}, changed_seq, last_batch_id)
-                    SELECT DISTINCT ON (job_id_raw, start) %s, {columns}, %s, %s
-                    FROM usage_staging ORDER BY job_id_raw, start, line DESC
-                    ON CONFLICT (system_id, job_id_raw, start) DO UPDATE SET {updates},
-                        allocation_id = COALESCE(r.allocation_id, EXCLUDED.allocation_id),
-                        changed_seq = EXCLUDED.changed_seq, last_batch_id = EXCLUDED.last_batch_id
-                    WHERE {changed} OR (r.allocation_id IS NULL AND EXCLUDED.allocation_id IS NOT NULL)
-                    RETURNING (xmax = 0) AS inserted
-                )
-                SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged
-                """,  # noqa: S608
-                [batch.system_id, seq, batch.pk],
+    def copy_into(self, cursor, table: str, columns: str) -> None:
+        try:
+            cursor.cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN", self, size=1 << 18)
+        except Exception:
+            if self.error is not None:
+                raise self.error from None
+            raise
+
+
+def _record_rows_postgresql(*, batch, reader: SacctReader, seq: int, on_rejected: Callable | None) -> _Counts:
+    system = batch.system
+    matcher = _Matcher(system)
+    accounts = matcher.by_account
+    factor = Decimal(system.charge_factor)
+    counts = _Counts()
+    rejected: list[RejectedRow] = []
+
+    def reject(line_number: int, raw: str, reason: str) -> None:
+        if on_rejected is not None:
+            on_rejected(line_number, reason)
+        else:
+            rejected.append(RejectedRow(batch=batch, line_number=line_number, raw=raw, reason=reason))
+
+    def copy_lines():
+        escapes = _COPY_ESCAPES
+        plain_factor = factor == 1
+        for record in reader.records():
+            if type(record) is SacctRejectedRow:
+                reject(record.line_number, record.raw, record.reason)
+                continue
+            line_number, raw, job_id, job_id_raw, account, user, state, submit, start, end, elapsed, gpus, name = record
+            if start is None:
+                # It never ran (pending, or cancelled before starting): nothing to charge, nothing to store.
+                counts.never_started += 1
+                continue
+            if (problem := _too_long_fields(job_id, job_id_raw, account, user, state)) is not None:
+                reject(line_number, raw, problem)
+                continue
+            if account not in accounts:
+                counts.unmatched += 1
+            cost = gpus * elapsed if plain_factor else gpu_seconds_of(gpus, elapsed, factor)
+            # JobIDRaw and JobID (checked by the reader to be job ids), State (a word) and the times (ISO
+            # text) need no escaping; free text does.
+            yield (
+                f"{line_number}\t{job_id_raw}\t{start}\t{job_id}\t{account.translate(escapes)}\t"
+                f"{user.translate(escapes)}\t{state}\t{NULL if submit is None else submit}\t"
+                f"{NULL if end is None else end}\t{elapsed}\t{gpus}\t"
+                f"{name[:JOB_NAME_LIMIT].translate(escapes)}\t{cost}\n"
             )
-            new, updated = cursor.fetchone()
-            cursor.execute("DROP TABLE usage_staging")
-        counts.new += new
-        counts.updated += updated
-        counts.unchanged += self.rows - new - updated
+
+    with connection.cursor() as cursor:
+        _create_staging(cursor, matcher)
+        source = _CopySource(copy_lines(), COPY_CHUNK_ROWS)
+        columns = ", ".join(f'"{name}"' for name in _STAGING_COLUMNS)
+        while not source.exhausted:
+            source.copy_into(cursor, "usage_staging", columns)
+            RejectedRow.objects.bulk_create(rejected, batch_size=5000)
+            rejected.clear()
+        staged = source.rows
+        new, updated = _merge_staging(cursor, batch=batch, seq=seq)
+        cursor.execute("DROP TABLE usage_staging, usage_accounts")
+    counts.new += new
+    counts.updated += updated
+    counts.unchanged += staged - new - updated
+    counts.rejected = batch.rejected_rows.filter(replayed_at__isnull=True).count()
+    return counts
+
+
+def _create_staging(cursor, matcher: _Matcher) -> None:
+    cursor.execute(
+        """
+        CREATE TEMPORARY TABLE usage_staging (
+            line bigint, job_id_raw text, start timestamptz, job_id text, account text, "user" text,
+            state text, submit timestamptz, "end" timestamptz, elapsed_seconds bigint, gpus integer,
+            job_name text, gpu_seconds bigint
+        ) ON COMMIT DROP;
+        CREATE TEMPORARY TABLE usage_accounts (
+            account text PRIMARY KEY, allocation_id bigint, opens timestamptz, closes timestamptz
+        ) ON COMMIT DROP;
+        """
+    )
+    found = matcher.by_account
+    cursor.execute(
+        "INSERT INTO usage_accounts SELECT * FROM unnest(%s::text[], %s::bigint[], %s::timestamptz[], "
+        "%s::timestamptz[])",
+        [
+            list(found),
+            [pk for pk, _, _ in found.values()],
+            [opens for _, opens, _ in found.values()],
+            [closes for _, _, closes in found.values()],
+        ],
+    )
+    cursor.execute("ANALYZE usage_accounts")
+
+
+def _merge_staging(cursor, *, batch: IngestBatch, seq: int) -> tuple[int, int]:
+    """Insert the new runs and update the changed ones; returns (new, updated)."""
+    table = JobRecord._meta.db_table
+    changed = " OR ".join(f'r."{name}" IS DISTINCT FROM m."{name}"' for name in _COMPARED)
+    updates = ", ".join(f'"{name}" = m."{name}"' for name in _COMPARED)
+    columns = ", ".join(f'"{name}"' for name in _COLUMNS)
+    # DISTINCT ON sorts the whole payload: let it sort in memory rather than in temporary files.
+    cursor.execute("SET LOCAL work_mem = '256MB'")
+    # Table and column names come from the model; every value is a parameter. The key's index is the
+    # unique (system, job_id_raw, start), so rows sorted by (job_id_raw, start) reach it in its own order.
+    cursor.execute(
+        f"""
+        WITH latest AS (
+            -- The last report of a run in one payload wins, as it does across payloads.
+            SELECT DISTINCT ON (s.job_id_raw, s.start)
+                s.job_id_raw, s.start, s.job_id, s.account, s."user", s.state, s.submit, s."end",
+                s.elapsed_seconds, s.gpus, s.job_name, s.gpu_seconds, a.allocation_id,
+                COALESCE(s.start < a.opens OR COALESCE(s."end", s.start) >= a.closes, false)
+                    AS is_outside_window
+            FROM usage_staging s LEFT JOIN usage_accounts a ON a.account = s.account
+            ORDER BY s.job_id_raw, s.start, s.line DESC
+        ),
+        updated AS (
+            UPDATE {table} AS r SET {updates},
+                -- Once matched, a record stays with its allocation: its charges are there.
+                allocation_id = COALESCE(r.allocation_id, m.allocation_id),
+                changed_seq = %(seq)s, last_batch_id = %(batch)s
+            FROM latest m
+            WHERE r.system_id = %(system)s AND r.job_id_raw = m.job_id_raw AND r.start = m.start
+                AND ({changed} OR (r.allocation_id IS NULL AND m.allocation_id IS NOT NULL))
+            RETURNING 1
+        ),
+        inserted AS (
+            INSERT INTO {table} (system_id, {columns}, changed_seq, last_batch_id)
+            SELECT %(system)s, {columns}, %(seq)s, %(batch)s FROM latest m
+            WHERE NOT EXISTS (
+                SELECT FROM {table} r
+                WHERE r.system_id = %(system)s AND r.job_id_raw = m.job_id_raw AND r.start = m.start
+            )
+            ORDER BY job_id_raw, start
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM updated)
+        """,  # noqa: S608
+        {"system": batch.system_id, "seq": seq, "batch": batch.pk},
+    )
+    return cursor.fetchone()
