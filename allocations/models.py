@@ -399,8 +399,14 @@ class JobRecord(models.Model):
     """
 
     # No separate indexes on the foreign keys: the unique key and the indexes below start with them, and each
-    # index costs every row of a million-row ingest.
-    system = models.ForeignKey(System, on_delete=models.PROTECT, related_name="job_records", db_index=False)
+    # index costs every row of a million-row ingest. Nor database checks on `system` and `allocation`: the
+    # check of each row, deferred to the commit, cost a million-row ingest more than loading its rows. The
+    # references are kept by construction instead: an ingest writes its own system's rows and matches accounts
+    # to allocations read in its own transaction, systems and allocations are never deleted (PROTECT keeps
+    # the ORM from it), and tests/allocations check that every stored reference resolves.
+    system = models.ForeignKey(
+        System, on_delete=models.PROTECT, related_name="job_records", db_index=False, db_constraint=False
+    )
     job_id_raw = models.CharField(max_length=64)
     start = models.DateTimeField()
     job_id = models.CharField(max_length=64)
@@ -420,6 +426,7 @@ class JobRecord(models.Model):
         blank=True,
         related_name="job_records",
         db_index=False,
+        db_constraint=False,
     )
     is_outside_window = models.BooleanField(
         default=False, help_text="Ran outside the allocation's dates: charged, and flagged for an operator."
@@ -446,7 +453,10 @@ class JobRecord(models.Model):
         ]
         indexes = [
             models.Index(fields=["system", "changed_seq"], name="job_record_changes"),
-            models.Index(fields=["system", "account"], name="job_record_account"),
+            # Accounts are looked up only to find held usage: matched records cost this index nothing.
+            models.Index(
+                fields=["system", "account"], name="job_record_unmatched", condition=Q(allocation__isnull=True)
+            ),
             models.Index(fields=["allocation", "start"], name="job_record_allocation"),
         ]
 
@@ -456,6 +466,32 @@ class JobRecord(models.Model):
     @property
     def is_running(self) -> bool:
         return self.end is None
+
+
+class SchedulerAccountAlias(models.Model):
+    """Another scheduler account whose usage on a system belongs to an allocation, set by an admin.
+
+    Made when an admin assigns the held usage of an unmatched account: the usage held then moves, and every
+    later ingest matches the account to the allocation too, so the assignment lasts. One per system and
+    account; an allocation's own scheduler account wins over an alias of the same name.
+    """
+
+    system = models.ForeignKey(System, on_delete=models.PROTECT, related_name="scheduler_account_aliases")
+    account = models.CharField(max_length=64)
+    allocation = models.ForeignKey(Allocation, on_delete=models.PROTECT, related_name="account_aliases")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["system", "account"]
+        constraints = [
+            models.UniqueConstraint(fields=["system", "account"], name="scheduler_account_alias_once"),
+        ]
+
+    def __str__(self):
+        return f"{self.account} on system {self.system_id} → allocation {self.allocation_id}"
 
 
 class ReconciliationCursor(models.Model):

@@ -35,6 +35,7 @@ from allocations.models import (
     IngestToken,
     JobRecord,
     RejectedRow,
+    SchedulerAccountAlias,
     UsageSequence,
 )
 from programmes.models import System
@@ -193,6 +194,14 @@ class _Matcher:
 
     def __init__(self, system: System):
         tz = zoneinfo.ZoneInfo(system.time_zone or "UTC")
+        # Accounts an admin assigned to an allocation (SchedulerAccountAlias) first, so that an allocation's
+        # own account wins over an alias of the same name.
+        aliases = SchedulerAccountAlias.objects.filter(system=system, allocation__pool__system=system).values_list(
+            "account", "allocation", "allocation__start_date", "allocation__end_date"
+        )
+        own = Allocation.objects.filter(pool__system=system).values_list(
+            "scheduler_account", "pk", "start_date", "end_date"
+        )
         # The window as instants: from the first day's midnight to the midnight after the last day, in the
         # system's time zone, so each row compares two datetimes instead of converting its own.
         self.by_account = {
@@ -201,9 +210,7 @@ class _Matcher:
                 datetime.combine(first_day, dt_time.min, tz),
                 datetime.combine(last_day + timedelta(days=1), dt_time.min, tz),
             )
-            for account, pk, first_day, last_day in Allocation.objects.filter(pool__system=system).values_list(
-                "scheduler_account", "pk", "start_date", "end_date"
-            )
+            for account, pk, first_day, last_day in [*aliases, *own]
         }
 
     def match(self, account: str, start, end) -> tuple[int | None, bool]:

@@ -8,6 +8,13 @@ without the portal's charge factor). Two ways to set it, for the two Slurm set-u
   (PriorityDecayHalfLife=0 with a PriorityUsageResetPeriod): apply it right after each reset.
 Absolute values make the commands idempotent; an account that may not run (scheduled, exhausted, expired,
 revoked) gets 0.
+
+An account an admin assigned to an allocation (a SchedulerAccountAlias) is listed too, with its allocation's
+state and limits and `alias_of` naming the allocation's own account: its jobs are charged to that allocation,
+so they may run on its terms, and stop when it does. Slurm keeps each account's usage apart, so two accounts
+with the same limit could together use more than the award until the portal's next export after the ledger
+sees it; the README advises moving the alias under the allocation's account (a parent's limit covers its
+children) or retiring it.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from __future__ import annotations
 from decimal import ROUND_FLOOR, Decimal
 
 from allocations import ledger
-from allocations.models import Allocation
+from allocations.models import Allocation, SchedulerAccountAlias
 from programmes.models import System
 
 
@@ -44,8 +51,15 @@ def account_limits(*, system: System) -> list[dict]:
                 "remaining_gpu_seconds": committed - used,
                 "start_date": allocation.start_date.isoformat(),
                 "end_date": allocation.end_date.isoformat(),
+                "alias_of": None,
             }
         )
+    by_allocation = {allocation.pk: limit for allocation, limit in zip(allocations, limits, strict=True)}
+    aliases = SchedulerAccountAlias.objects.filter(system=system, allocation__in=list(by_allocation))
+    for alias_account, allocation_id in aliases.values_list("account", "allocation"):
+        own = by_allocation[allocation_id]
+        limits.append({**own, "account": alias_account, "alias_of": own["account"]})
+    limits.sort(key=lambda limit: limit["account"])
     return limits
 
 
@@ -63,6 +77,8 @@ def sacctmgr_commands(*, system: System, limit: str = "total", target: str = "ac
     for account in account_limits(system=system):
         where = f"name={account['account']}" + (f" cluster={account['cluster']}" if target == "account" else "")
         lines.append(
-            f"sacctmgr -i modify {target} where {where} set GrpTRESMins=gres/gpu={account[key]}  # {account['state']}"
+            f"sacctmgr -i modify {target} where {where} "
+            f"set GrpTRESMins=gres/gpu={account[key]}  # {account['state']}"
+            + (f", charged to {account['alias_of']}" if account["alias_of"] else "")
         )
     return "\n".join(lines) + "\n"

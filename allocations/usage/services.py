@@ -11,11 +11,18 @@ import secrets
 import zoneinfo
 from datetime import UTC
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from allocations.models import Allocation, IngestBatch, IngestToken, JobRecord, RejectedRow
+from allocations.models import (
+    Allocation,
+    IngestBatch,
+    IngestToken,
+    JobRecord,
+    RejectedRow,
+    SchedulerAccountAlias,
+)
 from programmes.models import System
 
 from .ingest import _record_rows, next_change_seq, open_raw
@@ -75,22 +82,47 @@ def unmatched_accounts(system_ids=None):
 
 
 def assign_unmatched_account(*, system: System, account: str, allocation: Allocation, actor) -> int:
-    """Give the held usage of a scheduler account to an allocation; returns how many job records moved.
+    """Give a scheduler account's held usage on `system` to an allocation, now and for every later ingest.
 
-    The records get a new change number, so the next reconciliation (enqueued on commit) charges them.
+    Records a SchedulerAccountAlias (unless the account is the allocation's own), so later usage of the
+    account is matched to the allocation as it arrives. The moved records get a new change number, so the
+    next reconciliation (enqueued on commit) charges them. Returns how many job records moved.
+
+    Refused: an allocation of another system, an account with no usage held on this system, and an account
+    another allocation owns or was assigned to.
     """
+    if not account:
+        raise UsageError("Choose the scheduler account to assign")
     if allocation.pool.system_id != system.pk:
         raise UsageError(f"{allocation.scheduler_account} is on {allocation.pool.system}, not on {system}")
-    with transaction.atomic():
-        seq = next_change_seq(system)
-        records = JobRecord.objects.filter(system=system, account=account, allocation__isnull=True)
-        moved = records.update(allocation=allocation, changed_seq=seq)
-        # A run outside the allocation's dates is still charged (usage happened), but flagged for an operator.
-        JobRecord.objects.filter(system=system, account=account, allocation=allocation, changed_seq=seq).filter(
-            Q(start__date__lt=allocation.start_date) | Q(end__date__gt=allocation.end_date)
-        ).update(is_outside_window=True)
-        if moved:
+    try:
+        with transaction.atomic():
+            # The system's change lock: no ingest of this system records rows while the account changes hands.
+            seq = next_change_seq(system)
+            owner = Allocation.objects.filter(pool__system=system, scheduler_account=account).first()
+            if owner is not None and owner.pk != allocation.pk:
+                raise UsageError(f"'{account}' is the scheduler account of {owner}: its usage is charged there")
+            alias = SchedulerAccountAlias.objects.filter(system=system, account=account).first()
+            if alias is not None:
+                raise UsageError(
+                    f"'{account}' on {system} was already assigned to {alias.allocation} on {alias.created_at:%d %B %Y}"
+                )
+            records = JobRecord.objects.filter(system=system, account=account, allocation__isnull=True)
+            if not records.exists():
+                raise UsageError(f"No usage of '{account}' is held on {system}: there is nothing to assign")
+            if owner is None:
+                SchedulerAccountAlias.objects.create(
+                    system=system, account=account, allocation=allocation, created_by=actor
+                )
+            moved = records.update(allocation=allocation, changed_seq=seq)
+            # A run outside the allocation's dates is still charged (usage happened), but flagged for an operator.
+            JobRecord.objects.filter(system=system, account=account, allocation=allocation, changed_seq=seq).filter(
+                Q(start__date__lt=allocation.start_date) | Q(end__date__gt=allocation.end_date)
+            ).update(is_outside_window=True)
             _enqueue_reconciliation(system)
+    except IntegrityError:
+        # Another admin assigned the same account at the same moment; theirs stands.
+        raise UsageError(f"'{account}' on {system} was assigned by someone else meanwhile") from None
     return moved
 
 
