@@ -605,6 +605,7 @@ def _record_rows_postgresql(*, batch, reader: SacctReader, seq: int, on_rejected
 def _create_staging(cursor, matcher: _Matcher) -> None:
     cursor.execute(
         """
+        DROP TABLE IF EXISTS usage_staging, usage_accounts;
         CREATE TEMPORARY TABLE usage_staging (
             line bigint, job_id_raw text, start timestamptz, job_id text, account text, "user" text,
             state text, submit timestamptz, "end" timestamptz, elapsed_seconds bigint, gpus integer,

@@ -19,14 +19,14 @@ ingest changes while a run is under way gets a change number above the run's, so
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection, transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from allocations import ledger
@@ -44,12 +44,6 @@ from programmes.models import System
 PAUSE_ENVIRONMENT_VARIABLE = "AIRR_TEST_RECONCILE_PAUSE_SECONDS"
 
 
-@dataclass
-class _AllocationDeltas:
-    charges: list[tuple[int, int]] = field(default_factory=list)  # (job record id, positive seconds)
-    refunds: list[tuple[int, int]] = field(default_factory=list)  # (job record id, positive seconds)
-
-
 def reconcile_system(*, system: System, effective_at: datetime | None = None) -> ReconciliationRun | None:
     """Charge every changed, matched job record of the system; returns the run, or None when nothing moved.
 
@@ -61,30 +55,10 @@ def reconcile_system(*, system: System, effective_at: datetime | None = None) ->
         # One run per system at a time: a second run waits here, then sees what the first already charged.
         cursor = ReconciliationCursor.objects.select_for_update().get(system=system)
         from_seq = cursor.reconciled_seq
-        if connection.vendor == "postgresql":
-            # Before statistics catch up with a big ingest the planner overestimates this query and compiles
-            # it (JIT), which costs a hundred times more than the index scan it usually is.
-            with connection.cursor() as db:
-                db.execute("SET LOCAL jit = off")
-        rows = (
-            JobRecord.objects.filter(system=system, changed_seq__gt=from_seq)
-            .order_by()
-            .with_charged_seconds()
-            .values_list("pk", "allocation_id", "gpu_seconds", "charged_seconds", "changed_seq")
+        changes = (
+            _SqlChanges(system, from_seq) if connection.vendor == "postgresql" else _PythonChanges(system, from_seq)
         )
-        to_seq = from_seq
-        per_allocation: dict[int, _AllocationDeltas] = defaultdict(_AllocationDeltas)
-        records = 0
-        for pk, allocation_id, gpu_seconds, charged_seconds, changed_seq in rows.iterator(chunk_size=20_000):
-            to_seq = max(to_seq, changed_seq)
-            # Unmatched records wait, held, until an allocation claims their account (which gives them a new
-            # change number, so a later run sees them).
-            if allocation_id is None or gpu_seconds == charged_seconds:
-                continue
-            delta = gpu_seconds - charged_seconds
-            deltas = per_allocation[allocation_id]
-            (deltas.charges if delta > 0 else deltas.refunds).append((pk, abs(delta)))
-            records += 1
+        to_seq, per_allocation = changes.to_seq, changes.per_allocation
         if not per_allocation:
             if to_seq != from_seq:
                 cursor.reconciled_seq = to_seq
@@ -94,21 +68,20 @@ def reconcile_system(*, system: System, effective_at: datetime | None = None) ->
             system=system,
             from_seq=from_seq,
             to_seq=to_seq,
-            records=records,
+            records=changes.records,
             allocations=len(per_allocation),
             started_at=started_at,
             finished_at=started_at,
         )
         allocations = Allocation.objects.select_related("pool__system").in_bulk(list(per_allocation))
-        movements, parts_by_key = [], {}
+        movements, keys = [], {}
         for allocation_id in sorted(per_allocation):
             allocation, deltas = allocations[allocation_id], per_allocation[allocation_id]
-            for kind, sign, parts in (("charge", 1, deltas.charges), ("refund", -1, deltas.refunds)):
-                if parts:
+            for kind, sign, (jobs, seconds) in (("charge", 1, deltas.charges), ("refund", -1, deltas.refunds)):
+                if jobs:
                     key = f"usage-{kind}:{run.pk}:{allocation_id}"
-                    seconds = sum(amount for _, amount in parts)
-                    movements.append((allocation, sign * seconds, _reason(kind, len(parts), system), key))
-                    parts_by_key[key] = (sign, parts)
+                    movements.append((allocation, sign * seconds, _reason(kind, jobs, system), key))
+                    keys[(allocation_id, sign)] = key
         transactions = ledger.record_usage_in_bulk(
             system=system,
             movements=movements,
@@ -116,14 +89,9 @@ def reconcile_system(*, system: System, effective_at: datetime | None = None) ->
             effective_at=effective_at,
         )
         net = sum(seconds for _, seconds, _, _ in movements)
-        job_charges = [
-            (run.pk, transactions[key].pk, pk, sign * amount)
-            for key, (sign, parts) in parts_by_key.items()
-            for pk, amount in parts
-        ]
         if pause := float(os.environ.get(PAUSE_ENVIRONMENT_VARIABLE) or 0):
             time.sleep(pause)
-        _insert_job_charges(job_charges)
+        changes.insert_job_charges(run.pk, {part: transactions[key].pk for part, key in keys.items()})
         cursor.reconciled_seq = to_seq
         cursor.save(update_fields=["reconciled_seq"])
         run.charged_seconds = net
@@ -132,23 +100,126 @@ def reconcile_system(*, system: System, effective_at: datetime | None = None) ->
         return run
 
 
+@dataclass
+class _Totals:
+    charges: tuple[int, int] = (0, 0)  # (jobs, positive seconds)
+    refunds: tuple[int, int] = (0, 0)  # (jobs, positive seconds)
+
+
+class _SqlChanges:
+    """PostgreSQL: each changed record's difference is worked out and kept in the database, never in Python.
+
+    One statement writes (record, allocation, difference) for the records whose cost differs from what their
+    job charges hold to a temporary table; the totals per allocation come back (a few thousand rows); the job
+    charges are then inserted from that table in one statement, each pointing at its allocation's charge or
+    refund transaction.
+    """
+
+    def __init__(self, system: System, from_seq: int):
+        table, charges = JobRecord._meta.db_table, JobCharge._meta.db_table
+        with connection.cursor() as db:
+            # Before statistics catch up with a big ingest the planner overestimates these queries and compiles
+            # them (JIT), which costs more than running them.
+            db.execute("SET LOCAL jit = off")
+            db.execute("SET LOCAL work_mem = '256MB'")
+            latest = JobRecord.objects.filter(system=system, changed_seq__gt=from_seq).aggregate(Max("changed_seq"))
+            self.to_seq = latest["changed_seq__max"] or from_seq
+            # Dropped at commit; a run before it inside the same transaction (tests do that) left its own.
+            db.execute("DROP TABLE IF EXISTS reconcile_deltas")
+            # Table names come from the models; every value is a parameter. Unmatched records wait, held, until
+            # an allocation claims their account (which gives them a new change number, so a later run sees them).
+            db.execute(
+                f"""
+                CREATE TEMPORARY TABLE reconcile_deltas ON COMMIT DROP AS
+                SELECT r.id, r.allocation_id, r.gpu_seconds - COALESCE(c.charged, 0) AS delta
+                FROM {table} r
+                LEFT JOIN LATERAL (
+                    SELECT sum(seconds) AS charged FROM {charges} WHERE job_record_id = r.id
+                ) c ON true
+                WHERE r.system_id = %s AND r.changed_seq > %s AND r.changed_seq <= %s
+                    AND r.allocation_id IS NOT NULL AND r.gpu_seconds <> COALESCE(c.charged, 0)
+                """,  # noqa: S608
+                [system.pk, from_seq, self.to_seq],
+            )
+            db.execute(
+                """
+                SELECT allocation_id,
+                    count(*) FILTER (WHERE delta > 0), COALESCE(sum(delta) FILTER (WHERE delta > 0), 0),
+                    count(*) FILTER (WHERE delta < 0), COALESCE(-sum(delta) FILTER (WHERE delta < 0), 0)
+                FROM reconcile_deltas GROUP BY allocation_id
+                """
+            )
+            self.per_allocation = {
+                allocation_id: _Totals((charged_jobs, int(charged)), (refunded_jobs, int(refunded)))
+                for allocation_id, charged_jobs, charged, refunded_jobs, refunded in db.fetchall()
+            }
+        self.records = sum(t.charges[0] + t.refunds[0] for t in self.per_allocation.values())
+
+    def insert_job_charges(self, run_id: int, transaction_ids: dict[tuple[int, int], int]) -> None:
+        parts = list(transaction_ids.items())
+        with connection.cursor() as db:
+            db.execute(
+                f"""
+                INSERT INTO {JobCharge._meta.db_table} (run_id, transaction_id, job_record_id, seconds)
+                SELECT %s, t.transaction_id, d.id, d.delta
+                FROM reconcile_deltas d
+                JOIN unnest(%s::bigint[], %s::integer[], %s::bigint[]) AS t(allocation_id, sign, transaction_id)
+                    ON t.allocation_id = d.allocation_id AND t.sign = sign(d.delta)
+                ORDER BY d.id
+                """,  # noqa: S608
+                [
+                    run_id,
+                    [allocation_id for (allocation_id, _), _ in parts],
+                    [sign for (_, sign), _ in parts],
+                    [transaction_id for _, transaction_id in parts],
+                ],
+            )
+            db.execute("DROP TABLE reconcile_deltas")
+
+
+class _PythonChanges:
+    """The portable path (SQLite): the changed records read one by one, their differences kept in Python."""
+
+    def __init__(self, system: System, from_seq: int):
+        rows = (
+            JobRecord.objects.filter(system=system, changed_seq__gt=from_seq)
+            .order_by()
+            .with_charged_seconds()
+            .values_list("pk", "allocation_id", "gpu_seconds", "charged_seconds", "changed_seq")
+        )
+        self.to_seq = from_seq
+        self.parts: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
+        self.records = 0
+        for pk, allocation_id, gpu_seconds, charged_seconds, changed_seq in rows.iterator(chunk_size=20_000):
+            self.to_seq = max(self.to_seq, changed_seq)
+            # Unmatched records wait, held, until an allocation claims their account (which gives them a new
+            # change number, so a later run sees them).
+            if allocation_id is None or gpu_seconds == charged_seconds:
+                continue
+            delta = gpu_seconds - charged_seconds
+            self.parts[(allocation_id, 1 if delta > 0 else -1)].append((pk, delta))
+            self.records += 1
+        self.per_allocation: dict[int, _Totals] = defaultdict(_Totals)
+        for (allocation_id, sign), parts in self.parts.items():
+            totals = (len(parts), abs(sum(delta for _, delta in parts)))
+            if sign > 0:
+                self.per_allocation[allocation_id].charges = totals
+            else:
+                self.per_allocation[allocation_id].refunds = totals
+
+    def insert_job_charges(self, run_id: int, transaction_ids: dict[tuple[int, int], int]) -> None:
+        JobCharge.objects.bulk_create(
+            (
+                JobCharge(run_id=run_id, transaction_id=transaction_ids[part], job_record_id=pk, seconds=delta)
+                for part, parts in self.parts.items()
+                for pk, delta in parts
+            ),
+            batch_size=5000,
+        )
+
+
 def _reason(kind: str, jobs: int, system: System) -> str:
     plural = "s" if jobs != 1 else ""
     if kind == "charge":
         return f"Usage of {jobs} job{plural} reported by {system.name}"
     return f"{jobs} job{plural} re-reported shorter by {system.name}"
-
-
-def _insert_job_charges(charges: list[tuple[int, int, int, int]]) -> None:
-    """Insert (run, transaction, job record, seconds) rows; COPY on PostgreSQL: a run can hold a million."""
-    if connection.vendor != "postgresql":
-        JobCharge.objects.bulk_create(
-            (JobCharge(run_id=r, transaction_id=t, job_record_id=j, seconds=s) for r, t, j, s in charges),
-            batch_size=5000,
-        )
-        return
-    columns = "(run_id, transaction_id, job_record_id, seconds)"
-    for start in range(0, len(charges), 100_000):
-        text = "".join(f"{r}\t{t}\t{j}\t{s}\n" for r, t, j, s in charges[start : start + 100_000])
-        with connection.cursor() as cursor:
-            cursor.cursor.copy_expert(f"COPY {JobCharge._meta.db_table} {columns} FROM STDIN", io.StringIO(text))
