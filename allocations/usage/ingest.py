@@ -575,13 +575,16 @@ def _record_rows_postgresql(*, batch, reader: SacctReader, seq: int, on_rejected
             if account not in accounts:
                 counts.unmatched += 1
             cost = gpus * elapsed if plain_factor else gpu_seconds_of(gpus, elapsed, factor)
+            if len(name) > JOB_NAME_LIMIT:
+                name = name[:JOB_NAME_LIMIT]
+            if "\\" in raw or "\t" in raw or "\r" in raw:
+                account, user, name = account.translate(escapes), user.translate(escapes), name.translate(escapes)
             # JobIDRaw and JobID (checked by the reader to be job ids), State (a word) and the times (ISO
-            # text) need no escaping; free text does.
+            # text) need no escaping; free text does, when the line holds a character COPY would read.
             yield (
-                f"{line_number}\t{job_id_raw}\t{start}\t{job_id}\t{account.translate(escapes)}\t"
-                f"{user.translate(escapes)}\t{state}\t{NULL if submit is None else submit}\t"
-                f"{NULL if end is None else end}\t{elapsed}\t{gpus}\t"
-                f"{name[:JOB_NAME_LIMIT].translate(escapes)}\t{cost}\n"
+                f"{line_number}\t{job_id_raw}\t{start}\t{job_id}\t{account}\t{user}\t{state}\t"
+                f"{NULL if submit is None else submit}\t{NULL if end is None else end}\t{elapsed}\t{gpus}\t"
+                f"{name}\t{cost}\n"
             )
 
     with connection.cursor() as cursor:

@@ -16,6 +16,7 @@ from allocations.usage.sacct import (
     GPU_COUNT_LIMIT,
     JobRow,
     SacctFormatError,
+    _fields_of_row,
     _new_job_row,
     iter_sacct,
     parse_sacct,
@@ -602,6 +603,87 @@ def test_the_rows_read_by_the_parser_carry_every_field_of_job_row():
     job = only_job(parse_rows({}))
 
     assert set(vars(job)) == {field.name for field in dataclasses.fields(JobRow)}
+
+
+# The ingest's fast path (SacctReader.records) must read every line exactly as the JobRow path does: the
+# ordinary line it reads inline, everything else it hands to the full rules.
+ODD_LINES = [
+    "1|1|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|3600|gres/gpu=2|train",
+    "2_4|2|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=1|a",
+    "3+1|3|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=1|het",
+    "4.batch|4.batch|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60||b",
+    "5_[1-9]|5|c|acc|u|PENDING|2026-03-01T09:00:00|Unknown|Unknown|0||pending",
+    "6|6|c|acc|u|CANCELLED by 1234|2026-03-01T09:00:00|None|None|0||never",
+    "7|7|c|acc|u|RUNNING|2026-03-01T09:00:00|2026-03-01T10:00:00|Unknown|60|billing=1,gres/gpu=8|run",
+    "8|8|c|acc|u|COMPLETED|2026-02-29T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=1|feb29",
+    "9|9|c|acc|u|COMPLETED|2026-02-30T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=1|feb30",
+    "10|10|c|acc|u|COMPLETED|2026-W09-1T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=1|week",
+    "11|11|c|acc|u|COMPLETED|2026-03-01 09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=1|space",
+    "12|12|c|acc|u|COMPLETED|2026-03-01T09:00:00+01:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60||offset",
+    "13|13|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=1,gres/gpu=2|x",
+    "14|14|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu:a100=4|typed",
+    "15|15|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpumem=80G|mem",
+    "16|16|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|xgres/gpu=3|prefix",
+    "17|17|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=999999|big",
+    "18|18|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=٣|arabic",
+    "19|19|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|99999999999|gres/gpu=1|x",
+    "20|20|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|-5|gres/gpu=1|neg",
+    "21|21|c|acc|u|WEIRD STATE|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=1|s",
+    "22|x22|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=1|raw",
+    "23|23|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=1|a|b|c",
+    "24|24|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00",
+    "25|25|c|a\\b|u\tv|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=1|t\\n",
+    "26|26|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=1|nul\x00",
+    "27|27|c|acc|u|COMPLETED||2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=1|no-submit",
+    "",
+    "   ",
+    "２８|28|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=1|wide",
+    "29|29|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=01|zero",
+    "30|30|c|acc|u|COMPLETED|9999-12-31T23:59:59|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=1|far",
+]
+
+
+def records_and_rows(data: bytes, **options):
+    fast = iter_sacct(data, **options)
+    records = list(fast.records())
+    slow = iter_sacct(data, **options)
+    rows = [_fields_of_row(row) if type(row) is JobRow else row for row in slow]
+    return (records, fast.skipped_steps, fast.skipped_pending), (rows, slow.skipped_steps, slow.skipped_pending)
+
+
+@pytest.mark.parametrize("tz", [UTC, ZoneInfo("Europe/London")], ids=["utc", "london"])
+def test_the_fast_reading_of_the_ingest_gives_what_the_job_rows_give_on_odd_lines(tz):
+    data = ("|".join(COLUMNS) + "\n" + "\n".join(ODD_LINES) + "\n").encode() + b"31|\xff|bad utf-8\n"
+
+    fast, slow = records_and_rows(data, tz=tz)
+
+    assert fast == slow
+    assert len(fast[0]) > 20 and fast[1] == 1 and fast[2] == 1
+
+
+@pytest.mark.parametrize("name", ["tdhock-sacct-allcols.txt", "tdhock-sacct-manyfields.txt", "habrok"])
+def test_the_fast_reading_of_the_ingest_gives_what_the_job_rows_give_on_real_output(name):
+    from tests.allocations.test_sacct_real_data import HABROK_COLUMNS, sacct_sample
+
+    if name == "habrok":
+        options = {"columns": [*HABROK_COLUMNS], "data": sacct_sample("habrok-hb-jobinfo-sacct.txt").read_bytes()}
+    else:
+        options = {"data": sacct_sample(name).read_bytes()}
+
+    fast, slow = records_and_rows(**options)
+
+    assert fast == slow
+    assert fast[0]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.text(alphabet="0123456789|-:T+_., gres/puNoUnkwCOMPLETD\t\\", max_size=120), max_size=5))
+def test_the_fast_reading_of_the_ingest_gives_what_the_job_rows_give_on_any_text(lines):
+    data = ("|".join(COLUMNS) + "\n" + "\n".join([ODD_LINES[0], *lines]) + "\n").encode()
+
+    fast, slow = records_and_rows(data)
+
+    assert fast == slow
 
 
 # --- sacct --json ------------------------------------------------------------------------------------------
