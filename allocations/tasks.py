@@ -85,29 +85,45 @@ def expire_allocations_task() -> int:
     return expire_ended_allocations()
 
 
+@shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
+def send_threshold_notice_task(notice_id: int) -> int:
+    """Email the PI and the team that their allocation passed a threshold (the notice row exists once).
+
+    One message, and one task, per person: a mail server failing for one address is retried for that address
+    alone, so nobody else is told twice. Returns how many were enqueued.
+    """
+    from allocations.models import ThresholdNotice
+    from allocations.usage.thresholds import threshold_recipients
+
+    notice = ThresholdNotice.objects.select_related("allocation__holder").get(pk=notice_id)
+    recipients = threshold_recipients(notice.allocation)
+    for address in recipients:
+        send_threshold_email_task.delay(notice_id, address)
+    return len(recipients)
+
+
 @shared_task(autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
-def send_threshold_notice_task(notice_id: int) -> bool:
-    """Email the PI that their allocation passed a threshold (the notice row exists once)."""
+def send_threshold_email_task(notice_id: int, address: str) -> bool:
+    """Tell one member of an allocation's team that it passed a threshold."""
     from allocations.ledger import format_gpu_hours
     from allocations.models import ThresholdNotice
 
-    notice = ThresholdNotice.objects.select_related("allocation__holder").get(pk=notice_id)
+    notice = ThresholdNotice.objects.select_related("allocation").get(pk=notice_id)
     allocation = notice.allocation
-    if allocation.holder is None:
-        return False
     send_mail(
         subject=f"{allocation.scheduler_account} has used {notice.percent}% of its GPU-hours",
         message=(
-            f"Your allocation {allocation} has used {format_gpu_hours(notice.used_seconds)} GPU-hours, "
+            f"The allocation {allocation} has used {format_gpu_hours(notice.used_seconds)} GPU-hours, "
             f"{notice.percent}% of its award.\n"
             + (
                 "When it passes its award (plus any grace), its jobs can no longer start.\n"
                 if notice.percent < 100
                 else "It has reached its award: new jobs may be held by the scheduler.\n"
             )
+            + "You receive this as its principal investigator or a member of its team.\n"
         ),
         from_email=settings.DEFAULT_FROM_EMAIL,
-        recipient_list=[allocation.holder.email],
+        recipient_list=[address],
     )
     return True
 

@@ -65,6 +65,32 @@ def _record_notice(allocation: Allocation, percent: int, used: int) -> Threshold
     return notice
 
 
+def threshold_recipients(allocation: Allocation) -> list[str]:
+    """Who hears that an allocation passed a threshold: its holder (the PI) and its proposal's accepted team.
+
+    Each address once, the holder first; members who have not accepted their invitation are not the team yet.
+    """
+    addresses = []
+    if allocation.holder is not None:
+        addresses.append(allocation.holder.email)
+    if allocation.proposal_id is not None:
+        from programmes.models import ProposalMember
+
+        members = (
+            ProposalMember.objects.filter(proposal=allocation.proposal_id, accepted_at__isnull=False)
+            .select_related("user")
+            .order_by("accepted_at", "pk")
+        )
+        addresses.extend(member.user.email if member.user else member.email for member in members)
+    seen: set[str] = set()
+    unique = []
+    for address in addresses:
+        if address and address.lower() not in seen:
+            seen.add(address.lower())
+            unique.append(address)
+    return unique
+
+
 def exhaust_allocation(*, allocation: Allocation) -> bool:
     """Mark an active allocation exhausted (its scheduler limit drops to 0); False if it was not active."""
     with transaction.atomic():

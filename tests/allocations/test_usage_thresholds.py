@@ -45,6 +45,53 @@ def test_the_pi_is_emailed_once_at_each_threshold_passed(system, alice, django_c
     assert len(mail.outbox) == 3
 
 
+def test_the_pi_and_each_accepted_team_member_are_emailed_once_at_each_threshold(
+    system, alice, django_capture_on_commit_callbacks
+):
+    from django.utils import timezone
+
+    from programmes.models import ProposalMember
+    from tests.factories import CallFactory, UserFactory, make_proposal
+
+    proposal = make_proposal(call=CallFactory(), pi=alice, system=system, state="accepted")
+    bob, carol = UserFactory(email="bob@example.ac.uk"), UserFactory(email="carol@example.ac.uk")
+    now = timezone.now()
+    ProposalMember.objects.create(proposal=proposal, email=bob.email, user=bob, token="t-bob", accepted_at=now)
+    ProposalMember.objects.create(
+        proposal=proposal, email="Carol@Example.ac.uk", user=carol, token="t-c", accepted_at=now
+    )
+    ProposalMember.objects.create(proposal=proposal, email="dan@example.ac.uk", token="t-dan")  # not accepted
+    # The PI on their own team is told once.
+    ProposalMember.objects.create(proposal=proposal, email=alice.email, user=alice, token="t-alice", accepted_at=now)
+    funded_allocation(system, hours=10, holder=alice, proposal=proposal)
+    use(system, 5.5)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        check_thresholds(system=system)
+        check_thresholds(system=system)
+
+    assert sorted(m.to[0] for m in mail.outbox) == ["alice@example.ac.uk", "bob@example.ac.uk", "carol@example.ac.uk"]
+    assert all(len(m.to) == 1 and m.subject == "airr-00001 has used 50% of its GPU-hours" for m in mail.outbox)
+
+    use(system, 2.5, start_id=10)
+    with django_capture_on_commit_callbacks(execute=True):
+        check_thresholds(system=system)
+
+    assert [m.subject for m in mail.outbox[3:]] == ["airr-00001 has used 75% of its GPU-hours"] * 3
+    assert ThresholdNotice.objects.count() == 2
+
+
+def test_an_allocation_made_by_hand_tells_its_holder_alone(system, alice, django_capture_on_commit_callbacks):
+    funded_allocation(system, hours=10, holder=alice)
+    use(system, 9)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        check_thresholds(system=system)
+
+    assert {tuple(m.to) for m in mail.outbox} == {("alice@example.ac.uk",)}
+    assert len(mail.outbox) == 3  # 50, 75 and 90 %
+
+
 def test_at_100_percent_without_grace_the_allocation_is_exhausted_and_its_limit_is_zero(system):
     allocation = funded_allocation(system, hours=10)
     use(system, 10)
