@@ -642,42 +642,45 @@ def _merge_staging(cursor, *, batch: IngestBatch, seq: int) -> tuple[int, int]:
     columns = ", ".join(f'"{name}"' for name in _COLUMNS)
     # DISTINCT ON sorts the whole payload: let it sort in memory rather than in temporary files.
     cursor.execute("SET LOCAL work_mem = '256MB'")
-    # Table and column names come from the model; every value is a parameter. The key's index is the
-    # unique (system, job_id_raw, start), so rows sorted by (job_id_raw, start) reach it in its own order.
+    # The last report of a run in one payload wins, as it does across payloads.
+    latest = """
+        SELECT DISTINCT ON (s.job_id_raw, s.start)
+            s.job_id_raw, s.start, s.job_id, s.account, s."user", s.state, s.submit, s."end",
+            s.elapsed_seconds, s.gpus, s.job_name, s.gpu_seconds, a.allocation_id,
+            COALESCE(s.start < a.opens OR COALESCE(s."end", s.start) >= a.closes, false) AS is_outside_window
+        FROM usage_staging s LEFT JOIN usage_accounts a ON a.account = s.account
+        ORDER BY s.job_id_raw, s.start, s.line DESC
+    """
+    values = {"system": batch.system_id, "seq": seq, "batch": batch.pk}
+    # Two statements rather than one with both: each reads the payload straight from its sort. The update
+    # first, so that the insert's check for existing runs sees the same runs it did. When the system holds no
+    # runs yet, the update's join ends before reading the payload at all. Table and column names come from
+    # the model; every value is a parameter.
     cursor.execute(
         f"""
-        WITH latest AS (
-            -- The last report of a run in one payload wins, as it does across payloads.
-            SELECT DISTINCT ON (s.job_id_raw, s.start)
-                s.job_id_raw, s.start, s.job_id, s.account, s."user", s.state, s.submit, s."end",
-                s.elapsed_seconds, s.gpus, s.job_name, s.gpu_seconds, a.allocation_id,
-                COALESCE(s.start < a.opens OR COALESCE(s."end", s.start) >= a.closes, false)
-                    AS is_outside_window
-            FROM usage_staging s LEFT JOIN usage_accounts a ON a.account = s.account
-            ORDER BY s.job_id_raw, s.start, s.line DESC
-        ),
-        updated AS (
-            UPDATE {table} AS r SET {updates},
-                -- Once matched, a record stays with its allocation: its charges are there.
-                allocation_id = COALESCE(r.allocation_id, m.allocation_id),
-                changed_seq = %(seq)s, last_batch_id = %(batch)s
-            FROM latest m
-            WHERE r.system_id = %(system)s AND r.job_id_raw = m.job_id_raw AND r.start = m.start
-                AND ({changed} OR (r.allocation_id IS NULL AND m.allocation_id IS NOT NULL))
-            RETURNING 1
-        ),
-        inserted AS (
-            INSERT INTO {table} (system_id, {columns}, changed_seq, last_batch_id)
-            SELECT %(system)s, {columns}, %(seq)s, %(batch)s FROM latest m
-            WHERE NOT EXISTS (
-                SELECT FROM {table} r
-                WHERE r.system_id = %(system)s AND r.job_id_raw = m.job_id_raw AND r.start = m.start
-            )
-            ORDER BY job_id_raw, start
-            RETURNING 1
-        )
-        SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM updated)
+        UPDATE {table} AS r SET {updates},
+            -- Once matched, a record stays with its allocation: its charges are there.
+            allocation_id = COALESCE(r.allocation_id, m.allocation_id),
+            changed_seq = %(seq)s, last_batch_id = %(batch)s
+        FROM ({latest}) m
+        WHERE r.system_id = %(system)s AND r.job_id_raw = m.job_id_raw AND r.start = m.start
+            AND ({changed} OR (r.allocation_id IS NULL AND m.allocation_id IS NOT NULL))
         """,  # noqa: S608
-        {"system": batch.system_id, "seq": seq, "batch": batch.pk},
+        values,
     )
-    return cursor.fetchone()
+    updated = cursor.rowcount
+    # The key's index is the unique (system, job_id_raw, start): rows sorted by (job_id_raw, start) reach it
+    # in its own order, which keeps its writes sequential.
+    cursor.execute(
+        f"""
+        INSERT INTO {table} (system_id, {columns}, changed_seq, last_batch_id)
+        SELECT %(system)s, {columns}, %(seq)s, %(batch)s FROM ({latest}) m
+        WHERE NOT EXISTS (
+            SELECT FROM {table} r
+            WHERE r.system_id = %(system)s AND r.job_id_raw = m.job_id_raw AND r.start = m.start
+        )
+        ORDER BY job_id_raw, start
+        """,  # noqa: S608
+        values,
+    )
+    return cursor.rowcount, updated

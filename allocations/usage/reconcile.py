@@ -124,6 +124,9 @@ class _SqlChanges:
             db.execute("SET LOCAL work_mem = '256MB'")
             latest = JobRecord.objects.filter(system=system, changed_seq__gt=from_seq).aggregate(Max("changed_seq"))
             self.to_seq = latest["changed_seq__max"] or from_seq
+            if self.to_seq == from_seq:
+                self.per_allocation, self.records = {}, 0
+                return
             # Dropped at commit; a run before it inside the same transaction (tests do that) left its own.
             db.execute("DROP TABLE IF EXISTS reconcile_deltas")
             # Table names come from the models; every value is a parameter. Unmatched records wait, held, until
