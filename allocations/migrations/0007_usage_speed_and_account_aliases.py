@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("allocations", "0004_usage"),
+        ("allocations", "0006_report_exports"),
         ("programmes", "0003_calls_and_proposals"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
