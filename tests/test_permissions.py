@@ -2,6 +2,7 @@
 
 import importlib
 import pkgutil
+import re
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
@@ -68,7 +69,17 @@ def test_each_role_gets_the_expected_status_from_every_url(client, world, role):
                     f"{route.method.upper()} {route.url} ({route.name}): "
                     f"expected {route.expected[role]}, got {response.status_code}"
                 )
+            elif _has_markup_in_its_title(response):
+                mismatches.append(f"{route.method.upper()} {route.url} ({route.name}): markup inside <title>")
     assert not mismatches, "\n".join(mismatches)
+
+
+def _has_markup_in_its_title(response) -> bool:
+    """A page whose title block swallowed some of its body: screen readers announce the title first."""
+    if "text/html" not in response.get("Content-Type", "") or response.streaming:
+        return False
+    title = re.search(r"<title>(.*?)</title>", response.content.decode(errors="replace"), re.S)
+    return title is not None and "<" in title.group(1)
 
 
 @pytest.mark.django_db
