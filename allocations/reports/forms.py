@@ -32,7 +32,12 @@ class ReportForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         help_text="Choose one or more, for example programme, system and month. Not used for every job record",
     )
-    start = forms.DateField(label="From", widget=GovukDateInput, error_messages=_date_messages("start date"))
+    start = forms.DateField(
+        label="From",
+        widget=GovukDateInput,
+        help_text="For example, 1 4 2026",
+        error_messages=_date_messages("start date"),
+    )
     end = forms.DateField(
         label="To",
         widget=GovukDateInput,

@@ -9,7 +9,7 @@ from django.test import override_settings
 from django.urls import reverse
 
 from airr_portal.models import User
-from tests.factories import DEMO_PASSWORD, UserFactory
+from tests.factories import DEMO_PASSWORD, UserFactory, give_mfa
 
 pytestmark = pytest.mark.django_db
 
@@ -128,3 +128,13 @@ def test_changing_email_sends_a_verification_to_the_new_address(client):
     assert response.status_code in (200, 302)
     assert EmailAddress.objects.filter(user=user, email="new.address@example.ac.uk", verified=False).exists()
     assert any("new.address@example.ac.uk" in message.to for message in mail.outbox)
+
+
+def test_the_two_factor_step_of_sign_in_reads_as_govuk_writes(client):
+    user = UserFactory()
+    give_mfa(user)
+    response = client.post(reverse("account_login"), {"login": user.email, "password": DEMO_PASSWORD}, follow=True)
+    page = response.content.decode()
+    assert response.request["PATH_INFO"] == reverse("mfa_authenticate")
+    assert "Two-factor authentication" in page and "Two-Factor" not in page
+    assert "Enter the 6-digit code from your authenticator app." in page and "Please" not in page
