@@ -17,6 +17,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from .downloads import Echo, spreadsheet_safe
 from .forms import RegisterFilterForm
 from .ledger import seconds_to_hours
 from .selectors import public_awards, register_years
@@ -41,8 +42,6 @@ COLUMNS = [
     "end_date",
     "status",
 ]
-# A cell starting with one of these is a formula to a spreadsheet: a summary must not run in someone's Excel.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _record(row: dict) -> dict:
@@ -113,26 +112,13 @@ def _licensed(response: HttpResponse, filename: str) -> HttpResponse:
     return response
 
 
-class _Echo:
-    """A file-like object whose `write` returns what it is given, so csv.writer can feed a stream."""
-
-    def write(self, value):
-        return value
-
-
-def _safe_cell(value):
-    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
-        return "'" + value
-    return value
-
-
 @require_GET
 def awards_csv(request):
     form = _filter_form(request)
     if form.errors:
         return _refuse(form, as_json=False)
     rows = public_awards(**form.filters()).iterator(chunk_size=2000)
-    writer = csv.writer(_Echo())
+    writer = csv.writer(Echo())
 
     def lines():
         yield f"# AIRR register of awards. Licence: {LICENCE['name']}, {LICENCE['url']}\r\n"
@@ -140,7 +126,7 @@ def awards_csv(request):
         yield writer.writerow(COLUMNS)
         for row in rows:
             record = _record(row)
-            yield writer.writerow([_safe_cell(record[column]) for column in COLUMNS])
+            yield writer.writerow([spreadsheet_safe(record[column]) for column in COLUMNS])
 
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
     return _licensed(response, "airr-awards.csv")

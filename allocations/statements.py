@@ -7,28 +7,17 @@ from collections.abc import Iterator
 
 from django.utils import timezone
 
+from .downloads import Echo, spreadsheet_safe
 from .ledger import seconds_to_hours
 from .selectors import Statement
 
 HEADER = ["Effective", "Recorded", "Movement", "Reason", "By", "Change (GPU-hours)", "Balance (GPU-hours)"]
 
 
-class _Line:
-    """A file-like object whose `write` hands back the line, for csv.writer inside a generator."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
-def _text(value: str) -> str:
-    """Free text as a spreadsheet shows it, never as a formula it would run (CSV injection)."""
-    return f"'{value}" if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
 def _window_rows(statement: Statement) -> list[list[str]]:
     as_of = statement.as_of
     return [
-        ["Account", _text(str(statement.account))],
+        ["Account", spreadsheet_safe(str(statement.account))],
         ["From", statement.start.isoformat() if statement.start else "the first movement"],
         ["To", statement.end.isoformat() if statement.end else "the last movement"],
         ["As recorded by", as_of.isoformat() if as_of else "the time of download"],
@@ -38,7 +27,7 @@ def _window_rows(statement: Statement) -> list[list[str]]:
 
 
 def statement_csv_rows(statement: Statement) -> Iterator[str]:
-    writer = csv.writer(_Line())
+    writer = csv.writer(Echo())
     for row in _window_rows(statement):
         yield writer.writerow(row)
     yield writer.writerow(HEADER)
@@ -50,8 +39,8 @@ def statement_csv_rows(statement: Statement) -> Iterator[str]:
                 timezone.localtime(entry.effective_at).isoformat(),
                 timezone.localtime(entry.recorded_at).isoformat(),
                 txn.get_type_display(),
-                _text(txn.reason),
-                _text(txn.actor.email) if txn.actor else "The portal",
+                spreadsheet_safe(txn.reason),
+                spreadsheet_safe(txn.actor.email) if txn.actor else "The portal",
                 seconds_to_hours(entry.amount),
                 seconds_to_hours(entry.running_balance),
             ]

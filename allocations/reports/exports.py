@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from allocations.downloads import spreadsheet_safe
 from allocations.ledger import seconds_to_hours
 from allocations.models import ReportExport
 
@@ -102,20 +103,11 @@ def notes(export: ReportExport, scope_text: str) -> list[tuple[str, str]]:
     return lines
 
 
-# A cell starting with one of these is a formula to a spreadsheet (and openpyxl writes it as one): names people
-# type (an organisation, a scheduler user) get a leading apostrophe, so they are only ever shown.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def as_text(label: str) -> str:
-    return f"'{label}" if label.startswith(FORMULA_STARTS) else label
-
-
 def totals_frame(report: TotalsReport) -> pd.DataFrame:
     """The table as a file shows it: a column per grouping, one per measure in GPU-hours, and a totals row."""
     labels = [GROUPINGS[name] for name in report.groupings]
     records = [
-        [*map(as_text, key), *(seconds_to_hours(values[measure]) for measure in report.measures)]
+        [*map(spreadsheet_safe, key), *(seconds_to_hours(values[measure]) for measure in report.measures)]
         for key, values in report.rows
     ]
     totals = report.totals
@@ -192,7 +184,7 @@ def _without_jit():
 
 
 # The inner query's order is kept by the plain scan over it; the user (a name a cluster sends) is kept from being
-# read as a formula, as `as_text` does; the charge is converted to hours here, once, as the other exports do
+# read as a formula, as `spreadsheet_safe` does; the charge is converted to hours here, once, as the other exports do
 # (half away from zero, as seconds_to_hours rounds the positive values).
 _COPY_JOBS = (
     "COPY (SELECT q.c1, q.c2, q.c3, q.c4, q.c5, "
@@ -226,7 +218,7 @@ def _write_jobs(records, file) -> int:
         *fields, charged = row
         if charged is None:
             continue
-        fields[5] = as_text(fields[5])
+        fields[5] = spreadsheet_safe(fields[5])
         fields[9], fields[10] = _timestamp(fields[9]), _timestamp(fields[10])
         writer.writerow([*fields, seconds_to_hours(charged)])
         rows += 1
