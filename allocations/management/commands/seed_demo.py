@@ -169,34 +169,50 @@ def seed_calls_and_proposals(*, programme, system, pool, users) -> Call:
     if Proposal.objects.filter(call=call, pi=users["applicant"], title=IN_REVIEW_TITLE).exists():
         return call
     applicant, director = users["applicant"], users["programme director"]
-    proposal = proposals.create_proposal(call=call, pi=applicant, title=IN_REVIEW_TITLE)
+    proposal = _submit_demo_proposal(
+        call=call,
+        system=system,
+        applicant=applicant,
+        director=director,
+        title=IN_REVIEW_TITLE,
+        start_date=today + datetime.timedelta(days=30),
+        answers={
+            "summary": "An open large language model for Welsh speakers.",
+            "research_field": "Natural language processing",
+            "keywords": "Welsh, language models, open source",
+            "case_for_support": "No open model serves Welsh well; we will train one in the open.",
+            "data_statement": "Public Welsh web text and government translations under open licences.",
+        },
+        resources={
+            "method": "Pre-training a 7B model",
+            "runs": 10,
+            "seconds_per_run": hours_to_seconds("1000"),
+            "software": "PyTorch in Apptainer",
+        },
+    )
+    proposals.assign_reviewer(proposal=proposal, email=users["reviewer"].email, actor=director)
+    return call
+
+
+def _submit_demo_proposal(
+    *, call, system, applicant, director, title, start_date, answers: dict, resources: dict
+) -> Proposal:
+    """A complete six-month proposal on one system, written, submitted and found eligible through the services."""
+    proposal = proposals.create_proposal(call=call, pi=applicant, title=title)
     proposals.update_proposal(
         proposal=proposal,
         actor=applicant,
-        summary="An open large language model for Welsh speakers.",
-        research_field="Natural language processing",
-        keywords="Welsh, language models, open source",
-        start_date=today + datetime.timedelta(days=30),
+        start_date=start_date,
         duration_months=6,
-        case_for_support="No open model serves Welsh well; we will train one in the open.",
-        data_statement="Public Welsh web text and government translations under open licences.",
         ethics="not_needed",
         trusted_research_confirmed=True,
+        **answers,
     )
-    ResourceRequest.objects.create(
-        proposal=proposal,
-        system=system,
-        method="Pre-training a 7B model",
-        runs=10,
-        seconds_per_run=hours_to_seconds("1000"),
-        gpus_per_job=64,
-        software="PyTorch in Apptainer",
-    )
+    ResourceRequest.objects.create(proposal=proposal, system=system, gpus_per_job=64, **resources)
     proposals.accept_terms(proposal=proposal, actor=applicant)
     proposals.submit_proposal(proposal=proposal, actor=applicant)
     proposals.confirm_eligibility(proposal=proposal, actor=director)
-    proposals.assign_reviewer(proposal=proposal, email=users["reviewer"].email, actor=director)
-    return call
+    return proposal
 
 
 # An accepted award with a few weeks of usage -----------------------------------------------------------------
@@ -213,32 +229,29 @@ def seed_award_with_usage(*, call, system, pool, users) -> None:
     if Proposal.objects.filter(call=call, pi=applicant, title=AWARDED_TITLE).exists():
         return
     today = datetime.date.today()
-    proposal = proposals.create_proposal(call=call, pi=applicant, title=AWARDED_TITLE)
-    proposals.update_proposal(
-        proposal=proposal,
-        actor=applicant,
-        summary="Open-source medium-range weather forecasts from graph neural networks trained on reanalysis data.",
-        research_field="Atmospheric science",
-        keywords="weather, graph neural networks, open source",
-        start_date=today,
-        duration_months=6,
-        case_for_support="Open forecasting models lag the closed ones; we will train and publish one in the open.",
-        data_statement="ERA5 reanalysis under the Copernicus licence.",
-        ethics="not_needed",
-        trusted_research_confirmed=True,
-    )
-    ResourceRequest.objects.create(
-        proposal=proposal,
+    proposal = _submit_demo_proposal(
+        call=call,
         system=system,
-        method="Training runs of a 100M-parameter graph network at 0.25° resolution",
-        runs=20,
-        seconds_per_run=hours_to_seconds("1500"),
-        gpus_per_job=64,
-        software="PyTorch and PyTorch Geometric in Apptainer",
+        applicant=applicant,
+        director=director,
+        title=AWARDED_TITLE,
+        start_date=today,
+        answers={
+            "summary": "Open-source medium-range weather forecasts from graph neural networks trained on reanalysis "
+            "data.",
+            "research_field": "Atmospheric science",
+            "keywords": "weather, graph neural networks, open source",
+            "case_for_support": "Open forecasting models lag the closed ones; we will train and publish one in the "
+            "open.",
+            "data_statement": "ERA5 reanalysis under the Copernicus licence.",
+        },
+        resources={
+            "method": "Training runs of a 100M-parameter graph network at 0.25° resolution",
+            "runs": 20,
+            "seconds_per_run": hours_to_seconds("1500"),
+            "software": "PyTorch and PyTorch Geometric in Apptainer",
+        },
     )
-    proposals.accept_terms(proposal=proposal, actor=applicant)
-    proposals.submit_proposal(proposal=proposal, actor=applicant)
-    proposals.confirm_eligibility(proposal=proposal, actor=director)
     # The demo tells the story of an award made weeks ago: its window and commitment are back-dated to then.
     start = max(pool.valid_from, today - datetime.timedelta(days=USAGE_DAYS))
     [allocation] = award_proposal(
