@@ -18,7 +18,7 @@ import io
 import os
 import tempfile
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
@@ -26,6 +26,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import BinaryIO
 
+import psycopg2.errors
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
@@ -212,6 +213,10 @@ class _Matcher:
             )
             for account, pk, first_day, last_day in [*aliases, *own]
         }
+        self.utc_text = {
+            account: (pk, opens.astimezone(UTC).isoformat(), closes.astimezone(UTC).isoformat())
+            for account, (pk, opens, closes) in self.by_account.items()
+        }
 
     def match(self, account: str, start, end) -> tuple[int | None, bool]:
         found = self.by_account.get(account)
@@ -219,6 +224,20 @@ class _Matcher:
             return None, False
         pk, opens, closes = found
         return pk, start < opens or (end or start) >= closes
+
+    def match_text(self, account: str, start: str, end: str | None) -> tuple[int | None, bool]:
+        """`match` for times as UTC ISO text (SacctReader.records), read as datetimes only when they differ.
+
+        Text of the one form `2026-01-01T09:00:00+00:00` sorts as the instants do, so it is compared as text.
+        """
+        found = self.utc_text.get(account)
+        if found is None:
+            return None, False
+        pk, opens, closes = found
+        last = end or start
+        if len(start) == 25 == len(last) and start.endswith("+00:00") and last.endswith("+00:00"):
+            return pk, start < opens or last >= closes
+        return self.match(account, datetime.fromisoformat(start), datetime.fromisoformat(last))
 
 
 def gpu_seconds_of(gpus: int, elapsed_seconds: int, charge_factor: Decimal) -> int:
@@ -468,31 +487,22 @@ def _store_chunk_portable(chunk, *, batch, seq, counts, staging=None):
 
 # The PostgreSQL path ----------------------------------------------------------------------------------------
 #
-# The rows are read as plain tuples (SacctReader.records) and streamed as COPY text into a temporary table
-# while they are being read, so the database loads one part while Python reads the next. One set-based
-# statement then merges them: runs not seen before are inserted in the order of the table's key (which keeps
-# the index writes sequential), runs whose fields changed are updated, and unchanged runs are left alone, so
-# they keep their change number. Matching accounts to allocations happens in that statement too, against a
-# small table of the system's accounts with their windows worked out here, exactly as _Matcher does.
+# The rows are read as plain tuples (SacctReader.records) and streamed as COPY text while they are being read,
+# so the database loads one part while Python reads the next. Most payloads bring runs the portal has not seen:
+# each chunk of rows is copied straight into the job records, in a savepoint, and the run key's unique index
+# refuses the chunk if one of its runs is stored already or comes twice in it. From a refused chunk on, the rows
+# go to a temporary table instead, merged in set-based SQL at the end: runs not seen before are inserted, runs
+# whose fields changed are updated, and unchanged runs are left alone, so they keep their change number. The
+# rows copied straight in come before the staged ones in the payload, so the last report of a run wins, within
+# a payload as across payloads. Accounts are matched to allocations here, by _Matcher, on both ways.
 
-COPY_CHUNK_ROWS = 200_000  # rows per COPY; between two, the rejected rows are saved, so memory stays bounded
+# Rows per chunk: a chunk refused costs what was copied of it, and between two the rejected rows are saved.
+COPY_CHUNK_ROWS = 100_000
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 NULL = "\\N"
-_STAGING_COLUMNS = (
-    "line",
-    "job_id_raw",
-    "start",
-    "job_id",
-    "account",
-    "user",
-    "state",
-    "submit",
-    "end",
-    "elapsed_seconds",
-    "gpus",
-    "job_name",
-    "gpu_seconds",
-)
+# The COPY columns, in the order of each line made by _record_rows_postgresql.copy_lines.
+_COPY_COLUMNS = ("system_id", *_COLUMNS, "changed_seq", "last_batch_id")
+_RUN_KEY = "job_record_one_per_run"
 
 
 def _too_long_fields(job_id: str, job_id_raw: str, account: str, user: str, state: str) -> str | None:
@@ -505,49 +515,66 @@ def _too_long_fields(job_id: str, job_id_raw: str, account: str, user: str, stat
     return None
 
 
-class _CopySource:
-    """A file-like object over COPY text lines, read by psycopg2's copy_expert as it sends them.
+class _CopyChunks:
+    """COPY text lines as a file psycopg2's copy_expert reads, a chunk of rows at a time.
 
-    `read` hands out whole lines only; after `limit` rows it reports the end, so the caller can save the
-    rejected rows gathered so far (no other statement may run during a COPY) and start the next COPY.
+    `read` hands out whole lines and reports the end after `rows_per_chunk` rows, so the caller can save the
+    rejected rows gathered so far (no other statement may run during a COPY) and start the next chunk. The
+    chunk's lines are kept until then, to be copied again if the database refused them.
     """
 
-    def __init__(self, lines, limit: int):
+    def __init__(self, lines: Iterator[str], rows_per_chunk: int):
         self.lines = lines
-        self.limit = limit
-        self.rows = 0
+        self.limit = rows_per_chunk
+        self.chunk: list[str] = []
         self.exhausted = False
         # psycopg2 reports an exception raised in read() as a failed COPY: it is kept to be raised as itself.
         self.error: BaseException | None = None
 
+    def next_chunk(self) -> None:
+        self.chunk = []
+
     def read(self, size: int = -1) -> str:
+        room = self.limit - len(self.chunk)
+        if room <= 0 or self.exhausted:
+            return ""
         parts, length = [], 0
         try:
             for line in self.lines:
                 parts.append(line)
                 length += len(line)
-                self.rows += 1
-                if length >= size or self.rows % self.limit == 0:
-                    return "".join(parts)
+                if length >= size or len(parts) >= room:
+                    break
+            else:
+                self.exhausted = True
         except BaseException as problem:
             self.error = problem
             raise
-        self.exhausted = True
+        self.chunk.extend(parts)
         return "".join(parts)
 
-    def copy_into(self, cursor, table: str, columns: str) -> None:
+    def read_rest_of_chunk(self) -> None:
+        """Read the lines the database did not ask for after it refused the chunk."""
+        while self.read(1 << 18):
+            pass
+
+    def copy_into(self, cursor, table: str) -> None:
         try:
-            cursor.cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN", self, size=1 << 18)
+            cursor.cursor.copy_expert(_copy_statement(table), self, size=1 << 18)
         except Exception:
             if self.error is not None:
                 raise self.error from None
             raise
 
 
+def _copy_statement(table: str) -> str:
+    columns = ", ".join(f'"{name}"' for name in _COPY_COLUMNS)
+    return f"COPY {table} ({columns}) FROM STDIN"
+
+
 def _record_rows_postgresql(*, batch, reader: SacctReader, seq: int, on_rejected: Callable | None) -> _Counts:
     system = batch.system
     matcher = _Matcher(system)
-    accounts = matcher.by_account
     factor = Decimal(system.charge_factor)
     counts = _Counts()
     rejected: list[RejectedRow] = []
@@ -558,9 +585,10 @@ def _record_rows_postgresql(*, batch, reader: SacctReader, seq: int, on_rejected
         else:
             rejected.append(RejectedRow(batch=batch, line_number=line_number, raw=raw, reason=reason))
 
-    def copy_lines():
-        escapes = _COPY_ESCAPES
+    def copy_lines() -> Iterator[str]:
+        escapes, match = _COPY_ESCAPES, matcher.match_text
         plain_factor = factor == 1
+        head, tail = f"{system.pk}\t", f"\t{seq}\t{batch.pk}\n"
         for record in reader.records():
             if type(record) is SacctRejectedRow:
                 reject(record.line_number, record.raw, record.reason)
@@ -573,7 +601,8 @@ def _record_rows_postgresql(*, batch, reader: SacctReader, seq: int, on_rejected
             if (problem := _too_long_fields(job_id, job_id_raw, account, user, state)) is not None:
                 reject(line_number, raw, problem)
                 continue
-            if account not in accounts:
+            allocation_id, outside = match(account, start, end)
+            if allocation_id is None:
                 counts.unmatched += 1
             cost = gpus * elapsed if plain_factor else gpu_seconds_of(gpus, elapsed, factor)
             if len(name) > JOB_NAME_LIMIT:
@@ -583,78 +612,74 @@ def _record_rows_postgresql(*, batch, reader: SacctReader, seq: int, on_rejected
             # JobIDRaw and JobID (checked by the reader to be job ids), State (a word) and the times (ISO
             # text) need no escaping; free text does, when the line holds a character COPY would read.
             yield (
-                f"{line_number}\t{job_id_raw}\t{start}\t{job_id}\t{account}\t{user}\t{state}\t"
+                f"{head}{job_id_raw}\t{start}\t{job_id}\t{account}\t{user}\t{state}\t"
                 f"{NULL if submit is None else submit}\t{NULL if end is None else end}\t{elapsed}\t{gpus}\t"
-                f"{name}\t{cost}\n"
+                f"{name}\t{cost}\t{NULL if allocation_id is None else allocation_id}\t{'t' if outside else 'f'}"
+                f"{tail}"
             )
 
+    table = JobRecord._meta.db_table
     with connection.cursor() as cursor:
-        _create_staging(cursor, matcher)
-        source = _CopySource(copy_lines(), COPY_CHUNK_ROWS)
-        columns = ", ".join(f'"{name}"' for name in _STAGING_COLUMNS)
-        while not source.exhausted:
-            source.copy_into(cursor, "usage_staging", columns)
+        cursor.execute("DROP TABLE IF EXISTS usage_staging")
+        # The job records' own columns (collations included, which the merge's joins need), numbered in the
+        # order they are copied, so that the last report of a run in a chunk wins.
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE usage_staging (LIKE {table} INCLUDING DEFAULTS INCLUDING IDENTITY) ON COMMIT DROP"
+        )
+        chunks = _CopyChunks(copy_lines(), COPY_CHUNK_ROWS)
+        staged = 0
+        while not chunks.exhausted:
+            chunks.next_chunk()
+            if staged:
+                chunks.copy_into(cursor, "usage_staging")
+                staged += len(chunks.chunk)
+            else:
+                savepoint = transaction.savepoint()
+                try:
+                    chunks.copy_into(cursor, table)
+                except psycopg2.errors.UniqueViolation as refused:
+                    if refused.diag.constraint_name != _RUN_KEY:
+                        raise
+                    # Once a payload repeats what is stored, what follows is likely to repeat it too (a window
+                    # sent again): the rest of it goes to the temporary table, merged in one go at the end.
+                    transaction.savepoint_rollback(savepoint)
+                    chunks.read_rest_of_chunk()
+                    cursor.cursor.copy_expert(
+                        _copy_statement("usage_staging"), io.StringIO("".join(chunks.chunk)), size=1 << 18
+                    )
+                    staged = len(chunks.chunk)
+                else:
+                    transaction.savepoint_commit(savepoint)
+                    counts.new += len(chunks.chunk)
             RejectedRow.objects.bulk_create(rejected, batch_size=5000)
             rejected.clear()
-        staged = source.rows
-        new, updated = _merge_staging(cursor, batch=batch, seq=seq)
-        cursor.execute("DROP TABLE usage_staging, usage_accounts")
-    counts.new += new
-    counts.updated += updated
-    counts.unchanged += staged - new - updated
+        if staged:
+            new, updated = _merge_staging(cursor, batch=batch, seq=seq)
+            counts.new += new
+            counts.updated += updated
+            counts.unchanged += staged - new - updated
+        cursor.execute("DROP TABLE usage_staging")
     counts.rejected = batch.rejected_rows.filter(replayed_at__isnull=True).count()
     return counts
 
 
-def _create_staging(cursor, matcher: _Matcher) -> None:
-    cursor.execute(
-        """
-        DROP TABLE IF EXISTS usage_staging, usage_accounts;
-        CREATE TEMPORARY TABLE usage_staging (
-            line bigint, job_id_raw text, start timestamptz, job_id text, account text, "user" text,
-            state text, submit timestamptz, "end" timestamptz, elapsed_seconds bigint, gpus integer,
-            job_name text, gpu_seconds bigint
-        ) ON COMMIT DROP;
-        CREATE TEMPORARY TABLE usage_accounts (
-            account text PRIMARY KEY, allocation_id bigint, opens timestamptz, closes timestamptz
-        ) ON COMMIT DROP;
-        """
-    )
-    found = matcher.by_account
-    cursor.execute(
-        "INSERT INTO usage_accounts SELECT * FROM unnest(%s::text[], %s::bigint[], %s::timestamptz[], "
-        "%s::timestamptz[])",
-        [
-            list(found),
-            [pk for pk, _, _ in found.values()],
-            [opens for _, opens, _ in found.values()],
-            [closes for _, _, closes in found.values()],
-        ],
-    )
-    cursor.execute("ANALYZE usage_accounts")
-
-
 def _merge_staging(cursor, *, batch: IngestBatch, seq: int) -> tuple[int, int]:
-    """Insert the new runs and update the changed ones; returns (new, updated)."""
+    """Insert the staged rows' new runs and update their changed ones; returns (new, updated)."""
     table = JobRecord._meta.db_table
     changed = " OR ".join(f'r."{name}" IS DISTINCT FROM m."{name}"' for name in _COMPARED)
     updates = ", ".join(f'"{name}" = m."{name}"' for name in _COMPARED)
     columns = ", ".join(f'"{name}"' for name in _COLUMNS)
-    # DISTINCT ON sorts the whole payload: let it sort in memory rather than in temporary files.
+    # DISTINCT ON sorts the staged rows: let it sort in memory rather than in temporary files.
     cursor.execute("SET LOCAL work_mem = '256MB'")
-    # The last report of a run in one payload wins, as it does across payloads.
-    latest = """
-        SELECT DISTINCT ON (s.job_id_raw, s.start)
-            s.job_id_raw, s.start, s.job_id, s.account, s."user", s.state, s.submit, s."end",
-            s.elapsed_seconds, s.gpus, s.job_name, s.gpu_seconds, a.allocation_id,
-            COALESCE(s.start < a.opens OR COALESCE(s."end", s.start) >= a.closes, false) AS is_outside_window
-        FROM usage_staging s LEFT JOIN usage_accounts a ON a.account = s.account
-        ORDER BY s.job_id_raw, s.start, s.line DESC
-    """
+    # The last report of a run wins.
+    latest = f"""
+        SELECT DISTINCT ON (s.job_id_raw, s.start) {columns}
+        FROM usage_staging s
+        ORDER BY s.job_id_raw, s.start, s.id DESC
+    """  # noqa: S608
     values = {"system": batch.system_id, "seq": seq, "batch": batch.pk}
-    # Two statements rather than one with both: each reads the payload straight from its sort. The update
-    # first, so that the insert's check for existing runs sees the same runs it did. When the system holds no
-    # runs yet, the update's join ends before reading the payload at all. Table and column names come from
+    # Two statements rather than one with both: each reads the rows straight from their sort. The update first,
+    # so that the insert's check for existing runs sees the same runs it did. Table and column names come from
     # the model; every value is a parameter.
     cursor.execute(
         f"""

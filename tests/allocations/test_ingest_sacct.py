@@ -2,6 +2,7 @@
 
 import gzip
 from collections import defaultdict
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -292,3 +293,115 @@ def test_a_gzip_bomb_is_refused_when_it_expands_past_the_limit_and_nothing_is_re
 
     assert IngestBatch.objects.get().status == "failed"
     assert not JobRecord.objects.exists()
+
+
+# Chunks: on PostgreSQL a payload's rows are copied straight into the job records a chunk at a time, and a chunk
+# that repeats a stored run sends the rest of the payload to the merge. These run with chunks of two rows, so a
+# handful of lines crosses every boundary; on SQLite they check the same outcome through the portable path.
+
+
+@pytest.fixture
+def two_row_chunks(monkeypatch):
+    monkeypatch.setattr("allocations.usage.ingest.COPY_CHUNK_ROWS", 2)
+
+
+def records() -> dict[str, tuple]:
+    return {
+        job_id: (state, seconds, changed_seq)
+        for job_id, state, seconds, changed_seq in JobRecord.objects.values_list(
+            "job_id", "state", "gpu_seconds", "changed_seq"
+        )
+    }
+
+
+def test_a_run_reported_again_in_a_later_chunk_keeps_its_last_report(system, two_row_chunks):
+    funded_allocation(system)
+    outcome = ingest(
+        system,
+        payload(
+            sacct_line(1, state="RUNNING", end="Unknown", elapsed=600),
+            sacct_line(2),
+            sacct_line(3),
+            sacct_line(4),
+            sacct_line(1, state="COMPLETED", elapsed=3600),
+        ),
+    )
+
+    stored = records()
+    assert sorted(stored) == ["1", "2", "3", "4"]
+    assert stored["1"][:2] == ("COMPLETED", 3600)
+    assert JobRecord.objects.get(job_id="1").end is not None
+    assert outcome.batch.new == 4
+    assert outcome.batch.new + outcome.batch.updated + outcome.batch.unchanged == 5
+
+
+def test_a_payload_that_opens_with_stored_runs_records_the_rest_and_leaves_those_alone(system, two_row_chunks):
+    funded_allocation(system)
+    ingest(system, payload(sacct_line(1), sacct_line(2)))
+    before = records()
+
+    outcome = ingest(system, payload(sacct_line(1), sacct_line(2), sacct_line(3), sacct_line(4), sacct_line(5)))
+
+    after = records()
+    assert (outcome.batch.new, outcome.batch.updated, outcome.batch.unchanged) == (3, 0, 2)
+    assert after["1"] == before["1"] and after["2"] == before["2"]
+    assert set(JobRecord.objects.filter(job_id__in=["3", "4", "5"]).values_list("last_batch", flat=True)) == {
+        outcome.batch.pk
+    }
+    assert set(JobRecord.objects.filter(job_id__in=["1", "2"]).values_list("last_batch", flat=True)) != {
+        outcome.batch.pk
+    }
+
+
+def test_a_stored_run_changed_after_new_chunks_is_updated_and_later_runs_still_recorded(system, two_row_chunks):
+    funded_allocation(system)
+    ingest(system, payload(sacct_line(1, state="RUNNING", end="Unknown", elapsed=60)))
+
+    outcome = ingest(
+        system,
+        payload(
+            sacct_line(2),
+            sacct_line(3),
+            sacct_line(1, state="COMPLETED", elapsed=7200, end="2026-03-01T12:00:00"),
+            sacct_line(4),
+            sacct_line(5),
+            sacct_line(4, gpus=2),
+        ),
+    )
+
+    stored = records()
+    assert sorted(stored) == ["1", "2", "3", "4", "5"]
+    assert stored["1"][:2] == ("COMPLETED", 7200)
+    assert stored["4"][1] == 2 * 3600  # the run's last report in the payload
+    assert (outcome.batch.new, outcome.batch.updated, outcome.batch.unchanged) == (4, 1, 1)
+
+
+def test_rejected_rows_in_every_chunk_are_kept_with_their_line_numbers(system, two_row_chunks):
+    bad = sacct_line(9, elapsed=-5)
+    outcome = ingest(system, payload(sacct_line(1), bad, sacct_line(2), sacct_line(3), bad, sacct_line(4), bad))
+
+    assert list(RejectedRow.objects.order_by("line_number").values_list("line_number", flat=True)) == [3, 6, 8]
+    assert (outcome.batch.new, outcome.batch.rejected) == (4, 3)
+
+
+def test_the_allocation_window_is_the_system_s_local_days(system):
+    """A run is outside its allocation's window by the system's own calendar, whatever offset sacct printed."""
+    system.time_zone = "Europe/London"
+    system.save()
+    funded_allocation(system, pool_options={"valid_from": date(2026, 6, 1), "valid_until": date(2026, 12, 31)})
+    ingest(
+        system,
+        payload(
+            # 00:30 on 1 June in London (summer time), printed in UTC: inside.
+            sacct_line(1, start="2026-05-31T23:30:00+00:00", end="2026-06-01T01:30:00"),
+            # 23:30 on 31 May in London: outside.
+            sacct_line(2, start="2026-05-31T22:30:00+00:00", end="2026-06-01T01:30:00"),
+            # Printed without an offset, so read as London time: inside.
+            sacct_line(3, start="2026-06-01T00:30:00", end="2026-06-01T01:30:00"),
+            # Ends at midnight after the last day, London time: outside.
+            sacct_line(4, start="2026-12-31T23:00:00", end="2027-01-01T00:00:00"),
+        ),
+    )
+
+    flags = dict(JobRecord.objects.values_list("job_id", "is_outside_window"))
+    assert flags == {"1": False, "2": True, "3": False, "4": True}
