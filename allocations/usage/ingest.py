@@ -553,11 +553,6 @@ class _CopyChunks:
         self.chunk.extend(parts)
         return "".join(parts)
 
-    def read_rest_of_chunk(self) -> None:
-        """Read the lines the database did not ask for after it refused the chunk."""
-        while self.read(1 << 18):
-            pass
-
     def copy_into(self, cursor, table: str) -> None:
         try:
             cursor.cursor.copy_expert(_copy_statement(table), self, size=1 << 18)
@@ -643,7 +638,7 @@ def _record_rows_postgresql(*, batch, reader: SacctReader, seq: int, on_rejected
                     # Once a payload repeats what is stored, what follows is likely to repeat it too (a window
                     # sent again): the rest of it goes to the temporary table, merged in one go at the end.
                     transaction.savepoint_rollback(savepoint)
-                    chunks.read_rest_of_chunk()
+                    # What the database read of the chunk before refusing it; the rest follows in the next.
                     cursor.cursor.copy_expert(
                         _copy_statement("usage_staging"), io.StringIO("".join(chunks.chunk)), size=1 << 18
                     )

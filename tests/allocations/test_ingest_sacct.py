@@ -405,3 +405,15 @@ def test_the_allocation_window_is_the_system_s_local_days(system):
 
     flags = dict(JobRecord.objects.values_list("job_id", "is_outside_window"))
     assert flags == {"1": False, "2": True, "3": False, "4": True}
+
+
+def test_a_chunk_refused_at_its_first_row_still_records_every_row_after_it(system):
+    """The database may stop reading a refused chunk early; the rows it never read are merged all the same."""
+    funded_allocation(system)
+    ingest(system, payload(sacct_line(1)))
+    many = [sacct_line(job) for job in range(2, 6002)]  # about 800 kB: more than one read of the chunk
+
+    outcome = ingest(system, payload(sacct_line(1), *many))
+
+    assert (outcome.batch.new, outcome.batch.unchanged) == (6000, 1)
+    assert JobRecord.objects.count() == 6001
