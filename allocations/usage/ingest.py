@@ -617,7 +617,7 @@ def _record_rows_postgresql(*, batch, reader: SacctReader, seq: int, on_rejected
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS usage_staging")
         # The job records' own columns (collations included, which the merge's joins need), numbered in the
-        # order they are copied, so that the last report of a run in a chunk wins.
+        # order they are copied, so that a run's last report wins.
         cursor.execute(
             f"CREATE TEMPORARY TABLE usage_staging (LIKE {table} INCLUDING DEFAULTS INCLUDING IDENTITY) ON COMMIT DROP"
         )
