@@ -497,7 +497,9 @@ def _store_chunk_portable(chunk, *, batch, seq, counts, staging=None):
 # a payload as across payloads. Accounts are matched to allocations here, by _Matcher, on both ways.
 
 # Rows per chunk: a chunk refused costs what was copied of it, and between two the rejected rows are saved.
-COPY_CHUNK_ROWS = 100_000
+# Each chunk's savepoint is a subtransaction, and PostgreSQL slows other sessions' snapshots once a transaction
+# holds more than 64: a payload at INGEST_MAX_UNCOMPRESSED_BYTES (1 GB, some 6.5 million rows) holds about 33.
+COPY_CHUNK_ROWS = 200_000
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 NULL = "\\N"
 # The COPY columns, in the order of each line made by _record_rows_postgresql.copy_lines.
