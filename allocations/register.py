@@ -4,7 +4,8 @@ Nobody signs in. Rows come only from `selectors.public_awards` (accepted awards,
 GPU-hour figure is what the ledger committed to the allocation, net of any revocation. The page is paginated;
 the downloads honour the same search and filters and stream, so their memory does not grow with the register.
 Both downloads state the licence: the JSON in a top-level `licence` object, the CSV in `#` comment lines before
-its header row (read it with `pandas.read_csv(url, comment="#")`), and both in a `Link: <…>; rel="license"` header.
+its header row (read it with `pandas.read_csv(url, skiprows=2)`: `comment="#"` would also cut a title at a `#`),
+and both in a `Link: <…>; rel="license"` header.
 """
 
 import csv
