@@ -1,4 +1,7 @@
-"""Expected statuses for the fund pool pages and API. A director reaches their programmes' pools only."""
+"""Expected statuses for the allocations app's pages and API: fund pools, usage, dashboards, the register, reports.
+
+A director reaches their programmes' pools only.
+"""
 
 from django.urls import reverse
 
@@ -21,7 +24,7 @@ def _api(ok: int, hidden: int = NOT_FOUND, director: int | None = None) -> dict[
     }
 
 
-def routes(world):
+def fund_pool_routes(world):
     pool = FundPoolFactory(programme=world.programme, system=world.system, name="Routes pool")
     sibling = FundPoolFactory(programme=world.programme, system=world.system, name="Routes sibling")
     ledger.deposit_to_pool(
@@ -106,33 +109,24 @@ def routes(world):
 
 # Usage: the cluster's endpoints and the operators' pages (allocations/usage) --------------------------------
 
-_fund_pool_routes = routes
-
-
-def _usage_api(admin: int) -> dict[str, int]:
-    # The cluster's endpoints accept only an ingest token (tested in test_usage_api.py); a browser session is
-    # no credential there, so every persona is unauthenticated to them.
-    return {
-        **dict.fromkeys(["anonymous", "applicant", "reviewer", "assessor", "director"], UNAUTHORISED),
-        "admin": admin,
-    }
-
 
 def usage_routes(world):
     slug = world.system.slug
     limits_expected = {**_api(OK, FORBIDDEN, FORBIDDEN)}
+    # The cluster's endpoints accept only an ingest token (tested in test_usage_api.py); a browser session is
+    # no credential there, so every persona is unauthenticated to them.
     return [
         Route(
             "usage-ingest",
             reverse("usage-ingest", args=[slug]),
-            _usage_api(UNAUTHORISED),
+            everyone(UNAUTHORISED),
             method="post",
             api=True,
         ),
         Route(
             "usage-report",
             reverse("usage-report", args=[slug]),
-            _usage_api(UNAUTHORISED),
+            everyone(UNAUTHORISED),
             method="post",
             api=True,
         ),
@@ -187,7 +181,7 @@ def usage_page_routes(world):
         Route(
             "usage:batch-replay",
             reverse("usage:batch-replay", args=[batch.pk]),
-            _operators(REDIRECT, assessor=FORBIDDEN) | admin_only(REDIRECT),
+            admin_only(REDIRECT),
             "post",
         ),
         Route("usage:upload", reverse("usage:upload"), admin_only()),
@@ -338,9 +332,9 @@ def register_routes(world):
     ]
 
 
-def routes(world):  # noqa: F811 (extends the fund pool routes above with the usage, dashboard, register and report routes)
+def routes(world):
     return [
-        *_fund_pool_routes(world),
+        *fund_pool_routes(world),
         *usage_routes(world),
         *usage_page_routes(world),
         *dashboard_routes(world),
