@@ -18,11 +18,6 @@ from tests.factories import SystemFactory
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _media_in_tmp(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-
-
 @pytest.fixture
 def admin(make_persona, client):
     user = make_persona("admin")

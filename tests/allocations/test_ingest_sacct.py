@@ -19,11 +19,6 @@ from tests.allocations.usage_helpers import funded_allocation, payload, sacct_li
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _media_in_tmp(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-
-
 def ingest(system, data, **options):
     return ingest_sacct(system=system, payload=data, source="command", **options)
 

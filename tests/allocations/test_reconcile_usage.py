@@ -12,11 +12,6 @@ from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sa
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _media_in_tmp(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-
-
 def ingest(system, data):
     return ingest_sacct(system=system, payload=data, source="command")
 

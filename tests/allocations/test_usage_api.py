@@ -15,11 +15,6 @@ from tests.factories import SystemFactory, UserFactory, give_mfa
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _media_in_tmp(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-
-
 @pytest.fixture
 def key(system):
     _, key = create_ingest_token(system=system, name="cron on login1", actor=None)

@@ -15,11 +15,6 @@ from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sa
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _media_in_tmp(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-
-
 def test_ingest_sacct_reads_a_file_charges_it_and_prints_the_counts(system, tmp_path, capsys):
     allocation = funded_allocation(system)
     file = tmp_path / "jobs.txt.gz"

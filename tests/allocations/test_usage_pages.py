@@ -24,11 +24,6 @@ from tests.factories import AllocationFactory, CallFactory, FundPoolFactory, Sys
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _media_in_tmp(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-
-
 @pytest.fixture
 def admin(make_persona, client):
     user = make_persona("admin")

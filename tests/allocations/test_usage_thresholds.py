@@ -16,11 +16,6 @@ from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sa
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _media_in_tmp(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-
-
 def use(system, *hours_per_job, start_id=1):
     lines = [sacct_line(start_id + i, elapsed=int(hours * HOUR)) for i, hours in enumerate(hours_per_job)]
     ingest_sacct(system=system, payload=payload(*lines), source="command")

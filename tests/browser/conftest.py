@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
+from django.conf import settings
+from django.test import Client
 
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -66,3 +68,19 @@ def visit(page, path):
     assert response is not None and response.status < 400, f"{path} answered {response and response.status}"
     check_accessibility(page)
     return response
+
+
+def sign_in(page, live_server, user):
+    """Start a browser session as `user` (the sign-in pages are tested in test_account_journeys)."""
+    client = Client()
+    client.force_login(user)
+    page.context.clear_cookies()
+    page.context.add_cookies(
+        [
+            {
+                "name": settings.SESSION_COOKIE_NAME,
+                "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
+                "url": live_server.url,
+            }
+        ]
+    )

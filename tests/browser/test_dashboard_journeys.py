@@ -10,8 +10,7 @@ from django.utils import timezone
 from allocations import ledger
 from allocations.dashboards import allocation_report, programme_dashboard
 from allocations.selectors import start_of_day
-from tests.browser.conftest import check_accessibility, visit
-from tests.browser.test_usage_journeys import sign_in
+from tests.browser.conftest import check_accessibility, sign_in, visit
 from tests.factories import AllocationFactory, FundPoolFactory, UserFactory, give_mfa
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -6,34 +6,16 @@ import re
 from datetime import date
 
 import pytest
-from django.conf import settings
 from django.core import mail
-from django.test import Client
 
 from allocations import ledger
 from allocations.models import Allocation, LedgerAccount
 from allocations.selectors import pool_figures
 from programmes.models import Proposal
-from tests.browser.conftest import check_accessibility, visit
+from tests.browser.conftest import check_accessibility, sign_in, visit
 from tests.factories import HOUR, CallFactory, FundPoolFactory, UserFactory, give_mfa
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def sign_in(page, live_server, user):
-    """Start a browser session as `user` (the sign-in pages are tested in test_account_journeys)."""
-    client = Client()
-    client.force_login(user)
-    page.context.clear_cookies()
-    page.context.add_cookies(
-        [
-            {
-                "name": settings.SESSION_COOKIE_NAME,
-                "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
-                "url": live_server.url,
-            }
-        ]
-    )
 
 
 def submit_and_check_errors(page, button, *messages):

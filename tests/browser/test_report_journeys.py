@@ -4,29 +4,16 @@ until the download link appears, and downloads the file; the builder with errors
 from pathlib import Path
 
 import pytest
-from django.test import Client
 from playwright.sync_api import expect
 
 from allocations import tasks
 from allocations.models import ReportExport
 from allocations.reports.services import build_report_export
 from tests.allocations.report_helpers import build_ledger_world, read_csv
-from tests.browser.conftest import check_accessibility, visit
+from tests.browser.conftest import check_accessibility, sign_in, visit
 from tests.factories import UserFactory, give_mfa
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _media_in_tmp(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-
-
-def sign_in(page, live_server, user):
-    client = Client()
-    client.force_login(user)
-    cookie = client.cookies["sessionid"]
-    page.context.add_cookies([{"name": "sessionid", "value": cookie.value, "url": live_server.url}])
 
 
 def test_an_admin_builds_a_report_watches_it_progress_and_downloads_it(

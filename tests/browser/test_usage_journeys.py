@@ -2,28 +2,14 @@
 and a PI's usage page."""
 
 import pytest
-from django.test import Client
 
 from allocations.usage.ingest import ingest_sacct
 from allocations.usage.reconcile import reconcile_system
 from tests.allocations.usage_helpers import funded_allocation, payload, sacct_line
-from tests.browser.conftest import check_accessibility, visit
+from tests.browser.conftest import check_accessibility, sign_in, visit
 from tests.factories import UserFactory, give_mfa
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _media_in_tmp(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-
-
-def sign_in(page, live_server, user):
-    """Reuse a session made by Django's test client, so the journey starts at the page under test."""
-    client = Client()
-    client.force_login(user)
-    cookie = client.cookies["sessionid"]
-    page.context.add_cookies([{"name": "sessionid", "value": cookie.value, "url": live_server.url}])
 
 
 def test_an_operator_makes_a_token_uploads_a_file_and_reads_its_batch(page, live_server, system, tmp_path):
