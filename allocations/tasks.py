@@ -1,6 +1,8 @@
-"""Celery tasks for usage: they take ids, re-read state, and are safe to run twice (DESIGN.md, Celery queues).
+"""Celery tasks for usage and report exports: they take ids, re-read state, and are safe to run twice (DESIGN.md,
+Celery queues).
 
-Names route them: `ingest_*` to the ingest queue, `reconcile_*` to reconcile, the rest to default. Retries are
+Names route them: `ingest_*` to the ingest queue, `reconcile_*` to reconcile, `report_*` to reports, the rest to
+default. Retries are
 for transient database trouble only (a deadlock victim, a dropped connection); a bug fails loudly.
 """
 

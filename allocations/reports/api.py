@@ -20,6 +20,7 @@ from .services import (
     can_build_reports,
     check_report_parameters,
     export_path,
+    is_gone,
     read_as_of,
     request_report_export,
 )
@@ -152,7 +153,7 @@ class ReportExportViewSet(
     def download(self, request, pk=None):
         """The file, once `state` is `done`; 409 before, 410 once it has expired."""
         export = self.get_object()
-        if export.has_expired() or (export.is_ready and not export_path(export).exists()):
+        if is_gone(export):
             raise Gone()
         if not export.is_ready:
             raise NotReady()

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from allocations.downloads import spreadsheet_safe
+from allocations.downloads import FORMULA_STARTS, spreadsheet_safe
 from allocations.ledger import seconds_to_hours
 from allocations.models import ReportExport
 
@@ -186,9 +186,11 @@ def _without_jit():
 # The inner query's order is kept by the plain scan over it; the user (a name a cluster sends) is kept from being
 # read as a formula, as `spreadsheet_safe` does; the charge is converted to hours here, once, as the other exports do
 # (half away from zero, as seconds_to_hours rounds the positive values).
+# Written as chr(n), from FORMULA_STARTS itself, so that the two guards cannot drift apart.
+_FORMULA_STARTS_SQL = ", ".join(f"chr({ord(start)})" for start in FORMULA_STARTS)
 _COPY_JOBS = (
-    "COPY (SELECT q.c1, q.c2, q.c3, q.c4, q.c5, "
-    "CASE WHEN left(q.c6, 1) IN ('=', '+', '-', '@', E'\\t', E'\\r') THEN '''' || q.c6 ELSE q.c6 END, "
+    "COPY (SELECT q.c1, q.c2, q.c3, q.c4, q.c5, "  # noqa: S608 (chr(n) of constants; values are parameters)
+    f"CASE WHEN left(q.c6, 1) IN ({_FORMULA_STARTS_SQL}) THEN '''' || q.c6 ELSE q.c6 END, "
     "q.c7, q.c8, q.c9, q.c10, q.c11, q.c12, q.c13, "
     "round(q.c14 / 3600.0, 2) FROM (JOBS_QUERY) AS q(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14) "
     "WHERE q.c14 IS NOT NULL) TO STDOUT WITH (FORMAT csv)"

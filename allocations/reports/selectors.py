@@ -246,23 +246,6 @@ class _Labels:
 
 # The raw export ------------------------------------------------------------------------------------------
 
-JOB_COLUMNS = [
-    "system",
-    "programme",
-    "pool",
-    "scheduler_account",
-    "allocation_id",
-    "user",
-    "job_id",
-    "job_id_raw",
-    "state",
-    "start",
-    "end",
-    "gpus",
-    "elapsed_seconds",
-    "charged_gpu_seconds",
-]
-
 
 def allocations_in_scope(scope: ReportScope) -> list[int]:
     allocations = Allocation.objects.order_by("pk")
@@ -271,28 +254,29 @@ def allocations_in_scope(scope: ReportScope) -> list[int]:
     return list(allocations.values_list("pk", flat=True))
 
 
-def _charges_recorded_by(as_of: datetime) -> Q:
-    """Job charges whose ledger transactions had been recorded by `as_of`, found through their reconciliation runs.
+def _runs_recorded_while_under_way(as_of: datetime) -> list[ReconciliationRun]:
+    """Reconciliation runs under way at `as_of` whose ledger transactions had been recorded by then.
 
-    Every charge transaction of a run is recorded at one moment between the run's start and finish (and job
-    charges are written only by runs), so a run finished by `as_of` counts whole and one started after it not at
-    all; only a run under way at `as_of` needs its transactions read. This spares the raw export a lookup of a
-    transaction per job: the runs are few, the charges millions.
+    Every charge transaction of a run is recorded at one moment between the run's start and finish, so a run
+    finished by `as_of` counts whole and one started after it not at all; only a run under way needs its
+    transactions read. The runs are few, the charges millions.
     """
-    under_way = ReconciliationRun.objects.filter(started_at__lte=as_of, finished_at__gt=as_of).values_list(
-        "pk", flat=True
-    )
-    recorded = [
+    return [
         run
-        for run in under_way
+        for run in ReconciliationRun.objects.filter(started_at__lte=as_of, finished_at__gt=as_of)
         if LedgerTransaction.objects.filter(
-            cause_type="reconciliation_run", cause_id=str(run), recorded_at__lte=as_of
+            cause_type="reconciliation_run", cause_id=str(run.pk), recorded_at__lte=as_of
         ).exists()
     ]
-    return Q(run__finished_at__lte=as_of) | Q(run__in=recorded)
 
 
-def _reconciled_through(as_of: datetime) -> dict[int, int]:
+def _charges_recorded_by(as_of: datetime, under_way: list[ReconciliationRun]) -> Q:
+    """Job charges whose ledger transactions had been recorded by `as_of`, found through their runs, which spares
+    the raw export a lookup of a transaction per job."""
+    return Q(run__finished_at__lte=as_of) | Q(run__in=under_way)
+
+
+def _reconciled_through(as_of: datetime, under_way: list[ReconciliationRun]) -> dict[int, int]:
     """Per system, the highest change number its reconciliation had charged by `as_of` (see below)."""
     through = dict(
         ReconciliationRun.objects.filter(finished_at__lte=as_of)
@@ -300,12 +284,8 @@ def _reconciled_through(as_of: datetime) -> dict[int, int]:
         .annotate(seq=Max("to_seq"))
         .values_list("system", "seq")
     )
-    for run in ReconciliationRun.objects.filter(started_at__lte=as_of, finished_at__gt=as_of):
-        recorded = LedgerTransaction.objects.filter(
-            cause_type="reconciliation_run", cause_id=str(run.pk), recorded_at__lte=as_of
-        ).exists()
-        if recorded:
-            through[run.system_id] = max(through.get(run.system_id, 0), run.to_seq)
+    for run in under_way:
+        through[run.system_id] = max(through.get(run.system_id, 0), run.to_seq)
     return through
 
 
@@ -320,15 +300,16 @@ def job_records_charged(*, allocation_ids: list[int], start: date, end: date, as
     changed since (a running job that ended, a late record) has its charges summed, from runs recorded by
     `as_of`. A million rows then cost a million index reads, not a million sums over the job charges.
     """
+    under_way = _runs_recorded_while_under_way(as_of)
     exact = Subquery(
-        JobCharge.objects.filter(_charges_recorded_by(as_of), job_record=OuterRef("pk"))
+        JobCharge.objects.filter(_charges_recorded_by(as_of, under_way), job_record=OuterRef("pk"))
         .order_by()
         .values("job_record")
         .annotate(total=Sum("seconds"))
         .values("total"),
         output_field=BigIntegerField(),
     )
-    through = _reconciled_through(as_of)
+    through = _reconciled_through(as_of, under_way)
     unchanged_since = reduce(
         operator.or_, (Q(system=system, changed_seq__lte=seq) for system, seq in through.items()), Q(pk__in=[])
     )

@@ -137,6 +137,11 @@ def export_path(export: ReportExport) -> Path:
     return Path(settings.MEDIA_ROOT) / export.file_path
 
 
+def is_gone(export: ReportExport) -> bool:
+    """Nothing to download any more: expired, or built but its file lost (the beat deleted it, a disk was wiped)."""
+    return export.has_expired() or (export.is_ready and not export_path(export).exists())
+
+
 def build_report_export(*, export_id: int) -> ReportExport:
     """Build the export's file; safe to run twice (a finished export is left alone, a half-built one rebuilt).
 

@@ -12,7 +12,7 @@ from allocations.models import ReportExport
 
 from .forms import ReportForm
 from .selectors import GROUPINGS
-from .services import can_build_reports, export_path, request_report_export
+from .services import can_build_reports, export_path, is_gone, request_report_export
 
 RECENT_EXPORTS = 10
 
@@ -43,34 +43,28 @@ def report_builder(request):
     )
 
 
+def _export_page(request, export: ReportExport, *, gone: bool):
+    return render(
+        request,
+        "allocations/reports/export_detail.html",
+        {"export": export, "expired": gone, "groupings": [GROUPINGS[name] for name in export.groupings]},
+        status=410 if gone else 200,
+    )
+
+
 @login_required
 @require_GET
 def export_detail(request, pk):
     export = _export_for(request, pk)
-    expired = export.has_expired()
-    return render(
-        request,
-        "allocations/reports/export_detail.html",
-        {
-            "export": export,
-            "expired": expired,
-            "groupings": [GROUPINGS[name] for name in export.groupings],
-        },
-        status=410 if expired else 200,
-    )
+    return _export_page(request, export, gone=export.has_expired())
 
 
 @login_required
 @require_GET
 def export_download(request, pk):
     export = _export_for(request, pk)
-    if export.has_expired() or (export.is_ready and not export_path(export).exists()):
-        return render(
-            request,
-            "allocations/reports/export_detail.html",
-            {"export": export, "expired": True, "groupings": [GROUPINGS[name] for name in export.groupings]},
-            status=410,
-        )
+    if is_gone(export):
+        return _export_page(request, export, gone=True)
     if not export.is_ready:
         return redirect("reports:export-detail", pk=export.pk)
     return FileResponse(open(export_path(export), "rb"), as_attachment=True, filename=export.filename)

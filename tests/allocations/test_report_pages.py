@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from airr_portal.celery import app as celery_app
 from allocations.models import ReportExport
+from allocations.reports.services import export_path
 from tests.allocations.report_helpers import MARCH, build_ledger_world, read_csv, read_xlsx
 from tests.factories import ProgrammeFactory, UserFactory, give_mfa
 
@@ -216,6 +217,21 @@ def test_an_expired_export_answers_gone_with_a_clear_page(client, admin, world, 
     api = client.get(reverse("report-export-download", args=[export.pk]))
 
     assert page.status_code == 410 and "This export has expired" in page.content.decode()
+    assert download.status_code == 410 and "This export has expired" in download.content.decode()
+    assert api.status_code == 410 and api.json()["code"] == "expired"
+
+
+def test_an_export_whose_file_was_lost_answers_gone_not_an_error(
+    client, admin, world, django_capture_on_commit_callbacks
+):
+    client.force_login(admin)
+    build(client, django_capture_on_commit_callbacks, form())
+    export = ReportExport.objects.get()
+    export_path(export).unlink()
+
+    download = client.get(reverse("reports:export-download", args=[export.pk]))
+    api = client.get(reverse("report-export-download", args=[export.pk]))
+
     assert download.status_code == 410 and "This export has expired" in download.content.decode()
     assert api.status_code == 410 and api.json()["code"] == "expired"
 

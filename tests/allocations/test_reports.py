@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from allocations import ledger
-from allocations.models import JobRecord, LedgerAccount, ReportExport
+from allocations.models import JobRecord, LedgerAccount, ReconciliationRun, ReportExport
 from allocations.reports.selectors import MANUAL_ADJUSTMENTS, ReportScope, usage_totals
 from allocations.reports.services import (
     ReportError,
@@ -210,7 +210,9 @@ def test_building_an_export_twice_leaves_the_first_file_as_it_was(world, admin):
     made = export(admin, groupings=["programme"])
     first = export_file(made).read_bytes()
 
-    assert build_report_export(export_id=made.pk).state == "done"
+    again = build_report_export(export_id=made.pk)
+
+    assert again.state == "done" and again.finished_at == made.finished_at
     assert export_file(made).read_bytes() == first
 
 
@@ -311,6 +313,33 @@ def test_the_raw_export_leaves_out_jobs_the_ledger_had_not_charged_by_the_as_of_
     again = export(admin, kind="jobs", window=MARCH, as_of=made.as_of.date())
     assert again.row_count == made.row_count
     assert "77" not in list(read_csv(export_file(again))[1]["job_id"])
+
+
+def test_the_raw_export_counts_a_run_under_way_at_the_as_of_time_by_when_it_recorded_its_charges(world, admin, system):
+    """A run still going at the as-of time counts if its transactions were recorded by then, and not if later."""
+    day = date(2026, 11, 10)
+
+    def moment(days: int, hour: int):
+        return timezone.make_aware(timezone.datetime(day.year, day.month, day.day + days, hour))
+
+    def reconcile(job, when):
+        ingest_sacct(system=system, payload=payload(sacct_line(job, account="airr-00001")), source="command")
+        with at(when):
+            return reconcile_system(system=system)
+
+    recorded_in_time = reconcile(88, moment(0, 12))
+    recorded_too_late = reconcile(89, moment(1, 9))
+    # Both runs were going at midnight, the as-of time of an export as of that day; the second had started then
+    # but recorded its transactions only the next morning.
+    ReconciliationRun.objects.filter(pk=recorded_too_late.pk).update(started_at=moment(0, 13))
+    ReconciliationRun.objects.filter(pk__in=[recorded_in_time.pk, recorded_too_late.pk]).update(
+        finished_at=moment(2, 0)
+    )
+
+    made = export(admin, kind="jobs", window=MARCH, as_of=day)
+
+    jobs = list(read_csv(export_file(made))[1]["job_id"])
+    assert "88" in jobs and "89" not in jobs
 
 
 def test_a_directors_raw_export_holds_only_their_programmes_jobs(world):
