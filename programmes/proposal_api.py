@@ -169,6 +169,8 @@ class AwardSerializer(serializers.Serializer):
             system = part["system"]
             pools = [pool for pool in call_pools if pool.system_id == system.pk]
             pool = part.get("pool") or (pools[0] if len(pools) == 1 else None)
+            if pool is not None and pool.system_id != system.pk:
+                raise serializers.ValidationError({f"systems[{index}].pool": [f"{pool.name} is not on {system.name}"]})
             if pool is None:
                 message = (
                     f"Name the pool to award from on {system.name}"

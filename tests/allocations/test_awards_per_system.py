@@ -310,6 +310,26 @@ def test_the_api_awards_per_system_and_leaves_out_a_system_not_named(
     assert nonsense.status_code in (400, 409)
 
 
+@pytest.mark.django_db
+def test_the_api_refuses_a_pool_on_another_system_than_the_part_names(
+    call, pool, dawn_pool, system, dawn, alice, director
+):
+    from rest_framework.test import APIClient
+
+    proposal = _two_system_proposal(call, system, dawn, alice)
+    api = APIClient()
+    api.force_authenticate(director)
+    day = str(proposal.start_date)
+    part = {"system": "dawn", "pool": pool.pk, "hours": "250", "start": day, "end": day}  # pool is Isambard-AI's
+
+    response = api.post(f"/api/proposals/{proposal.pk}/award/", {"systems": [part], "rationale": "x"}, format="json")
+
+    assert response.status_code == 400
+    assert "is not on Dawn" in str(response.json()["errors"])
+    proposal.refresh_from_db()
+    assert proposal.state == Proposal.State.IN_REVIEW and not Allocation.objects.exists()
+
+
 @requires_postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_awards_racing_for_the_same_two_pools_never_overcommit_or_deadlock(
