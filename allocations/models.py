@@ -78,7 +78,9 @@ class Allocation(models.Model):
         return f"{self.scheduler_account} — {self.title}"
 
     def save(self, *args, **kwargs):
-        if self.pool_id is not None:
+        # The system is the pool's, copied whenever the pool is written (a save of other fields leaves both).
+        update_fields = kwargs.get("update_fields")
+        if self.pool_id is not None and (update_fields is None or "pool" in update_fields):
             self.system_id = self.pool.system_id
         super().save(*args, **kwargs)
 

@@ -44,4 +44,4 @@ class AssignAccountForm(forms.Form):
 
     def __init__(self, *args, system: System, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["allocation"].queryset = Allocation.objects.filter(pool__system=system)
+        self.fields["allocation"].queryset = Allocation.objects.filter(system=system)

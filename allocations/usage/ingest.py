@@ -197,12 +197,10 @@ class _Matcher:
         tz = zoneinfo.ZoneInfo(system.time_zone or "UTC")
         # Accounts an admin assigned to an allocation (SchedulerAccountAlias) first, so that an allocation's
         # own account wins over an alias of the same name.
-        aliases = SchedulerAccountAlias.objects.filter(system=system, allocation__pool__system=system).values_list(
+        aliases = SchedulerAccountAlias.objects.filter(system=system, allocation__system=system).values_list(
             "account", "allocation", "allocation__start_date", "allocation__end_date"
         )
-        own = Allocation.objects.filter(pool__system=system).values_list(
-            "scheduler_account", "pk", "start_date", "end_date"
-        )
+        own = Allocation.objects.filter(system=system).values_list("scheduler_account", "pk", "start_date", "end_date")
         # The window as instants: from the first day's midnight to the midnight after the last day, in the
         # system's time zone, so each row compares two datetimes instead of converting its own.
         self.by_account = {

@@ -27,9 +27,7 @@ from programmes.models import System
 
 
 def account_limits(*, system: System) -> list[dict]:
-    allocations = list(
-        Allocation.objects.filter(pool__system=system).select_related("pool").order_by("scheduler_account")
-    )
+    allocations = list(Allocation.objects.filter(system=system).select_related("pool").order_by("scheduler_account"))
     figures = ledger.usage_and_commitments([a.pk for a in allocations])
     factor = Decimal(system.charge_factor)
     limits = []

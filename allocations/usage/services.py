@@ -99,7 +99,7 @@ def assign_unmatched_account(*, system: System, account: str, allocation: Alloca
         with transaction.atomic():
             # The system's change lock: no ingest of this system records rows while the account changes hands.
             seq = next_change_seq(system)
-            owner = Allocation.objects.filter(pool__system=system, scheduler_account=account).first()
+            owner = Allocation.objects.filter(system=system, scheduler_account=account).first()
             if owner is not None and owner.pk != allocation.pk:
                 raise UsageError(f"'{account}' is the scheduler account of {owner}: its usage is charged there")
             alias = SchedulerAccountAlias.objects.filter(system=system, account=account).first()

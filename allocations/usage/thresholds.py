@@ -26,7 +26,7 @@ def percent_used(used: int, committed: int) -> int:
 
 def check_thresholds(*, system: System) -> list[ThresholdNotice]:
     """Record (and email after commit) each threshold passed; exhaust allocations past 100 % + grace."""
-    allocations = {a.pk: a for a in Allocation.objects.filter(pool__system=system, state__in=_OPEN_STATES)}
+    allocations = {a.pk: a for a in Allocation.objects.filter(system=system, state__in=_OPEN_STATES)}
     if not allocations:
         return []
     figures = ledger.usage_and_commitments(allocations)

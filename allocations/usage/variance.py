@@ -76,7 +76,7 @@ def record_usage_report(*, system: System, payload: bytes) -> list[UsageReport]:
     minutes = parse_usage_report(payload)
     factor = Decimal(system.charge_factor)
     allocations = {
-        a.scheduler_account: a for a in Allocation.objects.filter(pool__system=system, scheduler_account__in=minutes)
+        a.scheduler_account: a for a in Allocation.objects.filter(system=system, scheduler_account__in=minutes)
     }
     figures = ledger.usage_and_commitments([a.pk for a in allocations.values()])
     tolerance = Decimal(str(settings.USAGE_VARIANCE_TOLERANCE_PERCENT))
