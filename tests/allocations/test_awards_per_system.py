@@ -214,9 +214,8 @@ def test_a_scheduler_account_name_is_unique_per_system_not_everywhere(pool, dawn
 
 @pytest.mark.django_db
 def test_usage_on_one_system_is_matched_to_that_systems_allocation_of_the_account(
-    call, pool, dawn_pool, system, dawn, alice, director, settings, tmp_path
+    call, pool, dawn_pool, system, dawn, alice, director
 ):
-    settings.MEDIA_ROOT = tmp_path / "media"
     proposal = _two_system_proposal(call, system, dawn, alice)
     on_isambard, on_dawn = awards.award_proposal(
         proposal=proposal,
@@ -227,12 +226,14 @@ def test_usage_on_one_system_is_matched_to_that_systems_allocation_of_the_accoun
     assert on_isambard.system == system and on_dawn.system == dawn
     start = f"{proposal.start_date}T10:00:00"
     end = f"{proposal.start_date}T11:00:00"
-    ingest_sacct(
-        system=system,
-        payload=payload(sacct_line(1, account=on_isambard.scheduler_account, start=start, end=end)),
-        source="command",
-    )
-    assert JobRecord.objects.get().allocation == on_isambard
+    # The same account name on both systems: each run goes to its own system's allocation, whichever was made last.
+    for on, job in ((system, 1), (dawn, 2)):
+        ingest_sacct(
+            system=on,
+            payload=payload(sacct_line(job, account=awards.scheduler_account_for(proposal), start=start, end=end)),
+            source="command",
+        )
+    assert dict(JobRecord.objects.values_list("job_id", "allocation")) == {"1": on_isambard.pk, "2": on_dawn.pk}
 
 
 @pytest.mark.django_db
