@@ -331,6 +331,76 @@ def test_the_api_refuses_a_pool_on_another_system_than_the_part_names(
     assert proposal.state == Proposal.State.IN_REVIEW and not Allocation.objects.exists()
 
 
+@pytest.fixture
+def second_isambard_pool(call, programme, system, pool):
+    """Another pool of the same call on Isambard-AI, so the director must say which one pays."""
+    second = FundPoolFactory(
+        programme=programme,
+        system=system,
+        name="Builder Fund, second tranche",
+        valid_from=pool.valid_from,
+        valid_until=pool.valid_until,
+    )
+    ledger.deposit_to_pool(pool=second, seconds=5_000 * HOUR, actor=None, reason="Budget", idempotency_key="second")
+    call.pools.add(second)
+    return second
+
+
+def _committed_from(pool) -> int:
+    return pool_figures(pool).committed
+
+
+@pytest.mark.django_db
+def test_with_two_pools_on_a_system_the_api_awards_from_the_one_named_and_asks_when_none_is(
+    call, pool, second_isambard_pool, system, alice, director
+):
+    from rest_framework.test import APIClient
+
+    proposal = make_proposal(call=call, pi=alice, system=system, state=State.IN_REVIEW)
+    api = APIClient()
+    api.force_authenticate(director)
+    day = str(proposal.start_date)
+    part = {"system": system.slug, "hours": "100", "start": day, "end": day}
+
+    unnamed = api.post(f"/api/proposals/{proposal.pk}/award/", {"systems": [part], "rationale": "x"}, format="json")
+    twice = api.post(
+        f"/api/proposals/{proposal.pk}/award/",
+        {"systems": [{**part, "pool": pool.pk}, {**part, "pool": second_isambard_pool.pk}], "rationale": "x"},
+        format="json",
+    )
+    named = api.post(
+        f"/api/proposals/{proposal.pk}/award/",
+        {"systems": [{**part, "pool": second_isambard_pool.pk}], "rationale": "Second tranche"},
+        format="json",
+    )
+
+    assert unnamed.status_code == 400 and "Name the pool" in str(unnamed.json()["errors"])
+    assert twice.status_code == 400 and "one pool only on Isambard-AI" in str(twice.json()["errors"])
+    assert named.status_code == 200, named.json()
+    assert (_committed_from(pool), _committed_from(second_isambard_pool)) == (0, 100 * HOUR)
+
+
+@pytest.mark.django_db
+def test_with_two_pools_on_a_system_the_page_awards_from_the_one_chosen(
+    client, call, pool, second_isambard_pool, system, alice, director
+):
+    proposal = make_proposal(call=call, pi=alice, system=system, state=State.IN_REVIEW)
+    client.force_login(director)
+
+    response = client.post(
+        reverse("proposals:proposal-decide", args=[proposal.pk]),
+        {
+            "outcome": "award_part",
+            f"hours_{system.pk}": "100",
+            f"pool_{system.pk}": second_isambard_pool.pk,
+            "rationale": "Second tranche",
+        },
+    )
+
+    assert response.status_code == 302
+    assert (_committed_from(pool), _committed_from(second_isambard_pool)) == (0, 100 * HOUR)
+
+
 @requires_postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_awards_racing_for_the_same_two_pools_never_overcommit_or_deadlock(

@@ -264,7 +264,9 @@ def test_an_award_the_pool_cannot_cover_is_explained_on_the_page(client, call, p
     assert proposal.state == State.IN_REVIEW
 
 
-def test_the_decision_form_requires_a_rationale_and_a_pool_for_awards(client, call, pool, system, alice, director):
+def test_the_decision_form_requires_a_rationale_and_hours_for_a_partial_award(
+    client, call, pool, system, alice, director
+):
     proposal = make_proposal(call=call, pi=alice, system=system, state=State.IN_REVIEW)
     client.force_login(director)
     content = _errors(client.post(_url("proposal-decide", proposal), {"outcome": "award_part"}))
