@@ -10,7 +10,8 @@ from .models import ApiToken, User
 API_TOKEN_PREFIX = "airr_api_"
 
 
-def hash_api_key(key: str) -> str:
+def hash_key(key: str) -> str:
+    """What is stored of a token's key (a person's API token, a cluster's ingest token): its SHA-256."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -19,5 +20,5 @@ def replace_api_token(*, user: User) -> str:
     key = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
     with transaction.atomic():
         ApiToken.objects.filter(user=user).delete()
-        ApiToken.objects.create(user=user, prefix=key[: len(API_TOKEN_PREFIX) + 4], key_hash=hash_api_key(key))
+        ApiToken.objects.create(user=user, prefix=key[: len(API_TOKEN_PREFIX) + 4], key_hash=hash_key(key))
     return key

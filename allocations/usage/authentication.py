@@ -5,39 +5,31 @@ A request it authenticates has an anonymous `user` and the IngestToken as `auth`
 """
 
 from django.contrib.auth.models import AnonymousUser
-from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from rest_framework import authentication, exceptions, permissions
+from rest_framework import exceptions, permissions
 
 from airr_portal import roles
+from airr_portal.authentication import HashedKeyAuthentication
 from allocations.models import IngestToken
 
-from .services import TOKEN_PREFIX, hash_key
+from .services import TOKEN_PREFIX
 
 
-class IngestTokenAuthentication(authentication.BaseAuthentication):
+class IngestTokenAuthentication(HashedKeyAuthentication):
     keywords = ("Bearer", "Token")
+    how_to_send = "Send the ingest token as 'Authorization: Bearer <token>'"
+    refused = "The ingest token is not valid or has been revoked"
+    realm = "ingest"
 
-    def authenticate(self, request):
-        header = authentication.get_authorization_header(request).split()
-        if not header or header[0].decode(errors="replace") not in self.keywords:
-            return None
-        if len(header) != 2:
-            raise exceptions.AuthenticationFailed("Send the ingest token as 'Authorization: Bearer <token>'")
-        key = header[1].decode(errors="replace")
-        if not key.startswith(TOKEN_PREFIX):
-            return None  # not an ingest token: let the endpoint's other classes (if any) try it
-        token = IngestToken.objects.select_related("system").filter(key_hash=hash_key(key)).first()
-        if token is None or token.is_revoked:
-            raise exceptions.AuthenticationFailed("The ingest token is not valid or has been revoked")
-        # One write per request, at most once a minute, so a busy cluster does not rewrite the row constantly.
-        now = timezone.now()
-        if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
-            IngestToken.objects.filter(pk=token.pk).update(last_used_at=now)
-        return AnonymousUser(), token
+    def is_ours(self, key: str) -> bool:
+        return key.startswith(TOKEN_PREFIX)
 
-    def authenticate_header(self, request):
-        return 'Bearer realm="ingest"'
+    def find(self, key_hash: str):
+        token = IngestToken.objects.select_related("system").filter(key_hash=key_hash).first()
+        return token if token is not None and not token.is_revoked else None
+
+    def user_of(self, token):
+        return AnonymousUser()
 
 
 def _token_system_matches(request, view) -> bool:

@@ -5,7 +5,6 @@ Each is one transaction; reconciliation is enqueued after commit, so what they c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import zoneinfo
@@ -15,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from airr_portal.services import hash_key
 from allocations.models import (
     Allocation,
     IngestBatch,
@@ -33,10 +33,6 @@ TOKEN_PREFIX = "airr_ingest_"
 
 class UsageError(ValueError):
     """An operator's request the portal refuses; the message is for them."""
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def create_ingest_token(*, system: System, name: str, actor) -> tuple[IngestToken, str]:

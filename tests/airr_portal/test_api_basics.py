@@ -112,6 +112,21 @@ def test_the_token_page_makes_a_token_shows_it_once_and_replacing_it_revokes_the
     assert client.get(reverse("api-me"), HTTP_AUTHORIZATION=f"Bearer {second_key}").status_code == 200
 
 
+def test_the_token_page_says_which_token_you_have_and_when_it_was_last_used(client, alice):
+    key = replace_api_token(user=alice)
+    token = ApiToken.objects.get(user=alice)
+    client.force_login(alice)
+    before = client.get(reverse("api-token")).content.decode()
+
+    client.get(reverse("api-me"), HTTP_AUTHORIZATION=f"Token {key}")
+    after = client.get(reverse("api-token")).content.decode()
+
+    today = f"{token.created_at:%-d %B %Y}"
+    assert f"beginning <code>{token.prefix}</code>, made on {today}." in before
+    assert "last used" not in before
+    assert f"last used on {today}" in after
+
+
 def test_an_api_token_is_stored_only_as_a_fingerprint(alice):
     key = replace_api_token(user=alice)
     stored = ApiToken.objects.get(user=alice)

@@ -11,12 +11,12 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from django.utils import timezone
 
+from airr_portal.services import hash_key
 from allocations import ledger
 from allocations.models import Allocation, IngestBatch, IngestToken, JobRecord, RejectedRow, ThresholdNotice
 from allocations.selectors import account_statement, start_of_day
 from allocations.usage.ingest import ingest_sacct
 from allocations.usage.reconcile import reconcile_system
-from allocations.usage.services import hash_key
 from programmes.models import ProposalMember
 from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
 from tests.factories import AllocationFactory, CallFactory, FundPoolFactory, SystemFactory, make_proposal
