@@ -20,7 +20,8 @@ class HashedKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate(self, request):
         header = authentication.get_authorization_header(request).split()
-        if not header or header[0].decode(errors="replace") not in self.keywords:
+        # Authentication schemes are case-insensitive (RFC 9110), as DRF's own token authentication treats them.
+        if not header or header[0].decode(errors="replace").lower() not in {word.lower() for word in self.keywords}:
             return None
         if len(header) != 2:
             raise exceptions.AuthenticationFailed(self.how_to_send)

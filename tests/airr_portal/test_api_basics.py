@@ -127,6 +127,12 @@ def test_the_token_page_says_which_token_you_have_and_when_it_was_last_used(clie
     assert f"last used on {today}" in after
 
 
+def test_the_authorization_scheme_is_read_whatever_its_case(client, alice):
+    key = replace_api_token(user=alice)
+    assert client.get(reverse("api-me"), HTTP_AUTHORIZATION=f"token {key}").status_code == 200
+    assert client.get(reverse("api-me"), HTTP_AUTHORIZATION=f"BEARER {key}").status_code == 200
+
+
 def test_an_api_token_is_stored_only_as_a_fingerprint(alice):
     key = replace_api_token(user=alice)
     stored = ApiToken.objects.get(user=alice)
