@@ -25,6 +25,8 @@ urlpatterns = [
     path("programmes/", include("programmes.urls")),
     path("pools/", include("allocations.urls")),
     path("register/", include("allocations.register_urls")),
+    path("usage/", include("allocations.usage.urls")),
+    path("reports/", include("allocations.reports.urls")),
     path("", include("programmes.proposal_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
@@ -35,9 +37,3 @@ urlpatterns = [
 
 handler404 = "airr_portal.errors.page_not_found"
 handler500 = "airr_portal.errors.server_error"
-
-# Usage: operators' and PIs' pages (allocations/usage).
-urlpatterns += [path("usage/", include("allocations.usage.urls"))]
-
-# Reports: the report builder and exports (allocations/reports).
-urlpatterns += [path("reports/", include("allocations.reports.urls"))]
