@@ -45,13 +45,14 @@ def parse_usage_report(payload: bytes) -> dict[str, int]:
     names = [name.strip().lower() for name in lines[header_at].split("|")]
     account_at = names.index("account")
     user_at = next((names.index(n) for n in ("user", "login") if n in names), None)
+    tres_at = None  # sreport's TRES Name column, when it has one: only its gres/gpu rows count
     if "grptresraw" in names:
         value_at, read = names.index("grptresraw"), _gpu_minutes_of_tres
     elif "used" in names:
         value_at = names.index("used")
         tres_at = names.index("tres name") if "tres name" in names else None
 
-        def read(value, fields=None):
+        def read(value):
             return int(value) if value.isdigit() else None
     else:
         raise UsageReportError("The report needs a GrpTRESRaw (sshare) or Used (sreport) column")
@@ -60,7 +61,7 @@ def parse_usage_report(payload: bytes) -> dict[str, int]:
         fields = line.split("|")
         if len(fields) < len(names) or (user_at is not None and fields[user_at].strip()):
             continue
-        if "used" in names and tres_at is not None and fields[tres_at].strip() not in ("gres/gpu", ""):
+        if tres_at is not None and fields[tres_at].strip() not in ("gres/gpu", ""):
             continue
         value = read(fields[value_at].strip())
         account = fields[account_at].strip()

@@ -175,6 +175,21 @@ def test_a_usage_report_without_the_columns_is_a_400(client, system):
     assert "GrpTRESRaw" in response.json()["errors"]["body"][0]
 
 
+def test_a_usage_report_with_both_sshare_and_sreport_columns_is_read_as_sshare_output(client, system):
+    funded_allocation(system, account="airr-00001")
+    _, key = create_ingest_token(system=system, name="cron", actor=None)
+    response = client.generic(
+        "POST",
+        reverse("usage-report", args=[system.slug]),
+        b"Account|User|GrpTRESRaw|Used\nairr-00001||cpu=1,gres/gpu=60|7\n",
+        content_type="text/plain",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+    )
+
+    assert response.status_code == 201, response.content
+    assert UsageReport.objects.get().reported_seconds == HOUR
+
+
 def test_usage_tasks_run_on_their_queues_and_the_beat_schedules_them():
     from airr_portal.celery import app as celery_app
 
