@@ -20,7 +20,7 @@ import tempfile
 import zoneinfo
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -190,6 +190,13 @@ def next_change_seq(system: System) -> int:
     return sequence.last_seq
 
 
+def window_instants(first_day: date, last_day: date, tz) -> tuple[datetime, datetime]:
+    """An allocation's window as instants: from its first day's midnight to the midnight after its last day, in
+    the system's time zone. A run is outside it if it starts before the first or ends (or, running, started) at
+    or after the second."""
+    return datetime.combine(first_day, dt_time.min, tz), datetime.combine(last_day + timedelta(days=1), dt_time.min, tz)
+
+
 class _Matcher:
     """Resolves a scheduler account to its allocation and says whether a run falls outside its window."""
 
@@ -201,14 +208,9 @@ class _Matcher:
             "account", "allocation", "allocation__start_date", "allocation__end_date"
         )
         own = Allocation.objects.filter(system=system).values_list("scheduler_account", "pk", "start_date", "end_date")
-        # The window as instants: from the first day's midnight to the midnight after the last day, in the
-        # system's time zone, so each row compares two datetimes instead of converting its own.
+        # The windows as instants, so each row compares two datetimes instead of converting its own.
         self.by_account = {
-            account: (
-                pk,
-                datetime.combine(first_day, dt_time.min, tz),
-                datetime.combine(last_day + timedelta(days=1), dt_time.min, tz),
-            )
+            account: (pk, *window_instants(first_day, last_day, tz))
             for account, pk, first_day, last_day in [*aliases, *own]
         }
         self.utc_text = {

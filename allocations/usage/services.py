@@ -25,7 +25,7 @@ from allocations.models import (
 )
 from programmes.models import System
 
-from .ingest import _record_rows, next_change_seq, open_raw
+from .ingest import _record_rows, next_change_seq, open_raw, window_instants
 from .sacct import SacctFormatError, iter_sacct
 
 TOKEN_PREFIX = "airr_ingest_"
@@ -111,9 +111,13 @@ def assign_unmatched_account(*, system: System, account: str, allocation: Alloca
                     system=system, account=account, allocation=allocation, created_by=actor
                 )
             moved = records.update(allocation=allocation, changed_seq=seq)
-            # A run outside the allocation's dates is still charged (usage happened), but flagged for an operator.
+            # A run outside the allocation's dates is still charged (usage happened), but flagged for an operator:
+            # the rule ingest applies, in the system's time zone.
+            opens, closes = window_instants(
+                allocation.start_date, allocation.end_date, zoneinfo.ZoneInfo(system.time_zone or "UTC")
+            )
             JobRecord.objects.filter(system=system, account=account, allocation=allocation, changed_seq=seq).filter(
-                Q(start__date__lt=allocation.start_date) | Q(end__date__gt=allocation.end_date)
+                Q(start__lt=opens) | Q(end__gte=closes) | Q(end__isnull=True, start__gte=closes)
             ).update(is_outside_window=True)
             _enqueue_reconciliation(system)
     except IntegrityError:

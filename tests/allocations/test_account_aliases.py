@@ -1,5 +1,7 @@
 """Assigning an unmatched scheduler account lasts: later usage of that account is charged to the allocation."""
 
+from datetime import timedelta
+
 import pytest
 from django.core.management import call_command
 from django.db.models import F
@@ -58,6 +60,27 @@ def test_usage_of_an_assigned_account_outside_the_allocation_window_is_flagged(s
     ingest(system, payload(sacct_line(2, account="old-name", start=f"{late}T10:00:00", end=f"{late}T11:00:00")))
 
     assert JobRecord.objects.get(job_id="2").is_outside_window
+
+
+def test_held_usage_is_flagged_on_assignment_by_the_same_window_rule_as_ingest(system, alice):
+    """Assigning held usage flags exactly the runs that posting them after the assignment would flag."""
+    allocation = funded_allocation(system, account="airr-00001")
+    first, last = allocation.start_date, allocation.end_date
+    runs = [
+        sacct_line(1, account="old-name", start=f"{last}T23:00:00", end=f"{last}T23:45:00"),  # ends on the last day
+        sacct_line(2, account="old-name", start=f"{last}T23:00:00", end=f"{last + timedelta(days=1)}T00:30:00"),
+        sacct_line(3, account="old-name", state="RUNNING", start=f"{last + timedelta(days=1)}T01:00:00", end="Unknown"),
+        sacct_line(4, account="old-name", start=f"{first}T00:00:00", end=f"{first}T01:00:00"),
+    ]
+    ingest(system, payload(*runs))
+    assign_unmatched_account(system=system, account="old-name", allocation=allocation, actor=alice)
+    assigned = dict(JobRecord.objects.values_list("job_id", "is_outside_window"))
+
+    JobRecord.objects.all().delete()
+    ingest(system, payload(*(run.replace("old-name", "airr-00001") for run in runs)))
+    posted = dict(JobRecord.objects.values_list("job_id", "is_outside_window"))
+
+    assert assigned == posted == {"1": False, "2": True, "3": True, "4": False}
 
 
 def test_the_same_account_name_on_another_system_stays_unmatched(system, alice):
