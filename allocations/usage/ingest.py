@@ -274,20 +274,25 @@ class _Counts:
     never_started: int = 0
 
 
+def read_batch(batch: IngestBatch, source) -> SacctReader:
+    """A reader over `source` with the batch's settings: its system's time zone, delimiter and columns."""
+    tz = zoneinfo.ZoneInfo(batch.system.time_zone or "UTC")
+    return iter_sacct(
+        source,
+        tz=UTC if tz.key == "UTC" else tz,  # the reader's fast path knows UTC by identity
+        delimiter=batch.delimiter or None,
+        columns=batch.columns.split(",") if batch.columns else None,
+    )
+
+
 def process_batch(*, batch: IngestBatch, progress: Callable[[int], None] | None = None) -> IngestBatch:
     """Read a stored batch and record its rows in one transaction; safe to run again on the same batch."""
     system = batch.system
-    tz = zoneinfo.ZoneInfo(system.time_zone or "UTC")
     try:
         with open_raw(batch) as raw:
             source = _CountingReader.reading(raw, progress)
             try:
-                reader = iter_sacct(
-                    source,
-                    tz=UTC if tz.key == "UTC" else tz,
-                    delimiter=batch.delimiter or None,
-                    columns=batch.columns.split(",") if batch.columns else None,
-                )
+                reader = read_batch(batch, source)
             except SacctFormatError as problem:
                 IngestBatch.objects.filter(pk=batch.pk).update(status=IngestBatch.Status.FAILED, error=str(problem))
                 batch.refresh_from_db()

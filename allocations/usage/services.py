@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import secrets
 import zoneinfo
-from datetime import UTC
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -25,8 +24,8 @@ from allocations.models import (
 )
 from programmes.models import System
 
-from .ingest import _record_rows, next_change_seq, open_raw, window_instants
-from .sacct import SacctFormatError, iter_sacct
+from .ingest import _record_rows, next_change_seq, open_raw, read_batch, window_instants
+from .sacct import SacctFormatError
 
 TOKEN_PREFIX = "airr_ingest_"
 
@@ -136,13 +135,15 @@ def replay_rejected_rows(*, batch: IngestBatch, actor) -> tuple[int, int]:
     if not pending:
         return 0, 0
     system = batch.system
-    tz = zoneinfo.ZoneInfo(system.time_zone or "UTC")
-    try:
-        with open_raw(batch) as raw:
-            first = raw.readline()
-    except OSError as problem:
-        raise UsageError(f"The stored payload of batch {batch.pk} cannot be read: {problem}") from None
-    is_json = first.lstrip().startswith(b"{") or first.lstrip().startswith(b"[")
+    is_json = batch.format == "json"
+    header = []
+    if not (is_json or batch.columns):
+        # The header is the payload's first line that is not blank, as the reader found it.
+        try:
+            with open_raw(batch) as raw:
+                header = [next((line for line in raw if line.strip()), b"").rstrip(b"\r\n")]
+        except OSError as problem:
+            raise UsageError(f"The stored payload of batch {batch.pk} cannot be read: {problem}") from None
     if is_json:
         jobs = []
         for row in pending:
@@ -152,16 +153,9 @@ def replay_rejected_rows(*, batch: IngestBatch, actor) -> tuple[int, int]:
                 jobs.append(row.raw)
         payload = json.dumps({"jobs": jobs}).encode()
     else:
-        lines = [row.raw.encode() for row in pending]
-        header = [] if batch.columns else [first.rstrip(b"\r\n")]
-        payload = b"\n".join([*header, *lines]) + b"\n"
+        payload = b"\n".join([*header, *(row.raw.encode() for row in pending)]) + b"\n"
     try:
-        reader = iter_sacct(
-            payload,
-            tz=UTC if tz.key == "UTC" else tz,
-            delimiter=batch.delimiter or None,
-            columns=batch.columns.split(",") if batch.columns else None,
-        )
+        reader = read_batch(batch, payload)
     except SacctFormatError as problem:
         raise UsageError(f"The batch cannot be read again: {problem}") from None
     offset = 0 if (is_json or batch.columns) else 1

@@ -91,11 +91,26 @@ def test_rejected_rows_are_replayed_after_the_system_settings_are_fixed(
 
 def test_a_row_still_unreadable_on_replay_keeps_its_place_with_the_new_reason(client, admin, system):
     batch = ingest_sacct(system=system, payload=payload(sacct_line(1), "broken"), source="command").batch
+    RejectedRow.objects.filter(batch=batch).update(reason="a reason from an older reader")
 
     client.post(reverse("usage:batch-replay", args=[batch.pk]))
 
     row = RejectedRow.objects.get()
     assert row.replayed_at is None and row.replay_outcome.startswith("Still rejected")
+    assert row.reason == "expected 12 fields, found 1: the line may be truncated"
+    batch.refresh_from_db()
+    assert batch.rejected == 1
+
+
+def test_a_payload_opening_with_a_blank_line_replays_with_its_header(client, admin, system):
+    data = b"\n" + payload(sacct_line(1), sacct_line(2, start="2026-03-01 10:00"))
+    batch = ingest_sacct(system=system, payload=data, source="command").batch
+    RejectedRow.objects.filter(batch=batch).update(raw=sacct_line(2))  # stands in for a settings fix
+
+    client.post(reverse("usage:batch-replay", args=[batch.pk]))
+
+    assert RejectedRow.objects.get().replay_outcome == "Recorded"
+    assert JobRecord.objects.count() == 2
 
 
 def test_an_admin_assigns_an_unmatched_account_and_its_usage_is_charged(
