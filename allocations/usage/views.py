@@ -5,6 +5,8 @@ and per job, and download its statement. Views parse, call a service or selector
 Operators are admins and, read-only for their own systems, the systems' technical assessors (system staff).
 """
 
+from collections import defaultdict
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -167,8 +169,12 @@ def unmatched(request):
     systems = _operated_systems(request.user)
     accounts = list(unmatched_accounts(system_ids=systems))
     if roles.is_admin(request.user):
+        # Each row offers its system's allocations: read once for all the rows, not once a row.
+        choices = defaultdict(list)
+        for allocation in Allocation.objects.filter(system__in={row["system"] for row in accounts}).order_by("pk"):
+            choices[allocation.system_id].append(allocation)
         for row in accounts:
-            row["form"] = AssignAccountForm(initial={"account": row["account"]}, system=System(pk=row["system"]))
+            row["allocations"] = choices[row["system"]]
     return render(
         request,
         "allocations/usage/unmatched.html",

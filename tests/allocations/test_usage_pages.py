@@ -131,6 +131,30 @@ def test_an_admin_assigns_an_unmatched_account_and_its_usage_is_charged(
     assert client.get(reverse("usage:unmatched")).context["accounts"] == []
 
 
+def test_the_unmatched_page_offers_each_account_its_systems_allocations_in_the_same_queries_however_many(
+    client, admin, system
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    dawn = SystemFactory(slug="dawn", name="Dawn", cluster_name="dawn")
+    on_isambard = funded_allocation(system, account="airr-00001")
+    on_dawn = funded_allocation(dawn, account="airr-00002")
+
+    def page_queries(accounts: int) -> int:
+        for n in range(accounts):
+            for on in (system, dawn):
+                ingest_sacct(system=on, payload=payload(sacct_line(100 + n, account=f"typo-{n}")), source="command")
+        with CaptureQueriesContext(connection) as queries:
+            client.get(reverse("usage:unmatched"))
+        return len(queries)
+
+    assert page_queries(1) == page_queries(5)
+    rows = client.get(reverse("usage:unmatched")).context["accounts"]
+    assert len(rows) == 10
+    assert {row["system"]: row["allocations"] for row in rows} == {system.pk: [on_isambard], dawn.pk: [on_dawn]}
+
+
 def test_an_assessor_sees_the_batches_of_their_system_only_and_cannot_assign(client, make_persona, system):
     assessor = make_persona("assessor")
     client.force_login(assessor)
