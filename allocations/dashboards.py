@@ -19,6 +19,7 @@ from programmes.models import Call, Decision, FundPool, Programme, Proposal, Res
 from .ledger import USAGE_TYPES
 from .models import Allocation, JobCharge, LedgerEntry, LedgerTransaction, ThresholdNotice
 from .selectors import PoolFigures, figures_for_pools
+from .usage.thresholds import percent_used
 
 Type = LedgerTransaction.Type
 
@@ -355,7 +356,7 @@ class AllocationReport:
 
     @property
     def percent_used(self) -> int:
-        return (self.used * 100) // self.committed if self.committed > 0 else 0
+        return percent_used(self.used, self.committed)
 
     @property
     def chart_id(self) -> str:

@@ -228,11 +228,6 @@ class LedgerEntry(models.Model):
 # into ledger charges and writes JobCharge, so every usage entry traces to its jobs.
 
 
-class IngestTokenQuerySet(models.QuerySet):
-    def active(self):
-        return self.filter(revoked_at__isnull=True)
-
-
 class IngestToken(models.Model):
     """A cluster's key for posting its system's job records and reading its limits; it can do nothing else.
 
@@ -250,8 +245,6 @@ class IngestToken(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
-    objects = IngestTokenQuerySet.as_manager()
-
     class Meta:
         ordering = ["-created_at", "pk"]
 
@@ -261,16 +254,6 @@ class IngestToken(models.Model):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
-
-
-class IngestBatchQuerySet(models.QuerySet):
-    def visible_to(self, user):
-        """Admins see every batch; a system's technical assessors (its operators) see their system's."""
-        if not user.is_authenticated:
-            return self.none()
-        if user.is_staff:
-            return self.all()
-        return self.filter(system__assessors=user)
 
 
 class IngestBatch(models.Model):
@@ -309,8 +292,6 @@ class IngestBatch(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     received_at = models.DateTimeField(auto_now_add=True)
-
-    objects = IngestBatchQuerySet.as_manager()
 
     class Meta:
         ordering = ["-received_at", "-pk"]
@@ -376,16 +357,6 @@ class JobIdField(models.CharField):
 
 
 class JobRecordQuerySet(models.QuerySet):
-    def visible_to(self, user):
-        """Admins see all; the system's assessors their system's; holders and directors their allocations'."""
-        if not user.is_authenticated:
-            return self.none()
-        if user.is_staff:
-            return self.all()
-        return self.filter(
-            Q(system__assessors=user) | Q(allocation__holder=user) | Q(allocation__pool__programme__directors=user)
-        ).distinct()
-
     def unmatched(self):
         return self.filter(allocation__isnull=True)
 

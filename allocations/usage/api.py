@@ -8,7 +8,6 @@ from __future__ import annotations
 import tempfile
 
 from django.conf import settings
-from django.db import transaction
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
@@ -20,6 +19,7 @@ from programmes.models import System
 from .authentication import IngestTokenAuthentication, IsIngestTokenOfSystem, IsIngestTokenOfSystemOrAdmin
 from .ingest import IngestError, ingest_sacct
 from .limits import account_limits
+from .services import enqueue_reconciliation
 from .variance import UsageReportError, record_usage_report
 
 READ_CHUNK = 1 << 20
@@ -66,12 +66,6 @@ def _read_body(request):
     return body
 
 
-def _enqueue_reconciliation(system: System) -> None:
-    from allocations.tasks import reconcile_system_task
-
-    transaction.on_commit(lambda: reconcile_system_task.delay(system.pk))
-
-
 class UsageIngestView(APIView):
     """POST sacct output (--parsable2, --parsable, any delimiter, or --json; gzip accepted)."""
 
@@ -111,7 +105,7 @@ class UsageIngestView(APIView):
         finally:
             body.close()
         if not outcome.is_duplicate:
-            _enqueue_reconciliation(system)
+            enqueue_reconciliation(system)
         return Response(
             outcome.as_dict(), status=status.HTTP_200_OK if outcome.is_duplicate else status.HTTP_201_CREATED
         )

@@ -249,19 +249,7 @@ def gpu_seconds_of(gpus: int, elapsed_seconds: int, charge_factor: Decimal) -> i
 
 
 def _too_long(row: JobRow) -> str | None:
-    # Cheap first: this runs on every row, and almost every row passes.
-    if (
-        len(row.account) <= 64
-        and len(row.user) <= 64
-        and len(row.job_id) <= 64
-        and len(row.job_id_raw) <= 64
-        and len(row.state) <= 32
-    ):
-        return None
-    for name, limit in _FIELD_LIMITS.items():
-        if len(getattr(row, name)) > limit:
-            return f"{name} is longer than {limit} characters"
-    return None
+    return _too_long_fields(row.job_id, row.job_id_raw, row.account, row.user, row.state)
 
 
 @dataclass
@@ -456,7 +444,7 @@ _COLUMNS = (
 )
 
 
-def _store_chunk_portable(chunk, *, batch, seq, counts, staging=None):
+def _store_chunk_portable(chunk, *, batch, seq, counts):
     """Upsert through the ORM, a chunk at a time: the path for SQLite (and any database without COPY)."""
     # The last report of a run in one payload wins, as it does across payloads.
     by_key = {(values[0], values[1]): values for values in chunk}

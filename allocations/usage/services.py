@@ -56,7 +56,7 @@ def revoke_ingest_token(*, token: IngestToken, actor) -> IngestToken:
     return token
 
 
-def _enqueue_reconciliation(system: System) -> None:
+def enqueue_reconciliation(system: System) -> None:
     from allocations.tasks import reconcile_system_task
 
     transaction.on_commit(lambda: reconcile_system_task.delay(system.pk))
@@ -118,7 +118,7 @@ def assign_unmatched_account(*, system: System, account: str, allocation: Alloca
             JobRecord.objects.filter(system=system, account=account, allocation=allocation, changed_seq=seq).filter(
                 Q(start__lt=opens) | Q(end__gte=closes) | Q(end__isnull=True, start__gte=closes)
             ).update(is_outside_window=True)
-            _enqueue_reconciliation(system)
+            enqueue_reconciliation(system)
     except IntegrityError:
         # Another admin assigned the same account at the same moment; theirs stands.
         raise UsageError(f"'{account}' on {system} was assigned by someone else meanwhile") from None
@@ -177,5 +177,5 @@ def replay_rejected_rows(*, batch: IngestBatch, actor) -> tuple[int, int]:
                 row.replay_outcome = "Recorded"
         RejectedRow.objects.bulk_update(pending, ["reason", "replayed_at", "replay_outcome"])
         IngestBatch.objects.filter(pk=batch.pk).update(rejected=len(failures))
-        _enqueue_reconciliation(system)
+        enqueue_reconciliation(system)
     return len(pending) - len(failures), len(failures)

@@ -93,8 +93,7 @@ def token_revoke(request, pk):
 @login_required
 @require_GET
 def batch_list(request):
-    _operated_systems(request.user)
-    batches = IngestBatch.objects.visible_to(request.user).select_related("system")
+    batches = IngestBatch.objects.filter(system__in=_operated_systems(request.user)).select_related("system")
     page = Paginator(batches, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(
         request,
@@ -106,8 +105,8 @@ def batch_list(request):
 @login_required
 @require_GET
 def batch_detail(request, pk):
-    _operated_systems(request.user)
-    batch = get_object_or_404(IngestBatch.objects.visible_to(request.user).select_related("system"), pk=pk)
+    operated = IngestBatch.objects.filter(system__in=_operated_systems(request.user))
+    batch = get_object_or_404(operated.select_related("system"), pk=pk)
     rejected = Paginator(batch.rejected_rows.all(), PAGE_SIZE).get_page(request.GET.get("page"))
     return render(
         request,
