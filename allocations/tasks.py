@@ -2,8 +2,8 @@
 Celery queues).
 
 Names route them: `ingest_*` to the ingest queue, `reconcile_*` to reconcile, `report_*` to reports, the rest to
-default. Retries are
-for transient database trouble only (a deadlock victim, a dropped connection); a bug fails loudly.
+default. Retries are for transient database trouble only (a deadlock victim, a dropped connection); a bug fails
+loudly.
 """
 
 from __future__ import annotations
@@ -133,12 +133,20 @@ def send_threshold_email_task(notice_id: int, address: str) -> bool:
 # Reports: `report_*` tasks run on the `reports` queue, so a long export never delays the charging of usage.
 
 
-@shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=3, soft_time_limit=3600, time_limit=3700)
-def report_export_task(export_id: int) -> str:
+@shared_task(
+    bind=True, autoretry_for=TRANSIENT, retry_backoff=True, max_retries=3, soft_time_limit=3600, time_limit=3700
+)
+def report_export_task(self, export_id: int) -> str:
     """Build a report export's file (a finished one is left alone); returns its state."""
-    from allocations.reports.services import build_report_export
+    from allocations.reports.services import build_report_export, give_up_report_export
 
-    return build_report_export(export_id=export_id).state
+    try:
+        return build_report_export(export_id=export_id).state
+    except TRANSIENT:
+        if self.request.retries >= self.max_retries:
+            # The last try: mark the export failed, or its page would wait for it for ever.
+            give_up_report_export(export_id=export_id)
+        raise
 
 
 @shared_task

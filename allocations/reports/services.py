@@ -201,6 +201,17 @@ def build_report_export(*, export_id: int) -> ReportExport:
     return export
 
 
+def give_up_report_export(*, export_id: int) -> None:
+    """Mark an export that could not be built after its retries as failed (a finished one is left alone)."""
+    ReportExport.objects.filter(pk=export_id).exclude(
+        state__in=[ReportExport.State.DONE, ReportExport.State.FAILED]
+    ).update(
+        state=ReportExport.State.FAILED,
+        error="The report could not be built: the database was unavailable. Try again later.",
+        finished_at=timezone.now(),
+    )
+
+
 def _update(export: ReportExport, **changes) -> None:
     # Written at once (no surrounding transaction), so the status page sees the progress as it moves.
     ReportExport.objects.filter(pk=export.pk).update(**changes)

@@ -216,6 +216,42 @@ def test_building_an_export_twice_leaves_the_first_file_as_it_was(world, admin):
     assert export_file(made).read_bytes() == first
 
 
+def test_an_export_whose_database_stays_unavailable_through_every_retry_is_marked_failed(world, admin, monkeypatch):
+    from celery.exceptions import Retry
+    from django.db import OperationalError
+
+    from allocations import tasks
+    from allocations.reports import services
+
+    parameters = ReportParameters(
+        kind="totals", groupings=["programme"], start=MARCH[0], end=MARCH[1], fmt="csv", programme_ids=[]
+    )
+    monkeypatch.setattr(tasks.report_export_task, "delay_on_commit", lambda *args, **kwargs: None)
+    requested = request_report_export(user=admin, parameters=parameters)
+    tries = []
+
+    def unavailable(*, export_id):
+        tries.append(export_id)
+        raise OperationalError("the database went away")
+
+    def retry_later(*args, **kwargs):
+        raise Retry()  # as a worker does: the task is sent again, not run again here
+
+    monkeypatch.setattr(services, "build_report_export", unavailable)
+    monkeypatch.setattr(tasks.report_export_task, "retry", retry_later)
+    tasks.report_export_task.apply(args=[requested.pk], throw=False)
+    requested.refresh_from_db()
+    assert requested.state == "pending"  # an earlier try leaves it to be tried again
+
+    # The last of its tries, as Celery runs it after the earlier ones failed the same way.
+    last = tasks.report_export_task.max_retries
+    result = tasks.report_export_task.apply(args=[requested.pk], retries=last, throw=False)
+
+    assert isinstance(result.result, (OperationalError, Retry)) and tries == [requested.pk, requested.pk]
+    requested.refresh_from_db()
+    assert requested.state == "failed" and "Try again" in requested.error
+
+
 def test_a_directors_report_holds_only_their_own_programmes(world, system):
     director = UserFactory(email="science-director@example.ac.uk")
     world.science.directors.add(director)
