@@ -188,6 +188,17 @@ def test_the_pi_sees_usage_per_job_and_per_member_and_the_balance_moving(client,
     assert len(response.context["page"].object_list) == 3
 
 
+def test_paging_through_jobs_keeps_the_statements_dates(client, system, alice):
+    allocation = funded_allocation(system, hours=1000, holder=alice)
+    client.force_login(alice)
+    ingest_sacct(system=system, payload=payload(*(sacct_line(n) for n in range(1, 52))), source="command")
+    window = "start_day=1&start_month=3&start_year=2026&end_day=31&end_month=3&end_year=2026"
+
+    page = client.get(reverse("usage:allocation-usage", args=[allocation.pk]) + "?" + window).content.decode()
+
+    assert f'href="?{window.replace("&", "&amp;")}&amp;page=2"' in page
+
+
 def test_someone_elses_allocation_is_not_found(client, system, charlie, alice):
     allocation = funded_allocation(system, holder=alice)
     client.force_login(charlie)
