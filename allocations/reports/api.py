@@ -189,7 +189,7 @@ class ReportTotalsView(APIView):
         parameters = payload.parameters(payload.validated_data)
         as_of = read_as_of(parameters.as_of, now=timezone.now())
         report = usage_totals(
-            groupings=[name for name in GROUPINGS if name in parameters.groupings],
+            groupings=parameters.ordered_groupings,
             start=parameters.start,
             end=parameters.end,
             as_of=as_of,

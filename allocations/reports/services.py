@@ -57,6 +57,11 @@ class ReportParameters:
     programme_ids: list[int]
     as_of: date | datetime | None = None
 
+    @property
+    def ordered_groupings(self) -> list[str]:
+        """The groupings in the report's own order (GROUPINGS), whatever order they were asked for in."""
+        return [name for name in GROUPINGS if name in self.groupings]
+
 
 def check_report_parameters(user, parameters: ReportParameters) -> dict[str, list[str]]:
     """Every reason the parameters cannot make a report, by field; empty when they can."""
@@ -111,11 +116,7 @@ def request_report_export(*, user, parameters: ReportParameters) -> ReportExport
 
     now = timezone.now()
     as_of = read_as_of(parameters.as_of, now=now)
-    groupings = (
-        [name for name in GROUPINGS if name in parameters.groupings]
-        if parameters.kind == ReportExport.Kind.TOTALS
-        else []
-    )
+    groupings = parameters.ordered_groupings if parameters.kind == ReportExport.Kind.TOTALS else []
     with transaction.atomic():
         export = ReportExport.objects.create(
             requested_by=user,
