@@ -273,8 +273,11 @@ def call_decisions(request, slug):
     pools, pool = _pool_choice(request, call)
     available_by_pool = {pk: figures.available for pk, figures in figures_for_pools(pools).items()}
     available = available_by_pool[pool.pk] if pool else 0
-    rows = call_ranking(call, pool=pool, available=available) if pool else []
-    cut_off = next((index for index, row in enumerate(rows) if not row.within_pool), None)
+    rows = call_ranking(call, pool=pool) if pool else []
+    lines = pool_lines(rows, pools, available_by_pool)
+    # The chosen pool's cut-off line, as an index into the ranking (its rank counts from 1).
+    cut_off_rank = next((line.cut_off_rank for line in lines if line.pool == pool), None)
+    cut_off = cut_off_rank - 1 if cut_off_rank is not None else None
     # The ranking and running totals cover the whole call; the page shows them a hundred at a time.
     page = Paginator(rows, DECISION_PAGE_SIZE).get_page(request.GET.get("page"))
     first = (page.number - 1) * DECISION_PAGE_SIZE
@@ -287,7 +290,7 @@ def call_decisions(request, slug):
             "pools": pools,
             "pool": pool,
             "available": available,
-            "pool_lines": pool_lines(rows, pools, available_by_pool),
+            "pool_lines": lines,
             "page": page,
             "first_rank": first + 1,
             "cut_off_here": cut_off - first if on_this_page else None,

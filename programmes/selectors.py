@@ -60,7 +60,6 @@ class RankedProposal:
     calibrated: float | None
     review_count: int
     running_total: int = 0
-    within_pool: bool = False
     requested_by_system: dict = field(default_factory=dict)  # system id → GPU-seconds asked for
 
 
@@ -107,11 +106,12 @@ def calibrate(scores: list[tuple[int, int, int]]) -> dict[int, tuple[float, floa
     }
 
 
-def call_ranking(call: Call, *, pool, available: int) -> list[RankedProposal]:
+def call_ranking(call: Call, *, pool) -> list[RankedProposal]:
     """The call's proposals in review (and those decided), best calibrated score first, with the running total
-    of hours asked for on the pool's system and whether each still fits in the pool's available hours.
+    of hours asked for on the pool's system.
 
-    Each row also carries what it asks for on every system (`requested_by_system`), for `pool_lines`."""
+    Each row also carries what it asks for on every system (`requested_by_system`), for `pool_lines`, which
+    says where each pool's cut-off line falls."""
     # Only the columns the page shows, and the hours asked for per system read as bare tuples: the page
     # lists every proposal of the call, so per-row objects are what its time goes on.
     states = [
@@ -157,7 +157,6 @@ def call_ranking(call: Call, *, pool, available: int) -> list[RankedProposal]:
         if row.proposal.state in (Proposal.State.IN_REVIEW,):
             total += row.requested
         row.running_total = total
-        row.within_pool = total <= available
     return rows
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from programmes import proposals as services
 from programmes.models import Proposal
-from programmes.selectors import calibrate, call_ranking
+from programmes.selectors import calibrate, call_ranking, pool_lines
 from tests.factories import HOUR, UserFactory, make_proposal
 
 HARSH, LENIENT = 1, 2
@@ -52,10 +52,11 @@ def test_the_decision_page_ranking_differs_from_the_raw_mean_when_one_reviewer_i
     worst_of_lenient = reviewed(lenient, 4)
     reviewed(lenient, 5)
     reviewed(lenient, 5)
-    rows = call_ranking(call, pool=pool, available=2500 * HOUR)
+    rows = call_ranking(call, pool=pool)
     order = [row.proposal.pk for row in rows]
     assert order.index(best_of_harsh.pk) < order.index(worst_of_lenient.pk)
     by_pk = {row.proposal.pk: row for row in rows}
     assert by_pk[best_of_harsh.pk].raw_mean < by_pk[worst_of_lenient.pk].raw_mean
     # Each asks for 1,000 GPU-hours: two fit in 2,500, the third crosses the cut-off line.
-    assert [row.within_pool for row in rows] == [True, True, False, False, False, False]
+    [line] = pool_lines(rows, [pool], {pool.pk: 2500 * HOUR})
+    assert line.cut_off_rank == 3
