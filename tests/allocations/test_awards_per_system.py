@@ -286,6 +286,12 @@ def test_the_decision_page_shows_each_pools_running_total_and_cut_off(
     page = client.get(reverse("proposals:call-decisions", args=[call.slug])).content.decode()
     assert "Builder Fund on Dawn" in page and "3,000" in page and "Rank 2" in page
     assert "Every proposal in review fits" in page  # Isambard-AI: 2,000 of 10,000
+    # Ranked against Dawn's pool (the first, by system): the line falls between the two proposals.
+    rows = page.split("<tbody")[-1]
+    marker = rows.index("The pool's available hours run out here")
+    assert sorted([rows.index(p.reference) for p in Proposal.objects.all()] + [marker]).index(marker) == 1
+    on_isambard = client.get(reverse("proposals:call-decisions", args=[call.slug]), {"pool": pool.pk})
+    assert "The pool's available hours run out here" not in on_isambard.content.decode()
 
 
 @pytest.mark.django_db
