@@ -51,6 +51,24 @@ class AwardedSystem:
         return self.allocation.system
 
 
+def pool_for(system, call_pools: list[FundPool], chosen: FundPool | None = None) -> FundPool:
+    """The call's pool that pays for an award on `system`: the one chosen, or the only one on that system.
+
+    Raises ValidationError when the choice is not on the system, none is made between several, or the call has no
+    pool on the system; the page's form and the API say the same.
+    """
+    if chosen is not None:
+        if chosen.system_id != system.pk:
+            raise ValidationError(f"{chosen.name} is not on {system.name}")
+        return chosen
+    here = [pool for pool in call_pools if pool.system_id == system.pk]
+    if len(here) > 1:
+        raise ValidationError(f"Choose the fund pool to award from on {system.name}")
+    if not here:
+        raise ValidationError(f"This call has no fund pool on {system.name}")
+    return here[0]
+
+
 def _check_parts(proposal: Proposal, parts: list[AwardPart], requests: dict) -> None:
     """Refuse parts that do not fit the call or the request, naming the system in every message."""
     call_pools = set(proposal.call.pools.values_list("pk", flat=True))

@@ -8,6 +8,7 @@ proposal's state answers 409. Proposals come only from `Proposal.objects.visible
 is a 404. GPU-hours are given as text (`"1500"`, `"12.5"`) and returned as both hours and seconds.
 """
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -161,23 +162,15 @@ class AwardSerializer(serializers.Serializer):
     rationale = serializers.CharField()
 
     def award_parts(self, proposal) -> list:
-        from allocations.awards import AwardPart
+        from allocations.awards import AwardPart, pool_for
 
         call_pools = list(proposal.call.pools.all())
         parts = []
         for index, part in enumerate(self.validated_data["systems"]):
-            system = part["system"]
-            pools = [pool for pool in call_pools if pool.system_id == system.pk]
-            pool = part.get("pool") or (pools[0] if len(pools) == 1 else None)
-            if pool is not None and pool.system_id != system.pk:
-                raise serializers.ValidationError({f"systems[{index}].pool": [f"{pool.name} is not on {system.name}"]})
-            if pool is None:
-                message = (
-                    f"Name the pool to award from on {system.name}"
-                    if pools
-                    else f"The call has no fund pool on {system.name}"
-                )
-                raise serializers.ValidationError({f"systems[{index}].pool": [message]})
+            try:
+                pool = pool_for(part["system"], call_pools, part.get("pool"))
+            except DjangoValidationError as problem:
+                raise serializers.ValidationError({f"systems[{index}].pool": problem.messages}) from None
             hours = _seconds(part["hours"], f"systems[{index}].hours")
             parts.append(AwardPart(pool=pool, seconds=hours, start=part["start"], end=part["end"]))
         return parts

@@ -393,19 +393,20 @@ class DecisionForm(forms.Form):
     def award_parts(self, *, start, end) -> list:
         """What to award on each system, filled from the request where the director left a field empty;
         systems given 0 GPU-hours are left out. `start` and `end` are the requested window."""
-        from allocations.awards import AwardPart
+        from allocations.awards import AwardPart, pool_for
 
         data, parts = self.cleaned_data, []
         in_full = data["outcome"] == "award_full"
         for request in self.requests:
-            pools_here = self.pools_by_system.get(request.system_id, [])
-            pool = data.get(f"pool_{request.system_id}") or (pools_here[0] if pools_here else None)
             seconds = data.get(f"seconds_{request.system_id}")
             seconds = request.seconds if in_full or seconds is None else seconds
             if seconds == 0:
                 continue
-            if pool is None:
-                raise ValidationError({"hours": f"This call has no fund pool on {request.system.name}"})
+            chosen = data.get(f"pool_{request.system_id}")
+            try:
+                pool = pool_for(request.system, self.pools_by_system.get(request.system_id, []), chosen)
+            except ValidationError as problem:
+                raise ValidationError({"hours": problem.messages}) from None
             parts.append(
                 AwardPart(
                     pool=pool,

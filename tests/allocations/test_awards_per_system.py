@@ -380,7 +380,7 @@ def test_with_two_pools_on_a_system_the_api_awards_from_the_one_named_and_asks_w
         format="json",
     )
 
-    assert unnamed.status_code == 400 and "Name the pool" in str(unnamed.json()["errors"])
+    assert unnamed.status_code == 400 and "Choose the fund pool" in str(unnamed.json()["errors"])
     assert twice.status_code == 400 and "one pool only on Isambard-AI" in str(twice.json()["errors"])
     assert named.status_code == 200, named.json()
     assert (_committed_from(pool), _committed_from(second_isambard_pool)) == (0, 100 * HOUR)
@@ -405,6 +405,25 @@ def test_with_two_pools_on_a_system_the_page_awards_from_the_one_chosen(
 
     assert response.status_code == 302
     assert (_committed_from(pool), _committed_from(second_isambard_pool)) == (0, 100 * HOUR)
+
+
+@pytest.mark.django_db
+def test_the_pool_that_pays_is_the_one_chosen_or_the_only_one_on_the_system(
+    pool, dawn_pool, second_isambard_pool, system, dawn
+):
+    isambard_only = [pool]
+    both = [pool, second_isambard_pool, dawn_pool]
+
+    assert awards.pool_for(system, isambard_only) == pool
+    assert awards.pool_for(dawn, both) == dawn_pool
+    assert awards.pool_for(system, both, second_isambard_pool) == second_isambard_pool
+    for call_pools, chosen, message in [
+        (both, None, "Choose the fund pool to award from on Isambard-AI"),
+        (both, dawn_pool, "Builder Fund on Dawn is not on Isambard-AI"),
+        ([dawn_pool], None, "This call has no fund pool on Isambard-AI"),
+    ]:
+        with pytest.raises(ValidationError, match=message):
+            awards.pool_for(system, call_pools, chosen)
 
 
 @requires_postgres
