@@ -5,6 +5,8 @@ from decimal import Decimal
 import factory
 from allauth.account.models import EmailAddress
 from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+from django.test import Client
+from rest_framework.test import APIClient
 
 from airr_portal.models import User
 from programmes.models import Programme, System
@@ -36,6 +38,20 @@ def give_mfa(user) -> str:
     secret = generate_totp_secret()
     TOTP.activate(user, secret)
     return secret
+
+
+def web_client(user, **options) -> Client:
+    """A browser signed in as `user`; `raise_request_exception=False` shows a 500 as a status, not an exception."""
+    client = Client(**options)
+    client.force_login(user)
+    return client
+
+
+def api_client(user) -> APIClient:
+    """An API client authenticated as `user`."""
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
 
 
 class SystemFactory(factory.django.DjangoModelFactory):

@@ -1,24 +1,17 @@
 """The proposal API: a script writes, submits and follows a proposal; directors decide; wrong states: 409."""
 
 import pytest
-from rest_framework.test import APIClient
 
 from allocations.models import Allocation
 from programmes.models import Proposal, ReviewAssignment
-from tests.factories import make_proposal
+from tests.factories import api_client, make_proposal
 
 pytestmark = pytest.mark.django_db
 State = Proposal.State
 
 
-def _client(user):
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
-
-
 def test_a_script_writes_and_submits_a_proposal_and_reads_its_status(call, system, alice):
-    api = _client(alice)
+    api = api_client(alice)
     created = api.post("/api/proposals/", {"call": call.slug, "title": "By script"}, format="json")
     assert created.status_code == 201, created.json()
     pk = created.json()["id"]
@@ -50,7 +43,7 @@ def test_a_script_writes_and_submits_a_proposal_and_reads_its_status(call, syste
 
 def test_an_action_not_allowed_in_the_state_answers_409_in_the_one_error_format(call, system, alice):
     proposal = make_proposal(call=call, pi=alice, system=system, state=State.SUBMITTED)
-    response = _client(alice).post(f"/api/proposals/{proposal.pk}/submit/")
+    response = api_client(alice).post(f"/api/proposals/{proposal.pk}/submit/")
     assert response.status_code == 409
     assert response.json() == {
         "status": 409,
@@ -61,15 +54,15 @@ def test_an_action_not_allowed_in_the_state_answers_409_in_the_one_error_format(
 
 
 def test_an_incomplete_draft_is_a_400_naming_the_sections(call, alice):
-    created = _client(alice).post("/api/proposals/", {"call": call.slug}, format="json").json()
-    response = _client(alice).post(f"/api/proposals/{created['id']}/submit/")
+    created = api_client(alice).post("/api/proposals/", {"call": call.slug}, format="json").json()
+    response = api_client(alice).post(f"/api/proposals/{created['id']}/submit/")
     assert response.status_code == 400
     assert "Resources requested" in response.json()["errors"]["non_field_errors"][0]
 
 
 def test_another_applicant_guessing_an_id_finds_nothing(call, system, alice, charlie):
     proposal = make_proposal(call=call, pi=alice, system=system, state=State.SUBMITTED)
-    api = _client(charlie)
+    api = api_client(charlie)
     assert api.get(f"/api/proposals/{proposal.pk}/").status_code == 404
     assert api.post(f"/api/proposals/{proposal.pk}/withdraw/").status_code == 404
     listed = api.get("/api/proposals/").json()
@@ -78,12 +71,12 @@ def test_another_applicant_guessing_an_id_finds_nothing(call, system, alice, cha
 
 def test_directors_review_and_award_through_the_api_and_the_pi_accepts(call, pool, system, alice, director, charlie):
     proposal = make_proposal(call=call, pi=alice, system=system, state=State.SUBMITTED)
-    directing = _client(director)
+    directing = api_client(director)
     assert directing.post(f"/api/proposals/{proposal.pk}/eligible/").json()["state"] == "in_review"
     assert directing.post(f"/api/proposals/{proposal.pk}/eligible/").status_code == 409
     review = directing.post(f"/api/proposals/{proposal.pk}/reviewers/", {"email": charlie.email}, format="json")
     assert review.status_code == 201
-    reviewing = _client(charlie)
+    reviewing = api_client(charlie)
     review_id = review.json()["review"]
     declared = reviewing.post(f"/api/reviews/{review_id}/declare-conflict/", {"has_conflict": False}, format="json")
     assert declared.status_code == 200
@@ -100,7 +93,7 @@ def test_directors_review_and_award_through_the_api_and_the_pi_accepts(call, poo
     assert awarded.json()["decision"]["gpu_hours"] == "600.00"
     [on_system] = awarded.json()["decision"]["systems"]
     assert on_system["system"] == system.slug and on_system["gpu_seconds"] == 600 * 3600
-    assert _client(alice).post(f"/api/proposals/{proposal.pk}/accept/").json()["state"] == "accepted"
+    assert api_client(alice).post(f"/api/proposals/{proposal.pk}/accept/").json()["state"] == "accepted"
     assert Allocation.objects.get(proposal=proposal).scheduler_account == f"airr-{proposal.pk:05d}"
 
 
@@ -114,7 +107,7 @@ def test_an_award_the_pool_cannot_cover_is_a_400_and_changes_nothing(call, pool,
         "systems": [{"system": system.slug, "hours": "20000", "start": day, "end": day}],
         "rationale": "Strong",
     }
-    response = _client(director).post(f"/api/proposals/{proposal.pk}/award/", award, format="json")
+    response = api_client(director).post(f"/api/proposals/{proposal.pk}/award/", award, format="json")
     assert response.status_code == 400
     assert "available in the pool" in str(response.json()["errors"])
     proposal.refresh_from_db()
@@ -132,7 +125,7 @@ def test_listing_awarded_proposals_costs_the_same_queries_however_many_there_are
         proposal = make_proposal(call=call, pi=UserFactory(), system=system, state=State.IN_REVIEW)
         part = awards.AwardPart(pool=pool, seconds=HOUR, start=proposal.start_date, end=proposal.start_date)
         awards.award_proposal(proposal=proposal, parts=[part], rationale="Yes", actor=director)
-    api = _client(director)
+    api = api_client(director)
     with django_assert_max_num_queries(16):
         listed = api.get("/api/proposals/").json()["results"]
     assert len(listed) == count
