@@ -17,4 +17,7 @@ RUN DEBUG=false SECRET_KEY=build-only ALLOWED_HOSTS=build python manage.py colle
 
 USER airr
 EXPOSE 8000
-CMD ["gunicorn", "airr_portal.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "4", "--access-logfile", "-"]
+# The ingest API records a payload within its request (the response carries the counts): a payload at
+# INGEST_MAX_UNCOMPRESSED_BYTES takes about a minute on two cores, longer than gunicorn's default 30 s.
+CMD ["gunicorn", "airr_portal.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "4", "--timeout", "300", \
+     "--access-logfile", "-"]

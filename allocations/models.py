@@ -272,7 +272,9 @@ class IngestBatch(models.Model):
     system = models.ForeignKey(System, on_delete=models.PROTECT, related_name="ingest_batches")
     source = models.CharField(max_length=10, choices=Source.choices)
     sha256 = models.CharField(max_length=64, help_text="Of the payload's bytes as received (after gzip).")
-    raw_path = models.CharField(max_length=300, help_text="The payload, gzip-compressed, under MEDIA_ROOT.")
+    raw_path = models.CharField(
+        max_length=300, help_text="The payload under MEDIA_ROOT: <sha256>.gz, or <sha256>.raw until it is compressed."
+    )
     size = models.BigIntegerField(default=0)
     format = models.CharField(max_length=20, blank=True)
     delimiter = models.CharField(max_length=4, blank=True)

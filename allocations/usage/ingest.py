@@ -1,7 +1,8 @@
 """Ingest sacct payloads: store each raw, read its rows, record each run once per (system, JobIDRaw, Start).
 
 Guarantees (DESIGN.md, "Usage: from the scheduler to the ledger"):
-- the payload is on disk, gzip-compressed, and its batch row committed before a single row is parsed;
+- the payload is on disk as received, and its batch row committed, before a single row is parsed (a plain-text
+  payload is gzip-compressed while its rows are read);
 - a byte-identical payload for the same system is a no-op that returns the first batch and its counts;
 - every unreadable row is kept as a RejectedRow with its line number and reason, and never blocks the others;
 - a job record's `changed_seq` moves only when something about the job really changed, so reconciliation's
@@ -15,10 +16,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import logging
 import os
+import shutil
 import tempfile
 import zoneinfo
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
@@ -44,7 +49,11 @@ from programmes.models import System
 from .sacct import JobRow, SacctFormatError, SacctReader, iter_sacct
 from .sacct import RejectedRow as SacctRejectedRow
 
+logger = logging.getLogger(__name__)
+
 GZIP_MAGIC = b"\x1f\x8b"
+# A stored payload is `<sha256>.gz`, or `<sha256>.raw` until a plain payload has been compressed.
+GZIP_SUFFIX, PLAIN_SUFFIX = ".gz", ".raw"
 CHUNK_ROWS = 5000
 # Column widths of JobRecord; a longer value is rejected with a reason rather than cut.
 _FIELD_LIMITS = {"job_id": 64, "job_id_raw": 64, "account": 64, "user": 64, "state": 32}
@@ -79,10 +88,13 @@ class IngestOutcome:
 # Receiving ------------------------------------------------------------------------------------------------
 
 
-def _store_raw(source: BinaryIO, *, system: System) -> tuple[str, str, int]:
-    """Copy the payload to MEDIA_ROOT/ingest/<system>/ gzip-compressed; return (path, sha256, size in bytes).
+def _store_raw(source: BinaryIO, *, system: System) -> tuple[Path, str, int, bool]:
+    """Copy the payload as received to a new file under MEDIA_ROOT/ingest/<system>/.
 
-    The hash is of the bytes as received, so the same gzip file or the same text is recognised when re-sent.
+    Returns (that file, sha256, size in bytes, whether it is gzip). The hash is of the bytes as received, so the
+    same gzip file or the same text is recognised when re-sent. Plain text is not compressed here: a payload is
+    stored before its rows are read, and compressing a million rows would keep them waiting a second.
+    `_compressing` compresses it while they are read.
     """
     folder = Path(settings.MEDIA_ROOT) / "ingest" / system.slug
     folder.mkdir(parents=True, exist_ok=True)
@@ -90,21 +102,14 @@ def _store_raw(source: BinaryIO, *, system: System) -> tuple[str, str, int]:
     size = 0
     handle, temporary = tempfile.mkstemp(dir=folder, suffix=".partial")
     with os.fdopen(handle, "wb") as out:
-        first = source.read(1 << 20)
-        is_gzip = first.startswith(GZIP_MAGIC)
-        sink = out if is_gzip else gzip.GzipFile(fileobj=out, mode="wb", compresslevel=1)
-        chunk = first
+        chunk = source.read(1 << 20)
+        is_gzip = chunk.startswith(GZIP_MAGIC)
         while chunk:
             digest.update(chunk)
             size += len(chunk)
-            sink.write(chunk)
+            out.write(chunk)
             chunk = source.read(1 << 20)
-        if sink is not out:
-            sink.close()
-    sha256 = digest.hexdigest()
-    final = folder / f"{sha256}.gz"
-    os.replace(temporary, final)
-    return str(final.relative_to(settings.MEDIA_ROOT)), sha256, size
+    return Path(temporary), digest.hexdigest(), size, is_gzip
 
 
 def receive_payload(
@@ -119,17 +124,20 @@ def receive_payload(
 ) -> IngestOutcome:
     """Store a payload raw and record its batch (committed on its own), or find the batch of those bytes."""
     stream = io.BytesIO(payload) if isinstance(payload, bytes | bytearray) else payload
-    raw_path, sha256, size = _store_raw(stream, system=system)
+    temporary, sha256, size, is_gzip = _store_raw(stream, system=system)
     existing = IngestBatch.objects.filter(system=system, sha256=sha256).first()
     if existing is not None:
+        temporary.unlink()
         return IngestOutcome(existing, is_duplicate=True)
+    stored = temporary.with_name(f"{sha256}{GZIP_SUFFIX if is_gzip else PLAIN_SUFFIX}")
+    os.replace(temporary, stored)
     try:
         with transaction.atomic():
             batch = IngestBatch.objects.create(
                 system=system,
                 source=source,
                 sha256=sha256,
-                raw_path=raw_path,
+                raw_path=str(stored.relative_to(settings.MEDIA_ROOT)),
                 size=size,
                 delimiter=delimiter or "",
                 columns=",".join(columns or []),
@@ -138,12 +146,68 @@ def receive_payload(
             )
     except IntegrityError:
         # The same bytes were posted concurrently and the other request recorded them first.
-        return IngestOutcome(IngestBatch.objects.get(system=system, sha256=sha256), is_duplicate=True)
+        existing = IngestBatch.objects.get(system=system, sha256=sha256)
+        if existing.raw_path != str(stored.relative_to(settings.MEDIA_ROOT)):
+            stored.unlink(missing_ok=True)  # its payload is compressed already: this copy would be left over
+        return IngestOutcome(existing, is_duplicate=True)
     return IngestOutcome(batch, is_duplicate=False)
 
 
 def open_raw(batch: IngestBatch) -> BinaryIO:
-    return gzip.open(Path(settings.MEDIA_ROOT) / batch.raw_path, "rb")
+    """The stored payload, uncompressed."""
+    stored = Path(settings.MEDIA_ROOT) / batch.raw_path
+    if stored.suffix == GZIP_SUFFIX:
+        return gzip.open(stored, "rb")
+    try:
+        return open(stored, "rb")
+    except FileNotFoundError:
+        # Compressed (and the plain copy removed) since this batch was read from the database.
+        return gzip.open(stored.with_suffix(GZIP_SUFFIX), "rb")
+
+
+@contextmanager
+def _compressing(batch: IngestBatch) -> Iterator[None]:
+    """Compress a payload stored as plain text while its rows are read, then keep only the compressed copy.
+
+    zlib works without Python's lock, so the compression runs beside the reading, on another core. If the
+    reading fails, the batch keeps its plain copy (the compressed one beside it is not yet its payload).
+    """
+    plain = Path(settings.MEDIA_ROOT) / batch.raw_path
+    if plain.suffix == GZIP_SUFFIX:
+        yield
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-gzip") as worker:
+        compressing = worker.submit(_gzip_file, plain)
+        yield
+    try:
+        stored = compressing.result()
+    except OSError as problem:
+        # The rows are recorded: a full disk here costs only the space the compression would have saved.
+        logger.warning("Batch %s stays uncompressed: %s", batch.pk, problem)
+        return
+    raw_path = str(stored.relative_to(settings.MEDIA_ROOT))
+    IngestBatch.objects.filter(pk=batch.pk).update(raw_path=raw_path)
+    batch.raw_path = raw_path
+    plain.unlink(missing_ok=True)
+
+
+def _gzip_file(plain: Path) -> Path:
+    stored = plain.with_suffix(GZIP_SUFFIX)
+    if not plain.exists() and stored.exists():
+        return stored  # another read of the same batch compressed it first
+    handle, temporary = tempfile.mkstemp(dir=plain.parent, suffix=".partial")
+    try:
+        with (
+            open(plain, "rb") as source,
+            os.fdopen(handle, "wb") as out,
+            gzip.GzipFile(fileobj=out, mode="wb", compresslevel=1) as sink,
+        ):
+            shutil.copyfileobj(source, sink, 1 << 20)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    os.replace(temporary, stored)
+    return stored
 
 
 def ingest_sacct(
@@ -277,7 +341,7 @@ def process_batch(*, batch: IngestBatch, progress: Callable[[int], None] | None 
     """Read a stored batch and record its rows in one transaction; safe to run again on the same batch."""
     system = batch.system
     try:
-        with open_raw(batch) as raw:
+        with _compressing(batch), open_raw(batch) as raw:
             source = _CountingReader.reading(raw, progress)
             try:
                 reader = read_batch(batch, source)

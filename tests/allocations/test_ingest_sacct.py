@@ -38,13 +38,87 @@ def test_it_records_one_job_per_run_and_counts_new_rows(system):
     assert sorted(JobRecord.objects.values_list("job_id", "gpu_seconds")) == [("1", 4 * 3600), ("2", 120)]
 
 
-def test_it_stores_the_payload_raw_and_compressed_before_reading_it(system):
+def test_it_stores_the_payload_as_received_before_reading_it_and_compresses_it_while_reading(system, monkeypatch):
+    from allocations.usage import ingest as ingest_module
+
+    data = payload(sacct_line(1))
+    seen = {}
+    record_rows = ingest_module._record_rows
+
+    def record_rows_noting_what_is_stored(*, batch, rows, seq, **options):
+        seen["stored"] = (Path(settings.MEDIA_ROOT) / batch.raw_path).read_bytes()
+        seen["batch"] = IngestBatch.objects.filter(pk=batch.pk).exists()
+        return record_rows(batch=batch, rows=rows, seq=seq, **options)
+
+    monkeypatch.setattr(ingest_module, "_record_rows", record_rows_noting_what_is_stored)
+    outcome = ingest(system, data)
+
+    assert seen == {"stored": data, "batch": True}
+    stored = Path(settings.MEDIA_ROOT) / outcome.batch.raw_path
+    assert stored.suffix == ".gz" and gzip.decompress(stored.read_bytes()) == data
+    assert IngestBatch.objects.get().raw_path == outcome.batch.raw_path
+    # Only the compressed copy is kept.
+    assert [path.name for path in stored.parent.iterdir()] == [stored.name]
+    assert outcome.batch.size == len(data)
+
+
+def test_a_gzip_payload_is_stored_as_it_came(system):
+    data = gzip.compress(payload(sacct_line(1)))
+    outcome = ingest(system, data)
+
+    assert (Path(settings.MEDIA_ROOT) / outcome.batch.raw_path).read_bytes() == data
+    assert outcome.batch.size == len(data)
+
+
+def test_a_batch_read_from_the_database_before_its_payload_was_compressed_still_opens_it(system):
+    from allocations.usage.ingest import open_raw, receive_payload
+
+    data = payload(sacct_line(1))
+    stale = receive_payload(system=system, payload=data, source="command").batch
+    assert stale.raw_path.endswith(".raw")
+    ingest(system, data)  # the same bytes: reads the batch received above, and compresses its payload
+
+    assert not (Path(settings.MEDIA_ROOT) / stale.raw_path).exists()
+    with open_raw(stale) as raw:
+        assert raw.read() == data
+
+
+def test_a_payload_that_cannot_be_read_keeps_its_plain_copy(system):
+    from allocations.usage.ingest import open_raw
+
+    data = b"JobID|State\n1|COMPLETED\n"
+    with pytest.raises(IngestError):
+        ingest(system, data)
+
+    batch = IngestBatch.objects.get()
+    assert batch.raw_path.endswith(".raw")
+    with open_raw(batch) as raw:
+        assert raw.read() == data
+
+
+def test_rows_are_recorded_when_the_payload_cannot_be_compressed(system, monkeypatch, caplog):
+    from allocations.usage import ingest as ingest_module
+
+    def disk_full(plain):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ingest_module, "_gzip_file", disk_full)
     data = payload(sacct_line(1))
     outcome = ingest(system, data)
 
-    stored = Path(settings.MEDIA_ROOT) / outcome.batch.raw_path
-    assert gzip.decompress(stored.read_bytes()) == data
-    assert outcome.batch.size == len(data)
+    assert outcome.batch.status == "ingested" and JobRecord.objects.count() == 1
+    assert IngestBatch.objects.get().raw_path.endswith(".raw")
+    assert (Path(settings.MEDIA_ROOT) / outcome.batch.raw_path).read_bytes() == data
+    assert "stays uncompressed" in caplog.text
+
+
+def test_a_payload_posted_again_leaves_one_stored_file(system):
+    data = payload(sacct_line(1))
+    first = ingest(system, data)
+    ingest(system, data)
+
+    folder = (Path(settings.MEDIA_ROOT) / first.batch.raw_path).parent
+    assert [path.name for path in folder.iterdir()] == [Path(first.batch.raw_path).name]
 
 
 def test_a_byte_identical_payload_is_a_no_op_that_returns_the_first_batch(system):
@@ -55,6 +129,31 @@ def test_a_byte_identical_payload_is_a_no_op_that_returns_the_first_batch(system
     assert second.is_duplicate and second.batch.pk == first.batch.pk
     assert IngestBatch.objects.count() == 1
     assert JobRecord.objects.count() == 1
+
+
+def test_a_payload_recorded_meanwhile_by_another_request_leaves_one_stored_file(system, monkeypatch):
+    from django.db.models import QuerySet
+
+    from allocations.usage.ingest import receive_payload
+
+    data = payload(sacct_line(1))
+    first = ingest(system, data)  # recorded, and its payload compressed
+    look_up = QuerySet.first
+    looked = []
+
+    def not_yet_recorded_at_first_look(queryset):
+        # As if the other request recorded the batch between this one's look and its insert.
+        if queryset.model is IngestBatch and not looked:
+            looked.append(queryset)
+            return None
+        return look_up(queryset)
+
+    monkeypatch.setattr(QuerySet, "first", not_yet_recorded_at_first_look)
+    outcome = receive_payload(system=system, payload=data, source="api")
+
+    assert looked and outcome.is_duplicate and outcome.batch.pk == first.batch.pk
+    folder = (Path(settings.MEDIA_ROOT) / first.batch.raw_path).parent
+    assert [path.name for path in folder.iterdir()] == [Path(first.batch.raw_path).name]
 
 
 def test_the_same_rows_in_a_new_payload_are_unchanged_and_keep_their_change_number(system):
