@@ -54,10 +54,13 @@ class AwardedSystem:
 def pool_for(system, call_pools: list[FundPool], chosen: FundPool | None = None) -> FundPool:
     """The call's pool that pays for an award on `system`: the one chosen, or the only one on that system.
 
-    Raises ValidationError when the choice is not on the system, none is made between several, or the call has no
-    pool on the system; the page's form and the API say the same.
+    Raises ValidationError when the choice is not one of `call_pools` or not on the system, none is made between
+    several, or the call has no pool on the system; the page's form and the API say the same.
     """
     if chosen is not None:
+        if chosen not in call_pools:
+            # Not named: a pool of another programme is not the asker's to know of.
+            raise ValidationError("Choose one of the call's fund pools")
         if chosen.system_id != system.pk:
             raise ValidationError(f"{chosen.name} is not on {system.name}")
         return chosen

@@ -270,7 +270,8 @@ class ProposalQuerySet(models.QuerySet):
             return self.none()
         if user.is_staff:
             return self.all()
-        submitted = ~Q(state=Proposal.State.DRAFT)
+        # Once submitted: a draft withdrawn before it was ever submitted stays its team's alone.
+        submitted = Q(submitted_at__isnull=False)
         # Each way in is its own `IN (subquery)` rather than a join: no duplicate rows, so annotations and
         # counts stay right, and the planner never multiplies the proposal table by members × reviewers.
         members = ProposalMember.objects.filter(user=user, accepted_at__isnull=False)

@@ -9,7 +9,7 @@ is a 404. GPU-hours are given as text (`"1500"`, `"12.5"`) and returned as both 
 """
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from rest_framework import mixins, permissions, serializers, status, viewsets
+from rest_framework import exceptions, mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
@@ -320,6 +320,9 @@ class ProposalViewSet(
         from allocations import awards
 
         proposal = self.get_object()
+        if not services.can_direct(proposal, request.user):
+            # Before reading the parts, whose errors name the call's pools.
+            raise exceptions.PermissionDenied
         data = AwardSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         run(

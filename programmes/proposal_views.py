@@ -130,12 +130,16 @@ def proposal_detail(request, pk):
         "awarded": awarded_systems(proposal),
         "requests": proposal.resource_requests.select_related("system"),
         "changes_requested": proposal.transitions.filter(to_state=Proposal.State.CHANGES_REQUESTED).last(),
-        "released_reviews": proposal.review_assignments.filter(released_to_applicant=True).prefetch_related(
-            "scores__criterion"
+        # Released to the applicant's team: not to other reviewers, nor to assessors.
+        "released_reviews": (
+            proposal.review_assignments.filter(released_to_applicant=True).prefetch_related("scores__criterion")
+            if is_team
+            else []
         ),
         "can_withdraw": proposal.state in services.WITHDRAWABLE,
     }
-    if services.can_direct(proposal, request.user) or request.user.assessed_systems.exists():
+    # Its own team sees the applicant's page, whatever other roles they hold.
+    if not is_team and (services.can_direct(proposal, request.user) or request.user.assessed_systems.exists()):
         context.update(director_context(request, proposal))
     return render(request, "programmes/proposal_detail.html", context)
 

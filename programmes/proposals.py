@@ -69,7 +69,13 @@ def is_team_member(proposal: Proposal, user) -> bool:
 
 
 def can_direct(proposal: Proposal, user) -> bool:
-    return roles.is_admin(user) or proposal.call.programme.is_directed_by(user)
+    """Admins and the programme's directors, unless they are on the proposal's team: nobody decides their own."""
+    return (roles.is_admin(user) or proposal.call.programme.is_directed_by(user)) and not is_team_member(proposal, user)
+
+
+def can_assess(proposal: Proposal, system: System, user) -> bool:
+    """Admins and the system's assessors, unless they are on the proposal's team: nobody assesses their own."""
+    return (roles.is_admin(user) or system.assessors.filter(pk=user.pk).exists()) and not is_team_member(proposal, user)
 
 
 def _require(allowed: bool) -> None:
@@ -410,7 +416,7 @@ def record_assessment(
     *, proposal: Proposal, system: System, actor, outcome: str, notes: str = ""
 ) -> TechnicalAssessment:
     """An assessor of `system` says whether the request on it is feasible; assessing again replaces it."""
-    _require(roles.is_admin(actor) or system.assessors.filter(pk=actor.pk).exists())
+    _require(can_assess(proposal, system, actor))
     if outcome not in TechnicalAssessment.Outcome.values:
         raise ValidationError({"outcome": "Select whether the request is feasible"})
     if outcome != TechnicalAssessment.Outcome.FEASIBLE and not notes.strip():

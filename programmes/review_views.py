@@ -44,7 +44,7 @@ def director_context(request, proposal) -> dict:
     user = request.user
     requests = list(proposal.resource_requests.select_related("system"))
     assessments = {a.system_id: a for a in TechnicalAssessment.objects.filter(proposal=proposal)}
-    assessable = [r.system for r in requests if roles.is_admin(user) or r.system.assessors.filter(pk=user.pk).exists()]
+    assessable = [r.system for r in requests if services.can_assess(proposal, r.system, user)]
     can_direct = services.can_direct(proposal, user)
     return {
         "can_direct": can_direct,
@@ -121,7 +121,7 @@ def proposal_request_changes(request, pk):
 def proposal_assess(request, pk, system):
     proposal = visible_proposal(request, pk)
     system = get_object_or_404(System, slug=system)
-    if not (roles.is_admin(request.user) or system.assessors.filter(pk=request.user.pk).exists()):
+    if not services.can_assess(proposal, system, request.user):
         raise PermissionDenied
     existing = TechnicalAssessment.objects.filter(proposal=proposal, system=system).first()
     initial = {"outcome": existing.outcome, "notes": existing.notes} if existing else None

@@ -7,7 +7,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from django.db.models import Avg, Count, F, Prefetch, Q, QuerySet
+from django.db.models import Avg, Case, Count, F, Prefetch, Q, QuerySet, Value, When
 
 from .models import Call, Proposal, ResourceRequest, Score
 
@@ -23,20 +23,25 @@ QUEUE_SORTS = {
 def director_queue(user, *, call=None, state=None, system=None, sort="-submitted") -> QuerySet:
     """The submitted proposals a user directs or assesses, with their raw mean score, filtered and sorted."""
     proposals = Proposal.objects.visible_to(user)
+    # Scores are for those who decide: admins and the call's directors, not assessors.
+    scored, shows_scores = Q(review_assignments__state="submitted"), Value(True)
     if not user.is_staff:
         # Visible is wider than the queue: a director or assessor may also review, or lead a proposal.
+        managed = Call.objects.managed_by(user)
         assessed = ResourceRequest.objects.filter(system__assessors=user).values("proposal_id")
-        proposals = proposals.filter(Q(call__in=Call.objects.managed_by(user)) | Q(pk__in=assessed))
+        proposals = proposals.filter(Q(call__in=managed) | Q(pk__in=assessed))
+        scored &= Q(call__in=managed)
+        shows_scores = Case(When(call__in=managed, then=Value(True)), default=Value(False))
     proposals = (
-        proposals.exclude(state=Proposal.State.DRAFT)
+        # Not the user's own proposals: nobody decides or assesses their own.
+        proposals.filter(submitted_at__isnull=False)
+        .exclude(pk__in=Proposal.objects.editable_by(user).values("pk"))
         .select_related("call", "pi")
         .prefetch_related(Prefetch("resource_requests", queryset=ResourceRequest.objects.select_related("system")))
         .annotate(
-            raw_mean=Avg(
-                "review_assignments__scores__value",
-                filter=Q(review_assignments__state="submitted"),
-            ),
-            review_count=Count("review_assignments", filter=Q(review_assignments__state="submitted"), distinct=True),
+            raw_mean=Avg("review_assignments__scores__value", filter=scored),
+            review_count=Count("review_assignments", filter=scored, distinct=True),
+            shows_scores=shows_scores,
         )
     )
     if call is not None:
