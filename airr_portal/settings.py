@@ -194,7 +194,12 @@ REST_FRAMEWORK = {
         "airr_portal.permissions.MultiFactorSatisfied",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "airr_portal.api_defaults.Pagination",
+    "DEFAULT_PARSER_CLASSES": [
+        "airr_portal.api_defaults.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "PAGE_SIZE": 100,
     "EXCEPTION_HANDLER": "airr_portal.api.error_handler",
     "DEFAULT_RENDERER_CLASSES": [

@@ -7,12 +7,13 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from airr_portal import roles
 from airr_portal.api import Conflict
+from airr_portal.api_defaults import Pagination
+from airr_portal.validators import validate_service_date
 from programmes.models import FundPool, Programme
 
 from . import ledger
@@ -70,21 +71,25 @@ class FundPoolSerializer(serializers.ModelSerializer):
 
 class StatementQuerySerializer(serializers.Serializer):
     # `from` is a Python keyword, so the field is declared under its query-string name below.
-    to = serializers.DateField(required=False)
+    to = serializers.DateField(required=False, validators=[validate_service_date])
     as_of = serializers.CharField(required=False, help_text="A date (end of that day) or an ISO 8601 datetime.")
 
     def get_fields(self):
         fields = super().get_fields()
-        fields["from"] = serializers.DateField(required=False)
+        fields["from"] = serializers.DateField(required=False, validators=[validate_service_date])
         return fields
 
     def validate_as_of(self, value):
-        for field in (serializers.DateField(), serializers.DateTimeField()):
-            try:
-                return field.to_internal_value(value)
-            except ValidationError:
-                continue
-        raise ValidationError("Give a date (2026-04-01) or a date and time (2026-04-01T12:00:00Z).")
+        try:
+            day = serializers.DateField().to_internal_value(value)
+        except ValidationError:
+            pass
+        else:
+            return serializers.DateField(validators=[validate_service_date]).run_validation(day.isoformat())
+        try:
+            return serializers.DateTimeField().to_internal_value(value)
+        except ValidationError:
+            raise ValidationError("Give a date (2026-04-01) or a date and time (2026-04-01T12:00:00Z).") from None
 
     def validate(self, data):
         if data.get("from") and data.get("to") and data["to"] < data["from"]:
@@ -116,7 +121,7 @@ class EntrySerializer(serializers.ModelSerializer):
 class MovementSerializer(serializers.Serializer):
     hours = serializers.CharField(help_text='GPU-hours, e.g. "160000" or "12.5"; at most one GPU-second precise.')
     reason = serializers.CharField(max_length=2000)
-    effective_date = serializers.DateField(required=False, allow_null=True)
+    effective_date = serializers.DateField(required=False, allow_null=True, validators=[validate_service_date])
     idempotency_key = serializers.CharField(max_length=200)
 
     def validate_hours(self, value) -> int:
@@ -201,7 +206,7 @@ class FundPoolViewSet(viewsets.ReadOnlyModelViewSet):
             end=window.get("to"),
             as_of=window.get("as_of"),
         )
-        paginator = LimitOffsetPagination()
+        paginator = Pagination()
         page = paginator.paginate_queryset(statement.movements, request, view=self)
         as_of = statement.as_of
         return Response(

@@ -5,6 +5,7 @@ import uuid
 from django import forms
 
 from airr_portal.forms import GovukDateInput
+from airr_portal.validators import validate_service_date
 from programmes.models import FundPool, Programme, System
 
 from . import ledger
@@ -24,6 +25,7 @@ class PoolMovementForm(forms.Form):
         required=False,
         widget=GovukDateInput,
         help_text="Leave blank for today. For example, 1 4 2026",
+        validators=[validate_service_date],
     )
     reason = forms.CharField(
         label="Reason",
@@ -73,12 +75,13 @@ class TransferForm(PoolMovementForm):
 class StatementFilterForm(forms.Form):
     """Which part of a statement to show: a window of effective dates, as the ledger stood on a day."""
 
-    start = forms.DateField(label="From", required=False, widget=GovukDateInput)
-    end = forms.DateField(label="To", required=False, widget=GovukDateInput)
+    start = forms.DateField(label="From", required=False, widget=GovukDateInput, validators=[validate_service_date])
+    end = forms.DateField(label="To", required=False, widget=GovukDateInput, validators=[validate_service_date])
     as_of = forms.DateField(
         label="As recorded by",
         required=False,
         widget=GovukDateInput,
+        validators=[validate_service_date],
         help_text="Leave blank for now. Give a past date to see the statement exactly as it was on that day",
     )
 

@@ -7,7 +7,7 @@ for the same window and the same `as_of` gives the same numbers, whatever was ba
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from django.db.models import BigIntegerField, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum, Value, Window
 from django.db.models.expressions import RowRange
@@ -53,6 +53,8 @@ def end_of(moment: date | datetime | None) -> datetime | None:
     """A date means the whole of that day (in the portal's time zone); a datetime means itself."""
     if moment is None or isinstance(moment, datetime):
         return moment
+    if moment == date.max:
+        return datetime.max.replace(tzinfo=UTC)  # there is no day after it to start
     return start_of_day(moment + timedelta(days=1)) - timedelta(microseconds=1)
 
 

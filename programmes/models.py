@@ -7,6 +7,8 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from airr_portal.validators import validate_service_date
+
 
 class SystemQuerySet(models.QuerySet):
     def visible_to(self, user):
@@ -97,8 +99,12 @@ class FundPool(models.Model):
     programme = models.ForeignKey(Programme, on_delete=models.PROTECT, related_name="pools")
     system = models.ForeignKey(System, on_delete=models.PROTECT, related_name="pools")
     name = models.CharField(max_length=200)
-    valid_from = models.DateField(help_text="The first day awards from this pool may run.")
-    valid_until = models.DateField(help_text="The last day awards from this pool may run.")
+    valid_from = models.DateField(
+        help_text="The first day awards from this pool may run.", validators=[validate_service_date]
+    )
+    valid_until = models.DateField(
+        help_text="The last day awards from this pool may run.", validators=[validate_service_date]
+    )
     unused_hours_policy = models.CharField(
         max_length=10,
         choices=UnusedHoursPolicy.choices,
@@ -208,8 +214,10 @@ class Call(models.Model):
     slug = models.SlugField(max_length=80, unique=True)
     summary = models.TextField(blank=True)
     guidance = models.TextField(blank=True)
-    opens_on = models.DateField()
-    closes_on = models.DateField(null=True, blank=True, help_text="Empty for a rolling call.")
+    opens_on = models.DateField(validators=[validate_service_date])
+    closes_on = models.DateField(
+        null=True, blank=True, help_text="Empty for a rolling call.", validators=[validate_service_date]
+    )
     pools = models.ManyToManyField(FundPool, related_name="calls", blank=True)
     min_seconds = models.BigIntegerField(help_text="Fewest GPU-seconds one request (on one system) may ask for.")
     max_seconds = models.BigIntegerField(help_text="Most GPU-seconds one request (on one system) may ask for.")
@@ -324,7 +332,7 @@ class Proposal(models.Model):
     research_field = models.CharField(max_length=200, blank=True)
     keywords = models.CharField(max_length=300, blank=True)
     # Timeline
-    start_date = models.DateField(null=True, blank=True)
+    start_date = models.DateField(null=True, blank=True, validators=[validate_service_date])
     duration_months = models.PositiveSmallIntegerField(null=True, blank=True)
     # Case for support
     case_for_support = models.TextField(blank=True)

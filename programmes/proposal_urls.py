@@ -43,8 +43,8 @@ urlpatterns = [
     path("proposals/<int:pk>/assess/<slug:system>/", review_views.proposal_assess, name="proposal-assess"),
     path("proposals/<int:pk>/reviewers/", review_views.proposal_reviewers, name="proposal-reviewers"),
     path("proposals/<int:pk>/decide/", review_views.proposal_decide, name="proposal-decide"),
-    path("team/join/<str:token>/", proposal_views.member_accept, name="member-accept"),
+    path("team/join/<slug:token>/", proposal_views.member_accept, name="member-accept"),
     path("reviews/<int:pk>/", review_views.review_detail, name="review-detail"),
     path("reviews/<int:pk>/release/", review_views.review_release, name="review-release"),
-    path("reviews/invitation/<str:token>/", review_views.review_claim, name="review-claim"),
+    path("reviews/invitation/<slug:token>/", review_views.review_claim, name="review-claim"),
 ]

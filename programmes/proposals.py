@@ -23,6 +23,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from airr_portal import roles
+from airr_portal.validators import LATEST_DATE
 
 from .models import (
     Call,
@@ -176,6 +177,8 @@ def check_timeline(call: Call, start_date: date | None, duration_months: int | N
         errors["duration_months"] = f"Duration must be between 1 and {call.max_duration_months} months"
     if start_date is not None and start_date < timezone.localdate():
         errors["start_date"] = "Start date must be today or in the future"
+    elif start_date is not None and start_date > LATEST_DATE:
+        errors["start_date"] = "Start date must be in 2099 or before"
     if errors:
         raise ValidationError(errors)
 

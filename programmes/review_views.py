@@ -9,6 +9,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
+from django.core.validators import slug_re
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -65,8 +66,10 @@ def proposal_queue(request):
     if not roles.works_on_proposals(user):
         raise PermissionDenied
     calls = Call.objects.managed_by(user).select_related("programme")
-    call = calls.filter(slug=request.GET.get("call")).first() if request.GET.get("call") else None
-    system = System.objects.filter(slug=request.GET.get("system")).first() if request.GET.get("system") else None
+    # A value that is no slug (a NUL character, which PostgreSQL refuses to compare) matches nothing: no filter.
+    call_slug, system_slug = (request.GET.get(name, "") for name in ("call", "system"))
+    call = calls.filter(slug=call_slug).first() if slug_re.match(call_slug) else None
+    system = System.objects.filter(slug=system_slug).first() if slug_re.match(system_slug) else None
     state = request.GET.get("state") if request.GET.get("state") in Proposal.State.values else None
     sort = request.GET.get("sort") if request.GET.get("sort") in QUEUE_SORTS else "-submitted"
     proposals = director_queue(user, call=call, state=state, system=system, sort=sort)

@@ -5,6 +5,7 @@ and puts each refusal beside the field it is about.
 """
 
 from django import forms
+from django.core.exceptions import ValidationError
 
 from airr_portal.forms import GovukDateInput
 from allocations.models import ReportExport
@@ -15,6 +16,19 @@ from .services import ReportParameters, check_report_parameters, reportable_prog
 
 def _date_messages(what: str) -> dict[str, str]:
     return {"required": f"Enter the {what}", "invalid": f"The {what} must be a real date, like 1 4 2026"}
+
+
+class _ProgrammesField(forms.ModelMultipleChoiceField):
+    """Ticked programmes; an id no database integer can hold is refused as a wrong choice (SQLite cannot even
+    compare one in `IN (...)`)."""
+
+    def _check_values(self, value):
+        for pk in value:
+            if isinstance(pk, str) and pk.isascii() and pk.isdigit() and int(pk) >= 2**63:
+                raise ValidationError(
+                    self.error_messages["invalid_choice"], code="invalid_choice", params={"value": pk}
+                )
+        return super()._check_values(value)
 
 
 class ReportForm(forms.Form):
@@ -44,7 +58,7 @@ class ReportForm(forms.Form):
         help_text="Inclusive. For example, 30 6 2026",
         error_messages=_date_messages("end date"),
     )
-    programmes = forms.ModelMultipleChoiceField(
+    programmes = _ProgrammesField(
         label="Programmes",
         queryset=None,
         required=False,

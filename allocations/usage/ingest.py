@@ -258,7 +258,10 @@ def window_instants(first_day: date, last_day: date, tz) -> tuple[datetime, date
     """An allocation's window as instants: from its first day's midnight to the midnight after its last day, in
     the system's time zone. A run is outside it if it starts before the first or ends (or, running, started) at
     or after the second."""
-    return datetime.combine(first_day, dt_time.min, tz), datetime.combine(last_day + timedelta(days=1), dt_time.min, tz)
+    opens = datetime.combine(first_day, dt_time.min, tz)
+    if last_day == date.max:
+        return opens, datetime.max.replace(tzinfo=UTC)  # there is no day after it to start
+    return opens, datetime.combine(last_day + timedelta(days=1), dt_time.min, tz)
 
 
 class _Matcher:

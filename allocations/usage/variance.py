@@ -24,10 +24,16 @@ class UsageReportError(ValueError):
     pass
 
 
+# A scheduler account fits the report's column; a GPU-minute total beyond a thousand million million (two million
+# GPUs for a thousand years) is not a reading, and would overflow the record's seconds.
+ACCOUNT_LIMIT = UsageReport._meta.get_field("account").max_length
+MINUTES_LIMIT = 10**15
+
+
 def _gpu_minutes_of_tres(value: str) -> int | None:
     for entry in value.split(","):
         name, _, number = entry.partition("=")
-        if name == "gres/gpu" and number.isdigit():
+        if name == "gres/gpu" and number.isascii() and number.isdigit():
             return int(number)
     return None
 
@@ -53,7 +59,7 @@ def parse_usage_report(payload: bytes) -> dict[str, int]:
         tres_at = names.index("tres name") if "tres name" in names else None
 
         def read(value):
-            return int(value) if value.isdigit() else None
+            return int(value) if value.isascii() and value.isdigit() else None
     else:
         raise UsageReportError("The report needs a GrpTRESRaw (sshare) or Used (sreport) column")
     minutes: dict[str, int] = {}
@@ -66,7 +72,13 @@ def parse_usage_report(payload: bytes) -> dict[str, int]:
         value = read(fields[value_at].strip())
         account = fields[account_at].strip()
         if value is not None and account and account != "root":
+            if len(account) > ACCOUNT_LIMIT or "\x00" in account:
+                raise UsageReportError(
+                    f"An account is longer than {ACCOUNT_LIMIT} characters or holds a NUL character: not Slurm's"
+                )
             minutes[account] = minutes.get(account, 0) + value
+            if minutes[account] > MINUTES_LIMIT:
+                raise UsageReportError(f"{account} is reported over {MINUTES_LIMIT:,} GPU-minutes: not a real figure")
     if not minutes:
         raise UsageReportError("The report has no account rows with GPU usage")
     return minutes

@@ -1,7 +1,10 @@
 """The API's shared behaviour: token auth for scripts, one error format for every 4xx, a schema and docs."""
 
 import hashlib
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 from django.urls import reverse
@@ -156,3 +159,23 @@ def test_the_openapi_schema_generates_without_a_single_warning(tmp_path):
     text = schema.read_text()
     assert "/api/systems/{slug}/usage/" in text
     assert "ingestToken" in text
+
+
+@pytest.mark.parametrize(
+    "module", ["airr_portal.api", "airr_portal.api_defaults", "allocations.api", "programmes.proposal_api"]
+)
+def test_an_api_module_imports_first_in_a_fresh_process(module):
+    """The framework reads its defaults from our modules while its views load; none may need those views itself.
+
+    Which module a process imports first depends on what it runs (a management command, a worker, gunicorn), so
+    each is imported first in a process of its own.
+    """
+    code = f"import django; django.setup(); import {module}"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "airr_portal.settings"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,14 @@
+"""Validators shared by the apps' models, forms and API serializers."""
+
+from datetime import date
+
+from django.core.exceptions import ValidationError
+
+# The years a date in the portal may fall in. Beyond them a date is a slip of the keyboard (9999 for "open
+# ended"), and the day after 31 December 9999, which every window's end needs, does not exist.
+EARLIEST_DATE, LATEST_DATE = date(2000, 1, 1), date(2099, 12, 31)
+
+
+def validate_service_date(value: date) -> None:
+    if not EARLIEST_DATE <= value <= LATEST_DATE:
+        raise ValidationError("Enter a date from 2000 to 2099", code="date_out_of_range")
