@@ -94,6 +94,8 @@ def celery_worker_process(settings):
             f"postgres://{database['USER']}@{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}/"
             f"{database['NAME']}"
         )
+    # Stored payloads and exports are files: the worker reads and writes them in this test's own folder.
+    environment["MEDIA_ROOT"] = str(settings.MEDIA_ROOT)
     celery_app.control.purge()
     worker = subprocess.Popen(
         [

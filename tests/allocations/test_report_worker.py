@@ -13,16 +13,9 @@ from tests.postgres import requires_postgres
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture
-def worker(request, monkeypatch, settings):
-    """The worker writes its files where this test reads them."""
-    monkeypatch.setenv("MEDIA_ROOT", str(settings.MEDIA_ROOT))
-    return request.getfixturevalue("celery_worker_process")
-
-
 @requires_postgres
 def test_an_export_asked_for_through_the_api_is_built_by_a_worker_from_the_reports_queue(
-    client, system, programme, worker
+    client, system, programme, celery_worker_process
 ):
     build_ledger_world(system, programme)
     admin = UserFactory(email="reports-admin@example.ac.uk", is_staff=True)
