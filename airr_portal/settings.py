@@ -277,8 +277,10 @@ INGEST_MAX_UNCOMPRESSED_BYTES = env.int("INGEST_MAX_UNCOMPRESSED_BYTES", default
 USAGE_VARIANCE_TOLERANCE_PERCENT = env.float("USAGE_VARIANCE_TOLERANCE_PERCENT", default=2.0)
 
 # Usage work on the beat schedule (allocations/tasks.py): reconciliation also runs after every ingest; the
-# beat catches anything an ingest's own run missed, and ends allocations after their end date once a day.
+# beat catches anything an ingest's own run missed, reads batches whose reading was lost, and ends allocations
+# after their end date once a day.
 CELERY_BEAT_SCHEDULE = {
+    "ingest-stalled-batches": {"task": "allocations.tasks.ingest_stalled_batches_task", "schedule": 300.0},
     "reconcile-usage": {"task": "allocations.tasks.reconcile_all_systems_task", "schedule": 300.0},
     "check-thresholds": {"task": "allocations.tasks.check_all_thresholds_task", "schedule": 900.0},
     "activate-allocations": {"task": "allocations.tasks.activate_allocations_task", "schedule": 3600.0},

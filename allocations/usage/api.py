@@ -9,17 +9,19 @@ import tempfile
 
 from django.conf import settings
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from allocations.models import IngestBatch
 from programmes.models import System
 
 from .authentication import IngestTokenAuthentication, IsIngestTokenOfSystem, IsIngestTokenOfSystemOrAdmin
-from .ingest import IngestError, ingest_sacct
+from .ingest import IngestError, batch_summary, ingest_sacct, receive_payload
 from .limits import account_limits
-from .services import enqueue_reconciliation
+from .services import enqueue_ingest, enqueue_reconciliation
 from .variance import UsageReportError, record_usage_report
 
 READ_CHUNK = 1 << 20
@@ -66,8 +68,26 @@ def _read_body(request):
     return body
 
 
+def _prefers_async(request) -> bool:
+    """Whether the client asked, by `Prefer: respond-async` (RFC 7240), not to wait while its rows are read."""
+    preferences = request.headers.get("Prefer", "").split(",")
+    return any(preference.split(";")[0].strip().lower() == "respond-async" for preference in preferences)
+
+
+def _unreadable(message: str) -> Response:
+    return Response(
+        {"status": 400, "code": "unreadable_payload", "detail": message, "errors": {}},
+        status=status.HTTP_400_BAD_REQUEST,
+    )
+
+
 class UsageIngestView(APIView):
-    """POST sacct output (--parsable2, --parsable, any delimiter, or --json; gzip accepted)."""
+    """POST sacct output (--parsable2, --parsable, any delimiter, or --json; gzip accepted).
+
+    By default the rows are read within the request, and the answer carries their counts. With
+    `Prefer: respond-async` the payload is stored and its batch recorded, a worker reads the rows, and the answer
+    is 202 with the batch's address (`Location`) to poll: a large payload then holds no web worker.
+    """
 
     authentication_classes = [IngestTokenAuthentication]
     permission_classes = [IsIngestTokenOfSystem]
@@ -78,8 +98,14 @@ class UsageIngestView(APIView):
         parameters=[
             OpenApiParameter("delimiter", str, description="The field delimiter, when not detectable"),
             OpenApiParameter("columns", str, description="Comma-separated column names, for --noheader output"),
+            OpenApiParameter(
+                "Prefer",
+                str,
+                location=OpenApiParameter.HEADER,
+                description="respond-async: answer 202 at once and read the rows in a worker",
+            ),
         ],
-        responses={200: dict, 201: dict},
+        responses={200: dict, 201: dict, 202: dict},
     )
     def post(self, request, slug):
         system = request.auth.system
@@ -87,28 +113,53 @@ class UsageIngestView(APIView):
         if delimiter is not None and not 1 <= len(delimiter) <= 4:
             raise exceptions.ValidationError({"delimiter": ["Give the delimiter as 1 to 4 characters"]})
         columns = [name.strip() for name in request.query_params.get("columns", "").split(",") if name.strip()]
+        respond_async = _prefers_async(request)
         body = _read_body(request)
+        options = {
+            "system": system,
+            "payload": body,
+            "source": IngestBatch.Source.API,
+            "token": request.auth,
+            "delimiter": delimiter,
+            "columns": columns or None,
+        }
         try:
-            outcome = ingest_sacct(
-                system=system,
-                payload=body,
-                source="api",
-                token=request.auth,
-                delimiter=delimiter,
-                columns=columns or None,
-            )
+            outcome = receive_payload(**options) if respond_async else ingest_sacct(**options)
         except IngestError as problem:
-            return Response(
-                {"status": 400, "code": "unreadable_payload", "detail": str(problem), "errors": {}},
-                status=status.HTTP_400_BAD_REQUEST,
-            )
+            return _unreadable(str(problem))
         finally:
             body.close()
+        batch = outcome.batch
+        if batch.status == IngestBatch.Status.FAILED:
+            # Only asynchronously: the same bytes were received before and could not be read.
+            return _unreadable(batch.error)
+        if batch.status == IngestBatch.Status.RECEIVED:
+            # Asked for asynchronously, or the same bytes still waiting for a worker: (again) queued, which is
+            # harmless, since a worker reads a batch once.
+            enqueue_ingest(batch)
+            address = request.build_absolute_uri(reverse("usage-batch", args=[system.slug, batch.pk]))
+            return Response(
+                {**outcome.as_dict(), "status_url": address},
+                status=status.HTTP_202_ACCEPTED,
+                headers={"Location": address, "Preference-Applied": "respond-async"},
+            )
         if not outcome.is_duplicate:
             enqueue_reconciliation(system)
         return Response(
             outcome.as_dict(), status=status.HTTP_200_OK if outcome.is_duplicate else status.HTTP_201_CREATED
         )
+
+
+class UsageBatchView(APIView):
+    """GET what came of a batch the system posted: its status (received, ingested, failed), counts and error."""
+
+    authentication_classes = [IngestTokenAuthentication, *APIView.authentication_classes]
+    permission_classes = [IsIngestTokenOfSystemOrAdmin]
+
+    @extend_schema(responses={200: dict})
+    def get(self, request, slug, pk):
+        batch = get_object_or_404(IngestBatch, pk=pk, system__slug=slug)
+        return Response({**batch_summary(batch), "error": batch.error})
 
 
 class UsageReportView(APIView):

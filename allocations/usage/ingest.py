@@ -65,24 +65,27 @@ class IngestError(ValueError):
     """The payload as a whole cannot be ingested (it is still stored, with this message on its batch)."""
 
 
+def batch_summary(batch: IngestBatch) -> dict:
+    """What came of a batch, as the ingest API answers it: its status, format, counts and first rejected rows."""
+    # A response stays small however bad the payload: the first thousand here, all on the batch's page.
+    rejected = list(batch.rejected_rows.values("line_number", "reason")[:REJECTED_IN_RESPONSE])
+    return {
+        "batch": batch.pk,
+        "status": batch.status,
+        "format": batch.format,
+        **batch.counts(),
+        "rejected_rows": rejected,
+        "rejected_rows_truncated": batch.rejected > len(rejected),
+    }
+
+
 @dataclass
 class IngestOutcome:
     batch: IngestBatch
     is_duplicate: bool
 
     def as_dict(self) -> dict:
-        batch = self.batch
-        # A response stays small however bad the payload: the first thousand here, all on the batch's page.
-        rejected = list(batch.rejected_rows.values("line_number", "reason")[:REJECTED_IN_RESPONSE])
-        return {
-            "batch": batch.pk,
-            "duplicate": self.is_duplicate,
-            "status": batch.status,
-            "format": batch.format,
-            **batch.counts(),
-            "rejected_rows": rejected,
-            "rejected_rows_truncated": batch.rejected > len(rejected),
-        }
+        return {"duplicate": self.is_duplicate, **batch_summary(self.batch)}
 
 
 # Receiving ------------------------------------------------------------------------------------------------

@@ -56,6 +56,13 @@ def revoke_ingest_token(*, token: IngestToken, actor) -> IngestToken:
     return token
 
 
+def enqueue_ingest(batch: IngestBatch) -> None:
+    """Have a worker read a stored batch once this transaction commits (it reconciles the system after)."""
+    from allocations.tasks import ingest_batch_task
+
+    transaction.on_commit(lambda: ingest_batch_task.delay(batch.pk))
+
+
 def enqueue_reconciliation(system: System) -> None:
     from allocations.tasks import reconcile_system_task
 

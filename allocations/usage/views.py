@@ -11,7 +11,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -32,6 +31,7 @@ from .services import (
     UsageError,
     assign_unmatched_account,
     create_ingest_token,
+    enqueue_ingest,
     replay_rejected_rows,
     revoke_ingest_token,
     unmatched_accounts,
@@ -153,10 +153,8 @@ def upload(request):
         if outcome.is_duplicate:
             messages.success(request, "This file was already received: nothing changed")
         else:
-            from allocations.tasks import ingest_batch_task
-
             # Large files are read by a worker; the batch page shows its counts when it is done.
-            transaction.on_commit(lambda: ingest_batch_task.delay(outcome.batch.pk))
+            enqueue_ingest(outcome.batch)
             messages.success(request, "File received: its rows are being read")
         return redirect("usage:batch-detail", pk=outcome.batch.pk)
     return render(request, "allocations/usage/upload.html", {"form": form})

@@ -111,7 +111,10 @@ def fund_pool_routes(world):
 
 
 def usage_routes(world):
+    from allocations.usage.ingest import receive_payload
+
     slug = world.system.slug
+    batch = receive_payload(system=world.system, payload=b"JobID|State\n", source="api").batch
     limits_expected = {**_api(OK, FORBIDDEN, FORBIDDEN)}
     # The cluster's endpoints accept only an ingest token (tested in test_usage_api.py); a browser session is
     # no credential there, so every persona is unauthenticated to them.
@@ -131,6 +134,8 @@ def usage_routes(world):
             api=True,
         ),
         Route("system-limits", reverse("system-limits", args=[slug]), limits_expected, api=True),
+        # What came of a posted batch: the system's token (test_usage_api.py) or an admin, like the limits.
+        Route("usage-batch", reverse("usage-batch", args=[slug, batch.pk]), limits_expected, api=True),
     ]
 
 

@@ -178,3 +178,160 @@ def test_the_limits_are_read_with_the_systems_token(client, system, key):
     assert response.status_code == 200
     [limit] = response.json()["accounts"]
     assert (limit["account"], limit["state"], limit["gpu_minutes_limit"]) == ("airr-00001", "active", 600)
+
+
+# Prefer: respond-async: the payload is stored, a worker reads it, the cluster polls the batch -----------------
+
+
+def post_async(client, system, body, key, prefer="respond-async", **headers):
+    return post(client, system, body, key, HTTP_PREFER=prefer, **headers)
+
+
+def poll(client, response, key):
+    return client.get(response["Location"], HTTP_AUTHORIZATION=f"Bearer {key}")
+
+
+def test_a_cluster_that_prefers_not_to_wait_gets_202_and_then_the_counts_from_the_batch(
+    client, system, key, django_capture_on_commit_callbacks
+):
+    allocation = funded_allocation(system)
+    with django_capture_on_commit_callbacks() as queued:
+        response = post_async(client, system, payload(sacct_line(1), sacct_line(2, account="nobody"), "garbage"), key)
+
+    assert response.status_code == 202, response.json()
+    assert response["Preference-Applied"] == "respond-async"
+    batch = IngestBatch.objects.get()
+    assert response["Location"] == f"http://testserver/api/systems/{system.slug}/usage/batches/{batch.pk}/"
+    assert response.json()["status_url"] == response["Location"]
+    assert (response.json()["batch"], response.json()["status"]) == (batch.pk, "received")
+    # Stored and recorded, not yet read: no job, no charge, and the batch says so.
+    assert not JobRecord.objects.exists()
+    waiting = poll(client, response, key)
+    assert waiting.status_code == 200
+    assert (waiting.json()["status"], waiting.json()["new"]) == ("received", 0)
+
+    for run_task in queued:  # the worker's turn (tasks run in process in tests)
+        run_task()
+
+    done = poll(client, response, key).json()
+    assert done["status"] == "ingested"
+    assert {name: done[name] for name in ("new", "updated", "unchanged", "unmatched", "rejected")} == {
+        "new": 2,
+        "updated": 0,
+        "unchanged": 0,
+        "unmatched": 1,
+        "rejected": 1,
+    }
+    assert done["rejected_rows"] == [
+        {"line_number": 4, "reason": "expected 12 fields, found 1: the line may be truncated"}
+    ]
+    assert done["error"] == ""
+    # The worker reconciled after reading: the balance moved.
+    assert ledger.net_usage(ledger.allocation_account(allocation)) == HOUR
+
+
+@pytest.mark.parametrize("prefer", ["wait=10, respond-async", "RESPOND-ASYNC", "respond-async; x=1"])
+def test_respond_async_is_read_among_other_preferences(client, system, key, prefer):
+    assert post_async(client, system, payload(sacct_line(1)), key, prefer=prefer).status_code == 202
+
+
+@pytest.mark.parametrize("prefer", ["return=minimal", "respond-asyncx", ""])
+def test_without_respond_async_the_rows_are_read_within_the_request(client, system, key, prefer):
+    response = post_async(client, system, payload(sacct_line(1)), key, prefer=prefer)
+
+    assert response.status_code == 201
+    assert "Preference-Applied" not in response
+    assert JobRecord.objects.count() == 1
+
+
+def test_bytes_already_read_answer_their_counts_at_once_even_asynchronously(client, system, key):
+    data = payload(sacct_line(1))
+    first = post(client, system, data, key).json()
+
+    response = post_async(client, system, data, key)
+
+    assert response.status_code == 200
+    assert (response.json()["batch"], response.json()["duplicate"], response.json()["new"]) == (first["batch"], True, 1)
+
+
+def test_bytes_still_waiting_are_queued_again_on_the_same_batch(
+    client, system, key, django_capture_on_commit_callbacks
+):
+    data = payload(sacct_line(1))
+    with django_capture_on_commit_callbacks() as first_queued:
+        first = post_async(client, system, data, key)
+    with django_capture_on_commit_callbacks() as again_queued:
+        again = post_async(client, system, data, key)
+
+    assert again.status_code == 202
+    assert again.json()["batch"] == first.json()["batch"] and again.json()["duplicate"] is True
+    assert len(first_queued) == len(again_queued) == 1
+    for run_task in [*first_queued, *again_queued]:  # a batch is read once, however often it is queued
+        run_task()
+    assert poll(client, first, key).json()["new"] == 1
+    assert JobRecord.objects.count() == 1
+
+
+def test_an_unreadable_payload_shows_failed_with_its_reason_and_is_a_400_when_sent_again(
+    client, system, key, django_capture_on_commit_callbacks
+):
+    data = b"\xff\xfe\x00 not sacct"
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post_async(client, system, data, key)
+
+    assert response.status_code == 202
+    failed = poll(client, response, key).json()
+    assert failed["status"] == "failed" and failed["error"]
+    again = post_async(client, system, data, key)
+    assert again.status_code == 400
+    assert (again.json()["code"], again.json()["detail"]) == ("unreadable_payload", failed["error"])
+
+
+def test_a_batch_is_read_only_with_its_systems_token_or_by_an_admin(client, system, key):
+    dawn = SystemFactory(slug="dawn", name="Dawn")
+    _, dawn_key = create_ingest_token(system=dawn, name="dawn cron", actor=None)
+    dawn_batch = post(client, dawn, payload(sacct_line(1)), dawn_key).json()["batch"]
+    batch = post(client, system, payload(sacct_line(1)), key).json()["batch"]
+    url = reverse("usage-batch", args=[system.slug, batch])
+
+    assert client.get(url).status_code == 401
+    another_systems_token = client.get(url, HTTP_AUTHORIZATION=f"Bearer {dawn_key}")
+    assert another_systems_token.status_code == 403
+    assert another_systems_token.json()["detail"] == "This token belongs to dawn, not to isambard-ai"
+    # Dawn's batch through this system's address: no such batch here.
+    assert (
+        client.get(
+            reverse("usage-batch", args=[system.slug, dawn_batch]), HTTP_AUTHORIZATION=f"Bearer {key}"
+        ).status_code
+        == 404
+    )
+    assert client.get(url, HTTP_AUTHORIZATION=f"Bearer {key}").json()["batch"] == batch
+    admin = UserFactory(is_staff=True)
+    give_mfa(admin)
+    client.force_login(admin)
+    assert client.get(url).json()["new"] == 1
+
+
+def test_the_beat_reads_again_a_batch_whose_reading_was_lost_for_a_day_and_no_longer(system):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from allocations.tasks import ingest_stalled_batches_task
+    from allocations.usage.ingest import receive_payload
+
+    def batch_received(job: int, minutes_ago: int):
+        batch = receive_payload(system=system, payload=payload(sacct_line(job)), source="api").batch
+        IngestBatch.objects.filter(pk=batch.pk).update(received_at=timezone.now() - timedelta(minutes=minutes_ago))
+        return batch
+
+    lost = batch_received(1, minutes_ago=20)
+    being_read = batch_received(2, minutes_ago=5)
+    given_up = batch_received(3, minutes_ago=25 * 60)
+
+    assert ingest_stalled_batches_task() == 1
+
+    statuses = dict(IngestBatch.objects.values_list("pk", "status"))
+    assert statuses == {lost.pk: "ingested", being_read.pk: "received", given_up.pk: "received"}
+    assert list(JobRecord.objects.values_list("job_id", flat=True)) == ["1"]
+    assert ingest_stalled_batches_task() == 0  # read once

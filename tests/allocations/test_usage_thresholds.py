@@ -195,11 +195,14 @@ def test_usage_tasks_run_on_their_queues_and_the_beat_schedules_them():
 
     route = celery_app.amqp.router.route
     assert route({}, "allocations.tasks.ingest_batch_task")["queue"].name == "ingest"
+    assert route({}, "allocations.tasks.ingest_stalled_batches_task")["queue"].name == "ingest"
     assert route({}, "allocations.tasks.reconcile_system_task")["queue"].name == "reconcile"
     assert route({}, "allocations.tasks.reconcile_all_systems_task")["queue"].name == "reconcile"
     assert route({}, "allocations.tasks.send_threshold_notice_task")["queue"].name == "default"
     scheduled = {entry["task"] for entry in celery_app.conf.beat_schedule.values()}
+    celery_app.loader.import_default_modules()  # as a worker does on starting: the tasks it will know
     assert {
+        "allocations.tasks.ingest_stalled_batches_task",
         "allocations.tasks.reconcile_all_systems_task",
         "allocations.tasks.check_all_thresholds_task",
         "allocations.tasks.expire_allocations_task",

@@ -56,6 +56,32 @@ def test_a_job_posted_to_the_api_is_charged_by_a_worker_through_redis(client, sy
     assert JobRecord.objects.with_charged_seconds().get().charged_seconds == 8 * HOUR
 
 
+@requires_postgres
+def test_a_payload_posted_asynchronously_is_read_and_charged_by_a_worker_while_the_cluster_polls(
+    client, system, celery_worker_process
+):
+    allocation = funded_allocation(system)
+    _, key = create_ingest_token(system=system, name="cron", actor=None)
+
+    response = client.generic(
+        "POST",
+        reverse("usage-ingest", args=[system.slug]),
+        payload(sacct_line(1, gpus=4), sacct_line(2, gpus=2)),
+        content_type="text/plain",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+        HTTP_PREFER="respond-async",
+    )
+
+    assert response.status_code == 202
+
+    def read():
+        return client.get(response["Location"], HTTP_AUTHORIZATION=f"Bearer {key}").json()
+
+    wait_for(lambda: read()["status"] == "ingested")
+    assert read()["new"] == 2
+    wait_for(lambda: used(allocation) == 6 * HOUR)
+
+
 def _usage_on(system, allocations_count=4):
     allocations = [funded_allocation(system, account=f"{system.slug}-{n}") for n in range(allocations_count)]
     lines = [
