@@ -32,23 +32,30 @@ def post(client, system, body, key, **headers):
     )
 
 
+def mixed_payload() -> bytes:
+    """A job of an allocation, a job of an account nobody holds, and a line that is not sacct."""
+    return payload(sacct_line(1), sacct_line(2, account="nobody"), "garbage")
+
+
+OUTCOME_OF_MIXED_PAYLOAD = (
+    {"new": 2, "updated": 0, "unchanged": 0, "unmatched": 1, "rejected": 1},
+    [{"line_number": 4, "reason": "expected 12 fields, found 1: the line may be truncated"}],
+)
+
+
+def outcome_of(body: dict) -> tuple[dict, list]:
+    """What an answer says of a payload's rows: its counts and its rejected rows."""
+    return {name: body[name] for name in OUTCOME_OF_MIXED_PAYLOAD[0]}, body["rejected_rows"]
+
+
 def test_a_cluster_posts_sacct_output_and_gets_the_counts(client, system, key, django_capture_on_commit_callbacks):
     allocation = funded_allocation(system)
     with django_capture_on_commit_callbacks(execute=True):
-        response = post(client, system, payload(sacct_line(1), sacct_line(2, account="nobody"), "garbage"), key)
+        response = post(client, system, mixed_payload(), key)
 
     assert response.status_code == 201, response.json()
     body = response.json()
-    assert {name: body[name] for name in ("new", "updated", "unchanged", "unmatched", "rejected")} == {
-        "new": 2,
-        "updated": 0,
-        "unchanged": 0,
-        "unmatched": 1,
-        "rejected": 1,
-    }
-    assert body["rejected_rows"] == [
-        {"line_number": 4, "reason": "expected 12 fields, found 1: the line may be truncated"}
-    ]
+    assert outcome_of(body) == OUTCOME_OF_MIXED_PAYLOAD
     # Reconciliation ran after the ingest committed (eagerly in tests): the balance moved.
     assert ledger.net_usage(ledger.allocation_account(allocation)) == HOUR
 
@@ -196,7 +203,7 @@ def test_a_cluster_that_prefers_not_to_wait_gets_202_and_then_the_counts_from_th
 ):
     allocation = funded_allocation(system)
     with django_capture_on_commit_callbacks() as queued:
-        response = post_async(client, system, payload(sacct_line(1), sacct_line(2, account="nobody"), "garbage"), key)
+        response = post_async(client, system, mixed_payload(), key)
 
     assert response.status_code == 202, response.json()
     assert response["Preference-Applied"] == "respond-async"
@@ -215,16 +222,7 @@ def test_a_cluster_that_prefers_not_to_wait_gets_202_and_then_the_counts_from_th
 
     done = poll(client, response, key).json()
     assert done["status"] == "ingested"
-    assert {name: done[name] for name in ("new", "updated", "unchanged", "unmatched", "rejected")} == {
-        "new": 2,
-        "updated": 0,
-        "unchanged": 0,
-        "unmatched": 1,
-        "rejected": 1,
-    }
-    assert done["rejected_rows"] == [
-        {"line_number": 4, "reason": "expected 12 fields, found 1: the line may be truncated"}
-    ]
+    assert outcome_of(done) == OUTCOME_OF_MIXED_PAYLOAD
     assert done["error"] == ""
     # The worker reconciled after reading: the balance moved.
     assert ledger.net_usage(ledger.allocation_account(allocation)) == HOUR
