@@ -8,13 +8,10 @@ loudly.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from celery import shared_task
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import OperationalError
-from django.utils import timezone
 
 TRANSIENT = (OperationalError,)
 
@@ -36,25 +33,12 @@ def ingest_batch_task(batch_id: int) -> dict:
     return batch.counts()
 
 
-# A batch left `received` this long has lost its reading: its task never reached the broker, or the worker or the
-# request reading it died. The beat queues it again, for a day; after that it waits on its page for an operator,
-# so that a payload that breaks the reader is not read over and over.
-STALLED_BATCH_AFTER = timedelta(minutes=15)
-STALLED_BATCH_GIVEN_UP_AFTER = timedelta(days=1)
-
-
 @shared_task
 def ingest_stalled_batches_task() -> int:
-    """Queue again the batches still waiting to be read; returns how many."""
-    from allocations.models import IngestBatch
+    """Queue again the batches whose reading was lost, those of the last day; returns how many."""
+    from allocations.usage.services import stalled_batches
 
-    now = timezone.now()
-    stalled = IngestBatch.objects.filter(
-        status=IngestBatch.Status.RECEIVED,
-        received_at__lt=now - STALLED_BATCH_AFTER,
-        received_at__gte=now - STALLED_BATCH_GIVEN_UP_AFTER,
-    ).values_list("pk", flat=True)
-    batch_ids = list(stalled[:100])
+    batch_ids = list(stalled_batches().values_list("pk", flat=True)[:100])
     for batch_id in batch_ids:
         ingest_batch_task.delay(batch_id)
     return len(batch_ids)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import secrets
 import zoneinfo
+from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -54,6 +55,21 @@ def revoke_ingest_token(*, token: IngestToken, actor) -> IngestToken:
         IngestToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
     token.refresh_from_db()
     return token
+
+
+# A batch left `received` this long has lost its reading: its task never reached the broker, or the worker or the
+# request reading it died. The beat queues it again, for a day; after that it waits for an operator (its page
+# offers to read it), so that a payload that breaks the reader is not read over and over.
+STALLED_BATCH_AFTER = timedelta(minutes=15)
+STALLED_BATCH_GIVEN_UP_AFTER = timedelta(days=1)
+
+
+def stalled_batches(*, given_up_too: bool = False):
+    """Batches received STALLED_BATCH_AFTER ago or more and still not read (those of the last day only, unless
+    `given_up_too`)."""
+    now = timezone.now()
+    batches = IngestBatch.objects.filter(status=IngestBatch.Status.RECEIVED, received_at__lt=now - STALLED_BATCH_AFTER)
+    return batches if given_up_too else batches.filter(received_at__gte=now - STALLED_BATCH_GIVEN_UP_AFTER)
 
 
 def enqueue_ingest(batch: IngestBatch) -> None:

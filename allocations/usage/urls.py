@@ -11,6 +11,7 @@ urlpatterns = [
     path("batches/", views.batch_list, name="batch-list"),
     path("batches/<int:pk>/", views.batch_detail, name="batch-detail"),
     path("batches/<int:pk>/replay/", views.batch_replay, name="batch-replay"),
+    path("batches/<int:pk>/read/", views.batch_read, name="batch-read"),
     path("upload/", views.upload, name="upload"),
     path("unmatched/", views.unmatched, name="unmatched"),
     path("unmatched/<slug:slug>/assign/", views.unmatched_assign, name="unmatched-assign"),

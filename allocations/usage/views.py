@@ -34,6 +34,7 @@ from .services import (
     enqueue_ingest,
     replay_rejected_rows,
     revoke_ingest_token,
+    stalled_batches,
     unmatched_accounts,
 )
 
@@ -108,6 +109,7 @@ def batch_detail(request, pk):
     operated = IngestBatch.objects.filter(system__in=_operated_systems(request.user))
     batch = get_object_or_404(operated.select_related("system"), pk=pk)
     rejected = Paginator(batch.rejected_rows.all(), PAGE_SIZE).get_page(request.GET.get("page"))
+    is_stalled = stalled_batches(given_up_too=True).filter(pk=batch.pk).exists()
     return render(
         request,
         "allocations/usage/batch_detail.html",
@@ -116,8 +118,24 @@ def batch_detail(request, pk):
             "rejected": rejected,
             "can_replay": roles.is_admin(request.user)
             and batch.rejected_rows.filter(replayed_at__isnull=True).exists(),
+            "is_stalled": is_stalled,
+            "can_read": is_stalled and roles.is_admin(request.user),
         },
     )
+
+
+@login_required
+@require_POST
+def batch_read(request, pk):
+    """Queue a batch whose reading was lost to be read again (the beat does it for a day, then leaves it here)."""
+    _require_admin(request.user)
+    batch = get_object_or_404(IngestBatch, pk=pk)
+    if batch.status == IngestBatch.Status.RECEIVED:
+        enqueue_ingest(batch)
+        messages.success(request, "Batch queued to be read: refresh this page to see its counts")
+    else:
+        messages.error(request, "This batch has been read already: nothing was queued")
+    return redirect("usage:batch-detail", pk=batch.pk)
 
 
 @login_required

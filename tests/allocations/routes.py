@@ -189,6 +189,7 @@ def usage_page_routes(world):
             admin_only(REDIRECT),
             "post",
         ),
+        Route("usage:batch-read", reverse("usage:batch-read", args=[batch.pk]), admin_only(REDIRECT), "post"),
         Route("usage:upload", reverse("usage:upload"), admin_only()),
         Route("usage:unmatched", reverse("usage:unmatched"), _operators()),
         Route(

@@ -15,7 +15,7 @@ from airr_portal.services import hash_key
 from allocations import ledger
 from allocations.models import Allocation, IngestBatch, IngestToken, JobRecord, RejectedRow, ThresholdNotice
 from allocations.selectors import account_statement, start_of_day
-from allocations.usage.ingest import ingest_sacct
+from allocations.usage.ingest import ingest_sacct, receive_payload
 from allocations.usage.reconcile import reconcile_system
 from programmes.models import ProposalMember
 from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
@@ -153,6 +153,55 @@ def test_the_unmatched_page_offers_each_account_its_systems_allocations_in_the_s
     rows = client.get(reverse("usage:unmatched")).context["accounts"]
     assert len(rows) == 10
     assert {row["system"]: row["allocations"] for row in rows} == {system.pk: [on_isambard], dawn.pk: [on_dawn]}
+
+
+def received_minutes_ago(system, minutes: int, job: int = 1) -> IngestBatch:
+    batch = receive_payload(system=system, payload=payload(sacct_line(job)), source="api").batch
+    IngestBatch.objects.filter(pk=batch.pk).update(received_at=timezone.now() - timedelta(minutes=minutes))
+    return batch
+
+
+def test_a_batch_whose_reading_was_lost_says_so_and_an_admin_has_it_read(
+    client, admin, system, django_capture_on_commit_callbacks
+):
+    lost = received_minutes_ago(system, 3 * 24 * 60)
+    page = client.get(reverse("usage:batch-detail", args=[lost.pk])).content.decode()
+    assert "3\xa0days ago and still not read" in page
+    assert "Read this batch now" in page
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("usage:batch-read", args=[lost.pk]))
+
+    assert response.status_code == 302
+    lost.refresh_from_db()
+    assert (lost.status, lost.new) == ("ingested", 1)
+    page = client.get(reverse("usage:batch-detail", args=[lost.pk])).content.decode()
+    assert "still not read" not in page and "Read this batch now" not in page
+    with django_capture_on_commit_callbacks() as queued:
+        client.post(reverse("usage:batch-read", args=[lost.pk]))
+    assert not queued  # read already: nothing queued
+    assert (
+        "This batch has been read already" in client.get(reverse("usage:batch-detail", args=[lost.pk])).content.decode()
+    )
+
+
+def test_a_batch_being_read_is_not_called_lost(client, admin, system):
+    page = client.get(reverse("usage:batch-detail", args=[received_minutes_ago(system, 5).pk])).content.decode()
+
+    assert "its rows are being read" in page
+    assert "still not read" not in page and "Read this batch now" not in page
+
+
+def test_an_assessor_sees_a_lost_batch_of_their_system_but_cannot_have_it_read(client, make_persona, system):
+    assessor = make_persona("assessor")
+    client.force_login(assessor)
+    lost = received_minutes_ago(system, 60)
+
+    page = client.get(reverse("usage:batch-detail", args=[lost.pk])).content.decode()
+
+    assert "still not read" in page and "Read this batch now" not in page
+    assert client.post(reverse("usage:batch-read", args=[lost.pk])).status_code == 403
+    assert IngestBatch.objects.get().status == "received"
 
 
 def test_an_assessor_sees_the_batches_of_their_system_only_and_cannot_assign(client, make_persona, system):
