@@ -20,12 +20,14 @@ import io
 import itertools
 import json
 import re
+import string
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import BinaryIO
 
 RECOMMENDED_FORMAT = "JobID,JobIDRaw,Cluster,Account,User,State,Submit,Start,End,ElapsedRaw,AllocTRES,JobName"
+# "," is detected only to be refused with its reason (see _CHARACTERS_IN_VALUES).
 DELIMITER_CANDIDATES = ("|", "\u2603", ";", ",", "\t")
 ELAPSED_SECONDS_LIMIT = 10**10
 GPU_COUNT_LIMIT = 100_000
@@ -423,7 +425,30 @@ def _first_non_blank_line(lines: Iterator[tuple[int, bytes]]) -> tuple[list[byte
     raise SacctFormatError("the payload is empty")
 
 
+# Characters that sacct's own values hold: AllocTRES `billing=8,gres/gpu:h100=4`, times `2026-03-01T10:00:00`,
+# job ids `123_[1-9%2]` and `45+1`, states `CANCELLED by 0`. sacct does not escape its delimiter, so a delimiter
+# made of any of them splits values apart: with `,` a job's AllocTRES loses its GPUs without an error.
+_CHARACTERS_IN_VALUES = frozenset(string.ascii_letters + string.digits + ",=/:-_.+[]%() ")
+
+
 def _text_layout(
+    first_line_number: int,
+    first_line: bytes,
+    lines: Iterator[tuple[int, bytes]],
+    delimiter: str | None,
+    columns: list[str] | None,
+) -> tuple[_Layout, Iterable[tuple[int, bytes]]]:
+    layout, data_lines = _detected_layout(first_line_number, first_line, lines, delimiter, columns)
+    if any(character in _CHARACTERS_IN_VALUES for character in layout.delimiter):
+        raise SacctFormatError(
+            f"{layout.delimiter!r} cannot be the delimiter: sacct does not escape it, and it occurs inside sacct's "
+            "values (AllocTRES holds ',' and '=', times ':' and '-'), so they would be split apart; run sacct with "
+            "--parsable2 (its delimiter is '|') or give --delimiter a character such as '|' or '\u2603'"
+        )
+    return layout, data_lines
+
+
+def _detected_layout(
     first_line_number: int,
     first_line: bytes,
     lines: Iterator[tuple[int, bytes]],

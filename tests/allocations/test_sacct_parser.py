@@ -155,13 +155,30 @@ def test_it_rejects_a_parsable_line_without_its_trailing_delimiter_as_truncated(
     assert "truncated" in result.rejected[0].reason
 
 
-@pytest.mark.parametrize("delimiter", ["\u2603", ";", ",", "\t"])
+@pytest.mark.parametrize("delimiter", ["\u2603", ";", "\t"])
 def test_it_detects_the_delimiter_from_the_header(delimiter):
     data = payload(delimiter.join(COLUMNS), line(delimiter=delimiter, AllocTRES="gres/gpu=2"))
 
     job = only_job(parse_sacct(data))
 
     assert (job.job_id, job.account, job.gpus, job.job_name) == ("1001", "airr-00042", 2, "train")
+
+
+@pytest.mark.parametrize("given", [None, ","])
+def test_a_comma_delimiter_is_refused_since_alloctres_holds_commas(given):
+    """sacct does not escape its delimiter: split on commas, AllocTRES would lose its GPUs to JobName."""
+    data = payload(",".join(COLUMNS), line(delimiter=",", AllocTRES="billing=8,cpu=8,gres/gpu=4"))
+
+    with pytest.raises(SacctFormatError, match="',' cannot be the delimiter: sacct does not escape it"):
+        parse_sacct(data, delimiter=given)
+
+
+@pytest.mark.parametrize("delimiter", [":", "=", "-", " ", "x", "7", "|:"])
+def test_a_delimiter_that_occurs_in_sacct_values_is_refused(delimiter):
+    data = payload(delimiter.join(COLUMNS), line(delimiter=delimiter))
+
+    with pytest.raises(SacctFormatError, match="cannot be the delimiter"):
+        parse_sacct(data, delimiter=delimiter)
 
 
 def test_an_explicit_delimiter_overrides_detection():

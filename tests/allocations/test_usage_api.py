@@ -333,3 +333,14 @@ def test_the_beat_reads_again_a_batch_whose_reading_was_lost_for_a_day_and_no_lo
     assert statuses == {lost.pk: "ingested", being_read.pk: "received", given_up.pk: "received"}
     assert list(JobRecord.objects.values_list("job_id", flat=True)) == ["1"]
     assert ingest_stalled_batches_task() == 0  # read once
+
+
+def test_sacct_output_split_by_commas_is_a_400_not_jobs_charged_nothing(client, system, key):
+    header = "JobID,JobIDRaw,Cluster,Account,User,State,Submit,Start,End,ElapsedRaw,AllocTRES,JobName"
+    row = sacct_line(1).replace("|", ",")  # sacct --delimiter=, : AllocTRES's own commas split it apart
+
+    response = post(client, system, f"{header}\n{row}\n".encode(), key)
+
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("',' cannot be the delimiter")
+    assert not JobRecord.objects.exists()
