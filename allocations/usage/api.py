@@ -19,7 +19,7 @@ from allocations.models import IngestBatch
 from programmes.models import System
 
 from .authentication import IngestTokenAuthentication, IsIngestTokenOfSystem, IsIngestTokenOfSystemOrAdmin
-from .ingest import IngestError, batch_summary, ingest_sacct, receive_payload
+from .ingest import IngestError, PayloadExpandsTooFar, batch_summary, ingest_sacct, receive_payload
 from .limits import account_limits
 from .services import enqueue_ingest, enqueue_reconciliation
 from .variance import UsageReportError, record_usage_report
@@ -125,13 +125,15 @@ class UsageIngestView(APIView):
         }
         try:
             outcome = receive_payload(**options) if respond_async else ingest_sacct(**options)
+        except PayloadExpandsTooFar as problem:
+            raise PayloadTooLarge(str(problem)) from None
         except IngestError as problem:
             return _unreadable(str(problem))
         finally:
             body.close()
         batch = outcome.batch
         if batch.status == IngestBatch.Status.FAILED:
-            # Only asynchronously: the same bytes were received before and could not be read.
+            # Only when another request read these same bytes meanwhile, and could not.
             return _unreadable(batch.error)
         if batch.status == IngestBatch.Status.RECEIVED:
             # Asked for asynchronously, or the same bytes still waiting for a worker: (again) queued, which is

@@ -131,7 +131,7 @@ def receive_payload(
     existing = IngestBatch.objects.filter(system=system, sha256=sha256).first()
     if existing is not None:
         temporary.unlink()
-        return IngestOutcome(existing, is_duplicate=True)
+        return _received_again(existing, delimiter=delimiter, columns=columns)
     stored = temporary.with_name(f"{sha256}{GZIP_SUFFIX if is_gzip else PLAIN_SUFFIX}")
     os.replace(temporary, stored)
     try:
@@ -154,6 +154,25 @@ def receive_payload(
             stored.unlink(missing_ok=True)  # its payload is compressed already: this copy would be left over
         return IngestOutcome(existing, is_duplicate=True)
     return IngestOutcome(batch, is_duplicate=False)
+
+
+def _received_again(batch: IngestBatch, *, delimiter: str | None, columns: list[str] | None) -> IngestOutcome:
+    """Bytes received before: a duplicate that changes nothing, unless they could not be read then.
+
+    A batch that failed is read again, with the delimiter and columns sent this time: its error may have asked
+    for them, or the system's settings or the size limit may have changed since.
+    """
+    again = reopen_failed_batch(batch, delimiter=delimiter or "", columns=",".join(columns or []))
+    return IngestOutcome(batch, is_duplicate=not again)
+
+
+def reopen_failed_batch(batch: IngestBatch, *, delimiter: str, columns: str) -> bool:
+    """Make a failed batch `received` again, to be read with these options; False if it had not failed."""
+    reopened = IngestBatch.objects.filter(pk=batch.pk, status=IngestBatch.Status.FAILED).update(
+        status=IngestBatch.Status.RECEIVED, error="", delimiter=delimiter, columns=columns
+    )
+    batch.refresh_from_db()
+    return bool(reopened)
 
 
 def open_raw(batch: IngestBatch) -> BinaryIO:
@@ -372,7 +391,7 @@ def process_batch(*, batch: IngestBatch, progress: Callable[[int], None] | None 
                 batch.status = IngestBatch.Status.INGESTED
                 batch.error = ""
                 batch.save()
-    except _PayloadTooLarge as problem:
+    except PayloadExpandsTooFar as problem:
         IngestBatch.objects.filter(pk=batch.pk).update(status=IngestBatch.Status.FAILED, error=str(problem))
         batch.refresh_from_db()
         raise
@@ -385,8 +404,8 @@ def process_batch(*, batch: IngestBatch, progress: Callable[[int], None] | None 
     return batch
 
 
-class _PayloadTooLarge(IngestError):
-    pass
+class PayloadExpandsTooFar(IngestError):
+    """The payload, unzipped, is over INGEST_MAX_UNCOMPRESSED_BYTES (the API answers 413)."""
 
 
 class _CountingReader(io.RawIOBase):
@@ -415,7 +434,7 @@ class _CountingReader(io.RawIOBase):
         if size:
             self.total += size
             if self.total > self.limit:
-                raise _PayloadTooLarge(
+                raise PayloadExpandsTooFar(
                     f"The payload expands to more than {self.limit // (1024 * 1024)} MB: send a shorter window"
                 )
             if self.progress is not None:

@@ -26,7 +26,7 @@ from allocations.statements import statement_csv_filename, statement_csv_rows
 from programmes.models import System
 
 from .forms import AssignAccountForm, IngestTokenForm, UploadForm
-from .ingest import receive_payload
+from .ingest import receive_payload, reopen_failed_batch
 from .services import (
     UsageError,
     assign_unmatched_account,
@@ -120,6 +120,7 @@ def batch_detail(request, pk):
             and batch.rejected_rows.filter(replayed_at__isnull=True).exists(),
             "is_stalled": is_stalled,
             "can_read": is_stalled and roles.is_admin(request.user),
+            "can_read_again": batch.status == IngestBatch.Status.FAILED and roles.is_admin(request.user),
         },
     )
 
@@ -127,12 +128,14 @@ def batch_detail(request, pk):
 @login_required
 @require_POST
 def batch_read(request, pk):
-    """Queue a batch whose reading was lost to be read again (the beat does it for a day, then leaves it here)."""
+    """Queue a batch to be read again: one whose reading was lost (the beat does it for a day, then leaves it
+    here), or one that failed, after its system's settings or the size limit were changed."""
     _require_admin(request.user)
     batch = get_object_or_404(IngestBatch, pk=pk)
+    reopen_failed_batch(batch, delimiter=batch.delimiter, columns=batch.columns)  # a failed one: received again
     if batch.status == IngestBatch.Status.RECEIVED:
         enqueue_ingest(batch)
-        messages.success(request, "Batch queued to be read: refresh this page to see its counts")
+        messages.success(request, "Batch queued to be read again: refresh this page to see its counts")
     else:
         messages.error(request, "This batch has been read already: nothing was queued")
     return redirect("usage:batch-detail", pk=batch.pk)

@@ -270,19 +270,51 @@ def test_bytes_still_waiting_are_queued_again_on_the_same_batch(
     assert JobRecord.objects.count() == 1
 
 
-def test_an_unreadable_payload_shows_failed_with_its_reason_and_is_a_400_when_sent_again(
-    client, system, key, django_capture_on_commit_callbacks
-):
-    data = b"\xff\xfe\x00 not sacct"
+def test_an_unreadable_payload_shows_failed_with_its_reason(client, system, key, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        response = post_async(client, system, data, key)
+        response = post_async(client, system, b"\xff\xfe\x00 not sacct", key)
 
     assert response.status_code == 202
     failed = poll(client, response, key).json()
-    assert failed["status"] == "failed" and failed["error"]
-    again = post_async(client, system, data, key)
-    assert again.status_code == 400
-    assert (again.json()["code"], again.json()["detail"]) == ("unreadable_payload", failed["error"])
+    assert failed["status"] == "failed"
+    assert failed["error"] == "line 1, the first line, is not valid UTF-8"
+
+
+def test_bytes_that_failed_are_read_again_with_the_column_names_their_error_asked_for(
+    client, system, key, django_capture_on_commit_callbacks
+):
+    headerless = payload(sacct_line(1)).split(b"\n", 1)[1]  # sacct --noheader
+    refused = post(client, system, headerless, key)
+    assert refused.status_code == 400 and "pass the column names" in refused.json()["detail"]
+
+    columns = "JobID,JobIDRaw,Cluster,Account,User,State,Submit,Start,End,ElapsedRaw,AllocTRES,JobName"
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.generic(
+            "POST",
+            reverse("usage-ingest", args=[system.slug]) + f"?columns={columns}",
+            headerless,
+            content_type="text/plain",
+            HTTP_AUTHORIZATION=f"Bearer {key}",
+        )
+
+    assert response.status_code == 201, response.json()
+    assert (response.json()["batch"], response.json()["duplicate"]) == (IngestBatch.objects.get().pk, False)
+    assert response.json()["new"] == 1 and JobRecord.objects.count() == 1
+    # Read now: the same bytes again change nothing.
+    assert post(client, system, headerless, key).json()["duplicate"] is True
+
+
+def test_a_payload_too_large_once_unzipped_is_a_413_and_is_read_once_the_limit_allows(client, system, key, settings):
+    body = gzip.compress(payload(*[sacct_line(n) for n in range(1, 200)]))
+    settings.INGEST_MAX_UNCOMPRESSED_BYTES = 10_000
+
+    refused = post(client, system, body, key, HTTP_CONTENT_ENCODING="gzip")
+
+    assert refused.status_code == 413
+    assert refused.json()["detail"].startswith("The payload expands to more than")
+    settings.INGEST_MAX_UNCOMPRESSED_BYTES = 10_000_000
+    response = post(client, system, body, key, HTTP_CONTENT_ENCODING="gzip")
+    assert response.status_code == 201 and response.json()["new"] == 199
 
 
 def test_a_batch_is_read_only_with_its_systems_token_or_by_an_admin(client, system, key):

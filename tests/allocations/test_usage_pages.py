@@ -15,7 +15,7 @@ from airr_portal.services import hash_key
 from allocations import ledger
 from allocations.models import Allocation, IngestBatch, IngestToken, JobRecord, RejectedRow, ThresholdNotice
 from allocations.selectors import account_statement, start_of_day
-from allocations.usage.ingest import ingest_sacct, receive_payload
+from allocations.usage.ingest import IngestError, ingest_sacct, receive_payload
 from allocations.usage.reconcile import reconcile_system
 from programmes.models import ProposalMember
 from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
@@ -183,6 +183,25 @@ def test_a_batch_whose_reading_was_lost_says_so_and_an_admin_has_it_read(
     assert (
         "This batch has been read already" in client.get(reverse("usage:batch-detail", args=[lost.pk])).content.decode()
     )
+
+
+def test_an_admin_has_a_failed_batch_read_again_once_the_limit_allows(
+    client, admin, system, settings, django_capture_on_commit_callbacks
+):
+    settings.INGEST_MAX_UNCOMPRESSED_BYTES = 1000
+    with pytest.raises(IngestError):
+        ingest_sacct(system=system, payload=payload(*[sacct_line(n) for n in range(1, 20)]), source="command")
+    failed = IngestBatch.objects.get()
+    page = client.get(reverse("usage:batch-detail", args=[failed.pk])).content.decode()
+    assert "This payload could not be read" in page and "Read this batch again" in page
+
+    settings.INGEST_MAX_UNCOMPRESSED_BYTES = 1_000_000
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("usage:batch-read", args=[failed.pk]))
+
+    failed.refresh_from_db()
+    assert (failed.status, failed.new, failed.error) == ("ingested", 19, "")
+    assert "Read this batch again" not in client.get(reverse("usage:batch-detail", args=[failed.pk])).content.decode()
 
 
 def test_a_batch_being_read_is_not_called_lost(client, admin, system):
