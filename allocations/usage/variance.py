@@ -14,9 +14,10 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Sum
 
 from allocations import ledger
-from allocations.models import Allocation, UsageReport
+from allocations.models import Allocation, JobCharge, SchedulerAccountAlias, UsageReport
 from programmes.models import System
 
 
@@ -84,6 +85,14 @@ def parse_usage_report(payload: bytes) -> dict[str, int]:
     return minutes
 
 
+def _charged_to_jobs_of(alias: SchedulerAccountAlias) -> int:
+    """GPU-seconds the ledger holds for the jobs an assigned account ran, read through its allocation's records."""
+    charges = JobCharge.objects.filter(
+        job_record__allocation=alias.allocation, job_record__system=alias.system, job_record__account=alias.account
+    )
+    return charges.aggregate(total=Sum("seconds"))["total"] or 0
+
+
 def record_usage_report(*, system: System, payload: bytes) -> list[UsageReport]:
     """Record the variance of each reported account against the ledger; flag those beyond the tolerance."""
     minutes = parse_usage_report(payload)
@@ -91,12 +100,24 @@ def record_usage_report(*, system: System, payload: bytes) -> list[UsageReport]:
     allocations = {
         a.scheduler_account: a for a in Allocation.objects.filter(system=system, scheduler_account__in=minutes)
     }
+    # An allocation's own account is compared with the allocation's whole usage: what Slurm shows for it once an
+    # assigned account sits under it, as the README advises. An assigned account, with what its own jobs were
+    # charged.
     figures = ledger.usage_and_commitments([a.pk for a in allocations.values()])
+    charged_by_account = {account: figures[allocation.pk][0] for account, allocation in allocations.items()}
+    assigned = (
+        SchedulerAccountAlias.objects.filter(system=system, account__in=minutes)
+        .exclude(account__in=allocations)
+        .select_related("allocation")
+    )
+    for alias in assigned:
+        allocations[alias.account] = alias.allocation
+        charged_by_account[alias.account] = _charged_to_jobs_of(alias)
     tolerance = Decimal(str(settings.USAGE_VARIANCE_TOLERANCE_PERCENT))
     reports = []
     for account, used_minutes in sorted(minutes.items()):
         allocation = allocations.get(account)
-        charged = figures[allocation.pk][0] if allocation else 0
+        charged = charged_by_account.get(account, 0)
         reported = int((Decimal(used_minutes * 60) * factor).to_integral_value(rounding=ROUND_HALF_UP))
         variance = reported - charged
         # Slurm rolls usage up each minute; anything within a GPU-hour or the tolerance is normal lag.

@@ -161,6 +161,37 @@ def test_a_clusters_usage_report_records_and_flags_the_variance(client, system):
     assert variance == {"airr-00001": (5 * 60, False), "airr-00002": (10 * HOUR, True)}
 
 
+def test_an_assigned_account_is_compared_with_what_its_own_jobs_were_charged(client, system, alice):
+    from allocations.usage.services import assign_unmatched_account
+
+    allocation = funded_allocation(system, account="airr-00001")
+    old = sacct_line(7, account="old-name", elapsed=HOUR)
+    ingest_sacct(system=system, payload=payload(sacct_line(1, elapsed=2 * HOUR), old), source="command")
+    assign_unmatched_account(system=system, account="old-name", allocation=allocation, actor=alice)
+    reconcile_system(system=system)
+    assert ledger.net_usage(ledger.allocation_account(allocation)) == 3 * HOUR
+    _, key = create_ingest_token(system=system, name="cron", actor=None)
+    # sshare once old-name sits under the allocation's account: the parent's row includes its child's usage.
+    report = "Account|User|GrpTRESRaw\nairr-00001||gres/gpu=180\n old-name||gres/gpu=60\n"
+
+    response = client.generic(
+        "POST",
+        reverse("usage-report", args=[system.slug]),
+        report.encode(),
+        content_type="text/plain",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+    )
+
+    assert response.status_code == 201, response.json()
+    rows = {
+        r.account: (r.allocation, r.reported_seconds, r.ledger_seconds, r.is_flagged) for r in UsageReport.objects.all()
+    }
+    assert rows == {
+        "airr-00001": (allocation, 3 * HOUR, 3 * HOUR, False),
+        "old-name": (allocation, HOUR, HOUR, False),
+    }
+
+
 def test_a_usage_report_without_the_columns_is_a_400(client, system):
     _, key = create_ingest_token(system=system, name="cron", actor=None)
     response = client.generic(
