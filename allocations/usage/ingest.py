@@ -35,6 +35,7 @@ import psycopg2.errors
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
+from allocations.ledger import MAX_SECONDS
 from allocations.models import (
     Allocation,
     IngestBatch,
@@ -58,6 +59,10 @@ CHUNK_ROWS = 5000
 # Column widths of JobRecord; a longer value is rejected with a reason rather than cut.
 _FIELD_LIMITS = {"job_id": 64, "job_id_raw": 64, "account": 64, "user": 64, "state": 32}
 JOB_NAME_LIMIT = 200
+# A reconciliation run charges each allocation the sum of its jobs in one movement, which the ledger caps at
+# MAX_SECONDS: a job above a hundredth of it (2.8 million GPU-hours, a 5,000-GPU machine for three weeks) is no
+# real job, and charged it would stop its system's charging.
+JOB_GPU_SECONDS_LIMIT = MAX_SECONDS // 100
 REJECTED_IN_RESPONSE = 1000
 
 
@@ -341,6 +346,15 @@ def _too_long(row: JobRow) -> str | None:
     return _too_long_fields(row.job_id, row.job_id_raw, row.account, row.user, row.state)
 
 
+def _too_costly(gpu_seconds: int) -> str | None:
+    if gpu_seconds <= JOB_GPU_SECONDS_LIMIT:
+        return None
+    return (
+        f"the job would be charged {gpu_seconds // 3600:,} GPU-hours, more than the "
+        f"{JOB_GPU_SECONDS_LIMIT // 3600:,} any one job can use: its ElapsedRaw or AllocTRES is not a real figure"
+    )
+
+
 @dataclass
 class _Counts:
     new: int = 0
@@ -461,7 +475,7 @@ def _record_rows(*, batch: IngestBatch, rows: SacctReader, seq: int, on_rejected
         elif row.start is None:
             # It never ran (pending, or cancelled before starting): nothing to charge, nothing to store.
             counts.never_started += 1
-        elif (problem := _too_long(row)) is not None:
+        elif problem := _too_long(row) or _too_costly(gpu_seconds_of(row.gpus, row.elapsed_seconds, factor)):
             if on_rejected is not None:
                 on_rejected(row.line_number, problem)
                 continue
@@ -666,7 +680,7 @@ def _record_rows_postgresql(*, batch, reader: SacctReader, seq: int, on_rejected
 
     def copy_lines() -> Iterator[str]:
         escapes, match = _COPY_ESCAPES, matcher.match_text
-        plain_factor = factor == 1
+        plain_factor, cost_limit = factor == 1, JOB_GPU_SECONDS_LIMIT
         head, tail = f"{system.pk}\t", f"\t{seq}\t{batch.pk}\n"
         for record in reader.records():
             if type(record) is SacctRejectedRow:
@@ -680,10 +694,13 @@ def _record_rows_postgresql(*, batch, reader: SacctReader, seq: int, on_rejected
             if (problem := _too_long_fields(job_id, job_id_raw, account, user, state)) is not None:
                 reject(line_number, raw, problem)
                 continue
+            cost = gpus * elapsed if plain_factor else gpu_seconds_of(gpus, elapsed, factor)
+            if cost > cost_limit:
+                reject(line_number, raw, _too_costly(cost))
+                continue
             allocation_id, outside = match(account, start, end)
             if allocation_id is None:
                 counts.unmatched += 1
-            cost = gpus * elapsed if plain_factor else gpu_seconds_of(gpus, elapsed, factor)
             if len(name) > JOB_NAME_LIMIT:
                 name = name[:JOB_NAME_LIMIT]
             if "\\" in raw or "\t" in raw or "\r" in raw:

@@ -29,7 +29,9 @@ from typing import BinaryIO
 RECOMMENDED_FORMAT = "JobID,JobIDRaw,Cluster,Account,User,State,Submit,Start,End,ElapsedRaw,AllocTRES,JobName"
 # "," is detected only to be refused with its reason (see _CHARACTERS_IN_VALUES).
 DELIMITER_CANDIDATES = ("|", "\u2603", ";", ",", "\t")
-ELAPSED_SECONDS_LIMIT = 10**10
+# Slurm counts elapsed seconds in 32 bits, and keeps its two top values as markers ("no value", "infinite"):
+# from there on, a figure is no duration.
+ELAPSED_SECONDS_LIMIT = 2**32 - 2
 GPU_COUNT_LIMIT = 100_000
 
 # Column names as sacct prints them, keyed by their lower-case form (sacct itself ignores case).

@@ -511,3 +511,26 @@ def test_a_chunk_refused_at_its_first_row_still_records_every_row_after_it(syste
 
     assert (outcome.batch.new, outcome.batch.unchanged) == (6000, 1)
     assert JobRecord.objects.count() == 6001
+
+
+def test_a_job_no_allocation_could_pay_for_is_rejected_and_the_rest_are_charged(system):
+    """One absurd row (Slurm's no-value elapsed on a big job) must not stop its system's charging."""
+    from allocations import ledger
+    from allocations.usage.reconcile import reconcile_system
+    from tests.allocations.usage_helpers import HOUR
+
+    allocation = funded_allocation(system)
+    data = payload(
+        sacct_line(1, gpus=9999, elapsed=999_999_999),
+        sacct_line(2, gpus=1, elapsed=2**32 - 2),
+        sacct_line(3, gpus=2, elapsed=HOUR),
+    )
+
+    batch = ingest(system, data).batch
+
+    reasons = dict(RejectedRow.objects.values_list("line_number", "reason"))
+    assert reasons[2].startswith("the job would be charged 2,777,499,997 GPU-hours, more than the 2,777,777")
+    assert reasons[3] == f"ElapsedRaw is {2**32 - 2} or more, which no job reaches"
+    assert (batch.new, batch.rejected) == (1, 2)
+    reconcile_system(system=system)
+    assert ledger.net_usage(ledger.allocation_account(allocation)) == 2 * HOUR
