@@ -73,7 +73,8 @@ class IngestError(ValueError):
 def batch_summary(batch: IngestBatch) -> dict:
     """What came of a batch, as the ingest API answers it: its status, format, counts and first rejected rows."""
     # A response stays small however bad the payload: the first thousand here, all on the batch's page.
-    rejected = list(batch.rejected_rows.values("line_number", "reason")[:REJECTED_IN_RESPONSE])
+    still = batch.rejected_rows.filter(replayed_at__isnull=True)  # not those recorded since, on a replay
+    rejected = list(still.values("line_number", "reason")[:REJECTED_IN_RESPONSE])
     return {
         "batch": batch.pk,
         "status": batch.status,

@@ -11,7 +11,7 @@ import zoneinfo
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from airr_portal.services import hash_key
@@ -189,7 +189,7 @@ def replay_rejected_rows(*, batch: IngestBatch, actor) -> tuple[int, int]:
 
     with transaction.atomic():
         seq = next_change_seq(system)
-        _record_rows(batch=batch, rows=reader, seq=seq, on_rejected=on_rejected)
+        counts = _record_rows(batch=batch, rows=reader, seq=seq, on_rejected=on_rejected)
         now = timezone.now()
         for index, row in enumerate(pending):
             if index in failures:
@@ -199,6 +199,9 @@ def replay_rejected_rows(*, batch: IngestBatch, actor) -> tuple[int, int]:
                 row.replayed_at = now
                 row.replay_outcome = "Recorded"
         RejectedRow.objects.bulk_update(pending, ["reason", "replayed_at", "replay_outcome"])
-        IngestBatch.objects.filter(pk=batch.pk).update(rejected=len(failures))
+        # The rows recorded now join the batch's counts, as if they had read the first time.
+        recorded = {name: F(name) + getattr(counts, name) for name in ("new", "updated", "unchanged", "unmatched")}
+        never_started = F("never_started") + counts.never_started
+        IngestBatch.objects.filter(pk=batch.pk).update(rejected=len(failures), never_started=never_started, **recorded)
         enqueue_reconciliation(system)
     return len(pending) - len(failures), len(failures)

@@ -15,7 +15,7 @@ from airr_portal.services import hash_key
 from allocations import ledger
 from allocations.models import Allocation, IngestBatch, IngestToken, JobRecord, RejectedRow, ThresholdNotice
 from allocations.selectors import account_statement, start_of_day
-from allocations.usage.ingest import IngestError, ingest_sacct, receive_payload
+from allocations.usage.ingest import IngestError, batch_summary, ingest_sacct, receive_payload
 from allocations.usage.reconcile import reconcile_system
 from programmes.models import ProposalMember
 from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
@@ -87,6 +87,10 @@ def test_rejected_rows_are_replayed_after_the_system_settings_are_fixed(
     assert ledger.net_usage(ledger.allocation_account(allocation)) == 2 * HOUR
     page = client.get(reverse("usage:batch-detail", args=[batch.pk])).content.decode()
     assert "Recorded" in page
+    # The batch counts the row it now holds, and lists no row as rejected any more.
+    batch.refresh_from_db()
+    assert (batch.new, batch.unmatched, batch.rejected) == (2, 0, 0)
+    assert batch_summary(batch)["rejected_rows"] == []
 
 
 def test_a_row_still_unreadable_on_replay_keeps_its_place_with_the_new_reason(client, admin, system):
