@@ -29,7 +29,15 @@ def ensure_demo_users() -> dict[str, User]:
     users = {}
     for role, email, full_name, needs_mfa in DEMO_USERS:
         user, created = User.objects.get_or_create(
-            email=email, defaults={"full_name": full_name, "organisation": "AIRR demo", "is_staff": role == "admin"}
+            email=email,
+            # The demo admin may also edit systems, programmes and users on the admin site, which needs every
+            # permission: a real service's staff are given theirs there.
+            defaults={
+                "full_name": full_name,
+                "organisation": "AIRR demo",
+                "is_staff": role == "admin",
+                "is_superuser": role == "admin",
+            },
         )
         if created:
             user.set_password(DEMO_PASSWORD)

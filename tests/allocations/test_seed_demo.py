@@ -36,7 +36,11 @@ def test_seed_demo_creates_systems_programmes_and_one_user_per_role_and_can_run_
     director = User.objects.get(email="director@demo.airr.example")
     assert roles.is_programme_director(director) and roles.has_mfa(director)
     assert roles.is_technical_assessor(User.objects.get(email="assessor@demo.airr.example"))
-    assert roles.is_admin(User.objects.get(email="admin@demo.airr.example"))
+    admin = User.objects.get(email="admin@demo.airr.example")
+    assert roles.is_admin(admin)
+    # On the admin site, the demo admin can edit a system's settings (its time zone, its charge factor).
+    assert admin.has_perm("programmes.change_system")
+    assert not User.objects.get(email="director@demo.airr.example").has_perm("programmes.change_system")
     assert roles.roles_of(User.objects.get(email="applicant@demo.airr.example")) == [roles.ROLE_APPLICANT]
     builder_fund = FundPool.objects.get(programme__slug="open-source-ai-builder-fund", system__slug="isambard-ai")
     # Deposited once, although the command ran twice; the demo award is committed from it once too.
