@@ -1,6 +1,8 @@
 """Validators shared by the apps' models, forms and API serializers."""
 
+import zoneinfo
 from datetime import date
+from functools import cache
 
 from django.core.exceptions import ValidationError
 
@@ -12,3 +14,15 @@ EARLIEST_DATE, LATEST_DATE = date(2000, 1, 1), date(2099, 12, 31)
 def validate_service_date(value: date) -> None:
     if not EARLIEST_DATE <= value <= LATEST_DATE:
         raise ValidationError("Enter a date from 2000 to 2099", code="date_out_of_range")
+
+
+@cache
+def _known_time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def validate_time_zone(value: str) -> None:
+    if value not in _known_time_zones():
+        raise ValidationError(
+            "Enter a time zone of the IANA database, such as UTC or Europe/London", code="unknown_time_zone"
+        )

@@ -7,7 +7,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
-from airr_portal.validators import validate_service_date
+from airr_portal.validators import validate_service_date, validate_time_zone
 
 
 class SystemQuerySet(models.QuerySet):
@@ -32,7 +32,10 @@ class System(models.Model):
         help_text="GPU-hours charged per GPU-hour used.",
     )
     time_zone = models.CharField(
-        max_length=64, default="UTC", help_text="How to read sacct timestamps that carry no offset."
+        max_length=64,
+        default="UTC",
+        validators=[validate_time_zone],
+        help_text="How to read sacct timestamps that carry no offset, and where allocation days begin.",
     )
     assessors = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="assessed_systems", blank=True)
 

@@ -296,7 +296,7 @@ class _Matcher:
     """Resolves a scheduler account to its allocation and says whether a run falls outside its window."""
 
     def __init__(self, system: System):
-        tz = zoneinfo.ZoneInfo(system.time_zone or "UTC")
+        tz = time_zone_of(system)
         # Accounts an admin assigned to an allocation (SchedulerAccountAlias) first, so that an allocation's
         # own account wins over an alias of the same name.
         aliases = SchedulerAccountAlias.objects.filter(system=system, allocation__system=system).values_list(
@@ -366,9 +366,20 @@ class _Counts:
     never_started: int = 0
 
 
+def time_zone_of(system: System) -> zoneinfo.ZoneInfo:
+    """The zone sacct's times are read in, and allocation days bounded by; IngestError if it is no zone."""
+    try:
+        return zoneinfo.ZoneInfo(system.time_zone or "UTC")
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise IngestError(
+            f"{system.name}'s time zone {system.time_zone!r} is not a known time zone: an admin can correct it on "
+            "the admin site (Systems), then have the batch read again"
+        ) from None
+
+
 def read_batch(batch: IngestBatch, source) -> SacctReader:
     """A reader over `source` with the batch's settings: its system's time zone, delimiter and columns."""
-    tz = zoneinfo.ZoneInfo(batch.system.time_zone or "UTC")
+    tz = time_zone_of(batch.system)
     return iter_sacct(
         source,
         tz=UTC if tz.key == "UTC" else tz,  # the reader's fast path knows UTC by identity
@@ -385,7 +396,7 @@ def process_batch(*, batch: IngestBatch, progress: Callable[[int], None] | None 
             source = _CountingReader.reading(raw, progress)
             try:
                 reader = read_batch(batch, source)
-            except SacctFormatError as problem:
+            except (SacctFormatError, IngestError) as problem:
                 IngestBatch.objects.filter(pk=batch.pk).update(status=IngestBatch.Status.FAILED, error=str(problem))
                 batch.refresh_from_db()
                 raise IngestError(str(problem)) from None

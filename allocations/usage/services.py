@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import zoneinfo
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
@@ -25,7 +24,7 @@ from allocations.models import (
 )
 from programmes.models import System
 
-from .ingest import _record_rows, next_change_seq, open_raw, read_batch, window_instants
+from .ingest import IngestError, _record_rows, next_change_seq, open_raw, read_batch, time_zone_of, window_instants
 from .sacct import SacctFormatError
 
 TOKEN_PREFIX = "airr_ingest_"
@@ -135,9 +134,11 @@ def assign_unmatched_account(*, system: System, account: str, allocation: Alloca
             moved = records.update(allocation=allocation, changed_seq=seq)
             # A run outside the allocation's dates is still charged (usage happened), but flagged for an operator:
             # the rule ingest applies, in the system's time zone.
-            opens, closes = window_instants(
-                allocation.start_date, allocation.end_date, zoneinfo.ZoneInfo(system.time_zone or "UTC")
-            )
+            try:
+                zone = time_zone_of(system)
+            except IngestError as problem:
+                raise UsageError(str(problem)) from None
+            opens, closes = window_instants(allocation.start_date, allocation.end_date, zone)
             JobRecord.objects.filter(system=system, account=account, allocation=allocation, changed_seq=seq).filter(
                 Q(start__lt=opens) | Q(end__gte=closes) | Q(end__isnull=True, start__gte=closes)
             ).update(is_outside_window=True)
@@ -179,7 +180,7 @@ def replay_rejected_rows(*, batch: IngestBatch, actor) -> tuple[int, int]:
         payload = b"\n".join([*header, *(row.raw.encode() for row in pending)]) + b"\n"
     try:
         reader = read_batch(batch, payload)
-    except SacctFormatError as problem:
+    except (SacctFormatError, IngestError) as problem:
         raise UsageError(f"The batch cannot be read again: {problem}") from None
     offset = 0 if (is_json or batch.columns) else 1
     failures: dict[int, str] = {}

@@ -240,3 +240,16 @@ def test_every_job_record_points_at_its_system_and_an_allocation_that_exist(syst
     }
     assert not records.exclude(system__in=System.objects.all()).exists()
     assert not records.filter(allocation__isnull=False).exclude(allocation__pool__system=F("system")).exists()
+
+
+def test_an_assignment_on_a_system_whose_time_zone_is_mistyped_is_refused_and_changes_nothing(system, alice):
+    allocation = funded_allocation(system)
+    ingest(system, payload(sacct_line(1, account="old-name")))
+    System.objects.filter(pk=system.pk).update(time_zone="Europe/Londn")
+    system.refresh_from_db()
+
+    with pytest.raises(UsageError, match="'Europe/Londn' is not a known time zone"):
+        assign_unmatched_account(system=system, account="old-name", allocation=allocation, actor=alice)
+
+    assert JobRecord.objects.get().allocation is None
+    assert not SchedulerAccountAlias.objects.exists()

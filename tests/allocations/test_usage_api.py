@@ -9,6 +9,7 @@ from django.urls import reverse
 from allocations import ledger
 from allocations.models import IngestBatch, JobRecord
 from allocations.usage.services import create_ingest_token, revoke_ingest_token
+from programmes.models import System
 from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
 from tests.factories import SystemFactory, UserFactory, give_mfa
 
@@ -376,3 +377,24 @@ def test_sacct_output_split_by_commas_is_a_400_not_jobs_charged_nothing(client, 
     assert response.status_code == 400
     assert response.json()["detail"].startswith("',' cannot be the delimiter")
     assert not JobRecord.objects.exists()
+
+
+def test_a_mistyped_system_time_zone_is_a_400_that_says_so_and_the_batch_is_read_once_corrected(
+    client, system, key, django_capture_on_commit_callbacks
+):
+    from django.core.exceptions import ValidationError
+
+    system.time_zone = "Europe/Londn"
+    with pytest.raises(ValidationError, match="Enter a time zone of the IANA database"):
+        system.full_clean()
+    System.objects.filter(pk=system.pk).update(time_zone="Europe/Londn")  # as it might be from before the check
+    data = payload(sacct_line(1))
+
+    response = post(client, system, data, key)
+
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("Isambard-AI's time zone 'Europe/Londn' is not a known time zone")
+    assert IngestBatch.objects.get().status == "failed"
+    System.objects.filter(pk=system.pk).update(time_zone="Europe/London")
+    assert post(client, system, data, key).status_code == 201
+    assert JobRecord.objects.count() == 1
