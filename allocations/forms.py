@@ -75,13 +75,26 @@ class TransferForm(PoolMovementForm):
 class StatementFilterForm(forms.Form):
     """Which part of a statement to show: a window of effective dates, as the ledger stood on a day."""
 
-    start = forms.DateField(label="From", required=False, widget=GovukDateInput, validators=[validate_service_date])
-    end = forms.DateField(label="To", required=False, widget=GovukDateInput, validators=[validate_service_date])
+    start = forms.DateField(
+        label="From",
+        required=False,
+        widget=GovukDateInput,
+        validators=[validate_service_date],
+        error_messages={"invalid": "The From date must be a real date, for example 1 4 2026"},
+    )
+    end = forms.DateField(
+        label="To",
+        required=False,
+        widget=GovukDateInput,
+        validators=[validate_service_date],
+        error_messages={"invalid": "The To date must be a real date, for example 30 6 2026"},
+    )
     as_of = forms.DateField(
         label="As recorded by",
         required=False,
         widget=GovukDateInput,
         validators=[validate_service_date],
+        error_messages={"invalid": "The As recorded by date must be a real date, for example 1 4 2026"},
         help_text="Leave blank for now. Give a past date to see the statement exactly as it was on that day",
     )
 

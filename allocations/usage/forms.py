@@ -8,23 +8,31 @@ from programmes.models import System
 
 
 class IngestTokenForm(forms.Form):
-    system = forms.ModelChoiceField(queryset=System.objects.all(), empty_label=None)
+    system = forms.ModelChoiceField(
+        queryset=System.objects.all(), empty_label=None, error_messages={"required": "Choose the system"}
+    )
     name = forms.CharField(
-        label="Name", max_length=100, help_text="Where it will be used, for example 'sacct cron on login1'"
+        label="Name",
+        max_length=100,
+        help_text="Where it will be used, for example 'sacct cron on login1'",
+        error_messages={"required": "Enter a name for the token, such as where it will be used"},
     )
 
 
 class UploadForm(forms.Form):
-    system = forms.ModelChoiceField(queryset=System.objects.all(), empty_label=None)
+    system = forms.ModelChoiceField(
+        queryset=System.objects.all(), empty_label=None, error_messages={"required": "Choose the system"}
+    )
     file = forms.FileField(
         label="sacct output",
         help_text="sacct --parsable2 (or --parsable, or --json) output with a header line; gzip accepted",
+        error_messages={"required": "Choose a file of sacct output", "empty": "The file is empty: choose sacct output"},
     )
     delimiter = forms.CharField(
-        label="Delimiter (optional)", required=False, max_length=4, help_text="Only if it cannot be detected"
+        label="Delimiter", required=False, max_length=4, help_text="Only if it cannot be detected"
     )
     columns = forms.CharField(
-        label="Column names (optional)",
+        label="Column names",
         required=False,
         max_length=2000,
         help_text="Comma-separated, only for output made with --noheader",

@@ -50,6 +50,10 @@ def _operated_systems(user):
     raise PermissionDenied
 
 
+def _count(number: int, thing: str) -> str:
+    return f"{number:,} {thing}{'' if number == 1 else 's'}"
+
+
 def _require_admin(user) -> None:
     if not roles.is_admin(user):
         raise PermissionDenied
@@ -110,6 +114,7 @@ def batch_detail(request, pk):
     batch = get_object_or_404(operated.select_related("system"), pk=pk)
     rejected = Paginator(batch.rejected_rows.all(), PAGE_SIZE).get_page(request.GET.get("page"))
     is_stalled = stalled_batches(given_up_too=True).filter(pk=batch.pk).exists()
+    is_given_up = is_stalled and not stalled_batches().filter(pk=batch.pk).exists()
     return render(
         request,
         "allocations/usage/batch_detail.html",
@@ -119,6 +124,7 @@ def batch_detail(request, pk):
             "can_replay": roles.is_admin(request.user)
             and batch.rejected_rows.filter(replayed_at__isnull=True).exists(),
             "is_stalled": is_stalled,
+            "is_given_up": is_given_up,
             "can_read": is_stalled and roles.is_admin(request.user),
             "can_read_again": batch.status == IngestBatch.Status.FAILED and roles.is_admin(request.user),
         },
@@ -151,7 +157,7 @@ def batch_replay(request, pk):
     except UsageError as error:
         messages.error(request, str(error))
     else:
-        messages.success(request, f"{recorded} rows recorded; {still} still rejected")
+        messages.success(request, f"{_count(recorded, 'row')} recorded; {still} still rejected")
     return redirect("usage:batch-detail", pk=batch.pk)
 
 
@@ -214,7 +220,8 @@ def unmatched_assign(request, slug):
         except UsageError as error:
             messages.error(request, str(error))
         else:
-            messages.success(request, f"{moved} job records of '{account}' assigned to {allocation.scheduler_account}")
+            moved_records = _count(moved, "job record")
+            messages.success(request, f"{moved_records} of '{account}' assigned to {allocation.scheduler_account}")
     else:
         messages.error(request, "Choose an allocation of this system")
     return redirect("usage:unmatched")

@@ -128,6 +128,18 @@ def test_a_statement_window_ending_before_it_starts_is_an_error(admin_client, po
     assert "govuk-error-summary" in response.content.decode()
 
 
+def test_each_impossible_statement_date_is_named_in_its_error(admin_client, pool):
+    impossible = {
+        f"{name}_{part}": value
+        for name in ("start", "end", "as_of")
+        for part, value in (("day", 31), ("month", 2), ("year", 2026))
+    }
+    page = admin_client.get(reverse("allocations:pool-detail", args=[pool.pk]), impossible).content.decode()
+
+    for label in ("From", "To", "As recorded by"):
+        assert f"The {label} date must be a real date" in page
+
+
 # The API ---------------------------------------------------------------------------------------------------
 
 

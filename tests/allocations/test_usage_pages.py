@@ -47,6 +47,7 @@ def test_a_token_without_a_name_is_refused_with_an_error_summary(client, admin, 
 
     assert response.status_code == 200
     assert "govuk-error-summary" in response.content.decode()
+    assert "Enter a name for the token, such as where it will be used" in response.content.decode()
     assert not IngestToken.objects.exists()
 
 
@@ -171,6 +172,7 @@ def test_a_batch_whose_reading_was_lost_says_so_and_an_admin_has_it_read(
     lost = received_minutes_ago(system, 3 * 24 * 60)
     page = client.get(reverse("usage:batch-detail", args=[lost.pk])).content.decode()
     assert "3\xa0days ago and still not read" in page
+    assert "has stopped: an admin can have it read from here" in page
     assert "Read this batch now" in page
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -223,6 +225,7 @@ def test_an_assessor_sees_a_lost_batch_of_their_system_but_cannot_have_it_read(c
     page = client.get(reverse("usage:batch-detail", args=[lost.pk])).content.decode()
 
     assert "still not read" in page and "Read this batch now" not in page
+    assert "queues it again every five minutes during its first day" in page
     assert client.post(reverse("usage:batch-read", args=[lost.pk])).status_code == 403
     assert IngestBatch.objects.get().status == "received"
 
@@ -483,3 +486,38 @@ def test_an_allocation_not_yet_started_counts_its_days_from_its_start(client, sy
 
     assert response.context["report"].days_left == 10
     assert f"10 days from its start on {allocation.start_date:%-d %B %Y}" in response.content.decode()
+
+
+def test_the_upload_form_marks_its_optional_fields_once_and_names_what_is_missing(client, admin, system):
+    page = client.get(reverse("usage:upload")).content.decode()
+    assert "Delimiter (optional)" in page and "(optional) (optional)" not in page
+
+    response = client.post(reverse("usage:upload"), {"system": system.pk})
+
+    assert "Choose a file of sacct output" in response.content.decode()
+
+
+def test_a_batch_read_with_a_delimiter_and_columns_shows_them(client, admin, system):
+    data = payload(sacct_line(1)).split(b"\n", 1)[1].replace(b"|", "\u2603".encode())
+    columns = "JobID,JobIDRaw,Cluster,Account,User,State,Submit,Start,End,ElapsedRaw,AllocTRES,JobName"
+    batch = ingest_sacct(
+        system=system, payload=data, source="command", delimiter="\u2603", columns=columns.split(",")
+    ).batch
+
+    page = client.get(reverse("usage:batch-detail", args=[batch.pk])).content.decode()
+
+    assert batch.new == 1
+    assert f"delimiter <code>\u2603</code>; columns <code>{columns}</code>" in page
+
+
+def test_usage_that_cannot_be_assigned_says_why_instead_of_offering_a_button(client, admin, system):
+    dawn = SystemFactory(slug="dawn", name="Dawn")
+    funded_allocation(system)
+    ingest_sacct(system=system, payload=payload(sacct_line(1, account="")), source="command")
+    ingest_sacct(system=dawn, payload=payload(sacct_line(2, account="old-name")), source="command")
+
+    page = client.get(reverse("usage:unmatched")).content.decode()
+
+    assert "Cannot be assigned: the cluster reported these jobs without an account" in page
+    assert "No allocation on Dawn yet to assign it to" in page
+    assert page.count(">Assign<") == 0
