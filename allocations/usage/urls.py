@@ -14,6 +14,7 @@ urlpatterns = [
     path("batches/<int:pk>/read/", views.batch_read, name="batch-read"),
     path("upload/", views.upload, name="upload"),
     path("unmatched/", views.unmatched, name="unmatched"),
+    path("variance/", views.variance, name="variance"),
     path("unmatched/<slug:slug>/assign/", views.unmatched_assign, name="unmatched-assign"),
     path("allocations/", views.allocation_list, name="allocation-list"),
     path("allocations/<int:pk>/", views.allocation_usage, name="allocation-usage"),

@@ -7,10 +7,12 @@ Operators are admins and, read-only for their own systems, the systems' technica
 
 from collections import defaultdict
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.db.models import Max
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -20,7 +22,7 @@ from airr_portal import roles
 from allocations import ledger
 from allocations.dashboards import allocation_report, usage_per_member
 from allocations.forms import StatementFilterForm
-from allocations.models import Allocation, IngestBatch, IngestToken, JobRecord
+from allocations.models import Allocation, IngestBatch, IngestToken, JobRecord, UsageReport
 from allocations.selectors import account_statement
 from allocations.statements import statement_csv_filename, statement_csv_rows
 from programmes.models import System
@@ -104,6 +106,29 @@ def batch_list(request):
         request,
         "allocations/usage/batch_list.html",
         {"page": page, "can_upload": roles.is_admin(request.user)},
+    )
+
+
+@login_required
+@require_GET
+def variance(request):
+    """Each account's latest usage report from its cluster against the ledger, flagged ones first."""
+    reports = UsageReport.objects.filter(system__in=_operated_systems(request.user))
+    latest = reports.values("system", "account").annotate(latest=Max("pk")).values("latest")
+    shown = UsageReport.objects.filter(pk__in=latest)
+    flagged_only = request.GET.get("flagged") == "yes"
+    if flagged_only:
+        shown = shown.filter(is_flagged=True)
+    shown = shown.select_related("system", "allocation").order_by("-is_flagged", "system__name", "account")
+    return render(
+        request,
+        "allocations/usage/variance.html",
+        {
+            "page": Paginator(shown, PAGE_SIZE).get_page(request.GET.get("page")),
+            "flagged_only": flagged_only,
+            "query": "flagged=yes" if flagged_only else "",
+            "tolerance": settings.USAGE_VARIANCE_TOLERANCE_PERCENT,
+        },
     )
 
 

@@ -192,6 +192,7 @@ def usage_page_routes(world):
         Route("usage:batch-read", reverse("usage:batch-read", args=[batch.pk]), admin_only(REDIRECT), "post"),
         Route("usage:upload", reverse("usage:upload"), admin_only()),
         Route("usage:unmatched", reverse("usage:unmatched"), _operators()),
+        Route("usage:variance", reverse("usage:variance"), _operators()),
         Route(
             "usage:unmatched-assign",
             reverse("usage:unmatched-assign", args=[world.system.slug]),

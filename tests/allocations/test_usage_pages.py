@@ -521,3 +521,34 @@ def test_usage_that_cannot_be_assigned_says_why_instead_of_offering_a_button(cli
     assert "Cannot be assigned: the cluster reported these jobs without an account" in page
     assert "No allocation on Dawn yet to assign it to" in page
     assert page.count(">Assign<") == 0
+
+
+def test_operators_see_each_accounts_latest_usage_report_flagged_first(client, make_persona, system):
+    from allocations.usage.variance import record_usage_report
+
+    dawn = SystemFactory(slug="dawn", name="Dawn")
+    allocation = funded_allocation(system, account="airr-00001")
+    funded_allocation(system, account="airr-00002")
+    ingest_sacct(system=system, payload=payload(sacct_line(1, elapsed=2 * HOUR)), source="command")
+    reconcile_system(system=system)
+
+    def report(on, *rows):
+        record_usage_report(system=on, payload=("Account|User|GrpTRESRaw\n" + "".join(rows)).encode())
+
+    report(system, "airr-00001||gres/gpu=900\n", "airr-00002||gres/gpu=0\n")  # an earlier, flagged reading
+    report(system, "airr-00001||gres/gpu=120\n", "airr-00002||gres/gpu=600\n")
+    report(dawn, "dawn-only||gres/gpu=60\n")
+    assessor = make_persona("assessor")  # the technical assessor of Isambard-AI only
+    client.force_login(assessor)
+
+    page = client.get(reverse("usage:variance"))
+
+    rows = [(r.account, r.allocation, r.reported_seconds, r.is_flagged) for r in page.context["page"].object_list]
+    assert rows == [
+        ("airr-00002", Allocation.objects.get(scheduler_account="airr-00002"), 10 * HOUR, True),
+        ("airr-00001", allocation, 2 * HOUR, False),
+    ]
+    html = page.content.decode()
+    assert "Flagged" in html and "Within tolerance" in html and "dawn-only" not in html
+    flagged = client.get(reverse("usage:variance"), {"flagged": "yes"}).context["page"].object_list
+    assert [r.account for r in flagged] == ["airr-00002"]
