@@ -396,6 +396,8 @@ def process_batch(*, batch: IngestBatch, progress: Callable[[int], None] | None 
             source = _CountingReader.reading(raw, progress)
             try:
                 reader = read_batch(batch, source)
+            except PayloadExpandsTooFar:
+                raise  # marked failed below, and kept as itself: the API answers it 413
             except (SacctFormatError, IngestError) as problem:
                 IngestBatch.objects.filter(pk=batch.pk).update(status=IngestBatch.Status.FAILED, error=str(problem))
                 batch.refresh_from_db()
