@@ -287,6 +287,9 @@ class IngestBatch(models.Model):
     unmatched = models.PositiveIntegerField(default=0)
     rejected = models.PositiveIntegerField(default=0)
     never_started = models.PositiveIntegerField(default=0)
+    without_gpus = models.PositiveIntegerField(
+        default=0, help_text="Runs read whose AllocTRES holds no GPU, so charged nothing."
+    )
     skipped_steps = models.PositiveIntegerField(default=0)
     skipped_pending = models.PositiveIntegerField(default=0)
     token = models.ForeignKey(IngestToken, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
@@ -308,7 +311,7 @@ class IngestBatch(models.Model):
     def counts(self) -> dict[str, int]:
         return {
             name: getattr(self, name)
-            for name in ("new", "updated", "unchanged", "unmatched", "rejected", "never_started")
+            for name in ("new", "updated", "unchanged", "unmatched", "rejected", "never_started", "without_gpus")
         }
 
 

@@ -364,6 +364,7 @@ class _Counts:
     unmatched: int = 0
     rejected: int = 0
     never_started: int = 0
+    without_gpus: int = 0
 
 
 def time_zone_of(system: System) -> zoneinfo.ZoneInfo:
@@ -498,6 +499,8 @@ def _record_rows(*, batch: IngestBatch, rows: SacctReader, seq: int, on_rejected
             allocation_id, outside = matcher.match(row.account, row.start, row.end)
             if allocation_id is None:
                 counts.unmatched += 1
+            if not row.gpus:
+                counts.without_gpus += 1
             chunk.append(
                 (
                     row.job_id_raw,
@@ -715,6 +718,8 @@ def _record_rows_postgresql(*, batch, reader: SacctReader, seq: int, on_rejected
             allocation_id, outside = match(account, start, end)
             if allocation_id is None:
                 counts.unmatched += 1
+            if not gpus:
+                counts.without_gpus += 1
             if len(name) > JOB_NAME_LIMIT:
                 name = name[:JOB_NAME_LIMIT]
             if "\\" in raw or "\t" in raw or "\r" in raw:

@@ -201,8 +201,9 @@ def replay_rejected_rows(*, batch: IngestBatch, actor) -> tuple[int, int]:
                 row.replay_outcome = "Recorded"
         RejectedRow.objects.bulk_update(pending, ["reason", "replayed_at", "replay_outcome"])
         # The rows recorded now join the batch's counts, as if they had read the first time.
-        recorded = {name: F(name) + getattr(counts, name) for name in ("new", "updated", "unchanged", "unmatched")}
-        never_started = F("never_started") + counts.never_started
-        IngestBatch.objects.filter(pk=batch.pk).update(rejected=len(failures), never_started=never_started, **recorded)
+        read = ("new", "updated", "unchanged", "unmatched", "never_started", "without_gpus")
+        IngestBatch.objects.filter(pk=batch.pk).update(
+            rejected=len(failures), **{name: F(name) + getattr(counts, name) for name in read}
+        )
         enqueue_reconciliation(system)
     return len(pending) - len(failures), len(failures)

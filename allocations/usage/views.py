@@ -149,6 +149,8 @@ def batch_detail(request, pk):
             "can_replay": roles.is_admin(request.user)
             and batch.rejected_rows.filter(replayed_at__isnull=True).exists(),
             "is_stalled": is_stalled,
+            "no_run_used_a_gpu": batch.without_gpus
+            and batch.without_gpus == batch.new + batch.updated + batch.unchanged,
             "is_given_up": is_given_up,
             "can_read": is_stalled and roles.is_admin(request.user),
             "can_read_again": batch.status == IngestBatch.Status.FAILED and roles.is_admin(request.user),

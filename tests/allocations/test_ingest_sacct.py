@@ -34,6 +34,7 @@ def test_it_records_one_job_per_run_and_counts_new_rows(system):
         "unmatched": 0,
         "rejected": 0,
         "never_started": 0,
+        "without_gpus": 0,
     }
     assert sorted(JobRecord.objects.values_list("job_id", "gpu_seconds")) == [("1", 4 * 3600), ("2", 120)]
 

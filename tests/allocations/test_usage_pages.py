@@ -552,3 +552,14 @@ def test_operators_see_each_accounts_latest_usage_report_flagged_first(client, m
     assert "Flagged" in html and "Within tolerance" in html and "dawn-only" not in html
     flagged = client.get(reverse("usage:variance"), {"flagged": "yes"}).context["page"].object_list
     assert [r.account for r in flagged] == ["airr-00002"]
+
+
+def test_a_batch_in_which_no_run_used_a_gpu_warns_that_slurm_may_not_account_gpus(client, admin, system):
+    untracked = ingest_sacct(system=system, payload=payload(sacct_line(1, gpus=None)), source="command").batch
+    mixed = ingest_sacct(system=system, payload=payload(sacct_line(2, gpus=0), sacct_line(3)), source="command").batch
+
+    assert (untracked.without_gpus, mixed.without_gpus) == (1, 1)
+    warning = "No run in this batch used a GPU"
+    assert warning in client.get(reverse("usage:batch-detail", args=[untracked.pk])).content.decode()
+    page = client.get(reverse("usage:batch-detail", args=[mixed.pk])).content.decode()
+    assert warning not in page and "1 without a GPU" in page
