@@ -4,16 +4,14 @@
 from datetime import date
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from allocations import ledger
 from allocations.models import JobRecord, LedgerTransaction, UsageReport
 from allocations.usage.ingest import ingest_sacct, window_instants
-from allocations.usage.services import create_ingest_token
 from programmes.models import FundPool, Proposal
-from tests.allocations.usage_helpers import funded_allocation, payload, sacct_line
+from tests.allocations.usage_helpers import funded_allocation, payload, post_usage_report, sacct_line
 from tests.factories import FundPoolFactory, ProgrammeFactory, UserFactory, make_proposal, web_client
 from tests.programmes.conftest import call, director, pool  # noqa: F401 (fixtures)
 
@@ -23,17 +21,6 @@ FAR = {"day": "31", "month": "12", "year": "9999"}
 
 def date_fields(name: str, day: dict) -> dict:
     return {f"{name}_{part}": value for part, value in day.items()}
-
-
-def post_usage_report(system, body: bytes):
-    _, key = create_ingest_token(system=system, name="cluster", actor=None)
-    return Client(raise_request_exception=False).generic(
-        "POST",
-        reverse("usage-report", args=[system.slug]),
-        body,
-        content_type="text/plain",
-        HTTP_AUTHORIZATION=f"Bearer {key}",
-    )
 
 
 @pytest.fixture

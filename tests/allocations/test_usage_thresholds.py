@@ -2,16 +2,14 @@
 
 import pytest
 from django.core import mail
-from django.urls import reverse
 
 from allocations import ledger
 from allocations.models import Allocation, LedgerTransaction, ThresholdNotice, UsageReport
 from allocations.usage.ingest import ingest_sacct
 from allocations.usage.limits import account_limits
 from allocations.usage.reconcile import reconcile_system
-from allocations.usage.services import create_ingest_token
 from allocations.usage.thresholds import check_thresholds, expire_ended_allocations
-from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
+from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, post_usage_report, sacct_line
 
 pytestmark = pytest.mark.django_db
 
@@ -135,11 +133,10 @@ def test_the_charge_factor_is_divided_back_out_of_the_slurm_limit(system):
     assert account_limits(system=system)[0]["gpu_minutes_limit"] == 300
 
 
-def test_a_clusters_usage_report_records_and_flags_the_variance(client, system):
+def test_a_clusters_usage_report_records_and_flags_the_variance(system):
     funded_allocation(system, account="airr-00001")
     funded_allocation(system, account="airr-00002")
     use(system, 2)  # airr-00001 used two GPU-hours according to the ledger
-    _, key = create_ingest_token(system=system, name="cron", actor=None)
     report = (
         "Account|User|GrpTRESRaw\n"
         "root||cpu=1,gres/gpu=9999\n"
@@ -148,20 +145,14 @@ def test_a_clusters_usage_report_records_and_flags_the_variance(client, system):
         "airr-00002||cpu=10,gres/gpu=600\n"
     )
 
-    response = client.generic(
-        "POST",
-        reverse("usage-report", args=[system.slug]),
-        report.encode(),
-        content_type="text/plain",
-        HTTP_AUTHORIZATION=f"Bearer {key}",
-    )
+    response = post_usage_report(system, report.encode())
 
     assert response.status_code == 201, response.json()
     variance = {r.account: (r.variance_seconds, r.is_flagged) for r in UsageReport.objects.all()}
     assert variance == {"airr-00001": (5 * 60, False), "airr-00002": (10 * HOUR, True)}
 
 
-def test_an_assigned_account_is_compared_with_what_its_own_jobs_were_charged(client, system, alice):
+def test_an_assigned_account_is_compared_with_what_its_own_jobs_were_charged(system, alice):
     from allocations.usage.services import assign_unmatched_account
 
     allocation = funded_allocation(system, account="airr-00001")
@@ -170,17 +161,10 @@ def test_an_assigned_account_is_compared_with_what_its_own_jobs_were_charged(cli
     assign_unmatched_account(system=system, account="old-name", allocation=allocation, actor=alice)
     reconcile_system(system=system)
     assert ledger.net_usage(ledger.allocation_account(allocation)) == 3 * HOUR
-    _, key = create_ingest_token(system=system, name="cron", actor=None)
     # sshare once old-name sits under the allocation's account: the parent's row includes its child's usage.
     report = "Account|User|GrpTRESRaw\nairr-00001||gres/gpu=180\n old-name||gres/gpu=60\n"
 
-    response = client.generic(
-        "POST",
-        reverse("usage-report", args=[system.slug]),
-        report.encode(),
-        content_type="text/plain",
-        HTTP_AUTHORIZATION=f"Bearer {key}",
-    )
+    response = post_usage_report(system, report.encode())
 
     assert response.status_code == 201, response.json()
     rows = {
@@ -192,30 +176,16 @@ def test_an_assigned_account_is_compared_with_what_its_own_jobs_were_charged(cli
     }
 
 
-def test_a_usage_report_without_the_columns_is_a_400(client, system):
-    _, key = create_ingest_token(system=system, name="cron", actor=None)
-    response = client.generic(
-        "POST",
-        reverse("usage-report", args=[system.slug]),
-        b"Account|Something\nx|1\n",
-        content_type="text/plain",
-        HTTP_AUTHORIZATION=f"Bearer {key}",
-    )
+def test_a_usage_report_without_the_columns_is_a_400(system):
+    response = post_usage_report(system, b"Account|Something\nx|1\n")
 
     assert response.status_code == 400
     assert "GrpTRESRaw" in response.json()["errors"]["body"][0]
 
 
-def test_a_usage_report_with_both_sshare_and_sreport_columns_is_read_as_sshare_output(client, system):
+def test_a_usage_report_with_both_sshare_and_sreport_columns_is_read_as_sshare_output(system):
     funded_allocation(system, account="airr-00001")
-    _, key = create_ingest_token(system=system, name="cron", actor=None)
-    response = client.generic(
-        "POST",
-        reverse("usage-report", args=[system.slug]),
-        b"Account|User|GrpTRESRaw|Used\nairr-00001||cpu=1,gres/gpu=60|7\n",
-        content_type="text/plain",
-        HTTP_AUTHORIZATION=f"Bearer {key}",
-    )
+    response = post_usage_report(system, b"Account|User|GrpTRESRaw|Used\nairr-00001||cpu=1,gres/gpu=60|7\n")
 
     assert response.status_code == 201, response.content
     assert UsageReport.objects.get().reported_seconds == HOUR

@@ -3,8 +3,11 @@
 from pathlib import Path
 
 import pytest
+from django.test import Client
+from django.urls import reverse
 
 from allocations import ledger
+from allocations.usage.services import create_ingest_token
 from tests.factories import AllocationFactory, FundPoolFactory
 
 HEADER = "JobID|JobIDRaw|Cluster|Account|User|State|Submit|Start|End|ElapsedRaw|AllocTRES|JobName"
@@ -60,3 +63,15 @@ def sacct_sample(name: str) -> Path:
     if not directory.is_dir():
         pytest.skip(f"the real sacct samples are not beside the clone (looked in {directory})")
     return directory / name
+
+
+def post_usage_report(system, body: bytes):
+    """Post a cluster's own view of usage with a new ingest token of `system`; a 500 comes back as a status."""
+    _, key = create_ingest_token(system=system, name="cluster", actor=None)
+    return Client(raise_request_exception=False).generic(
+        "POST",
+        reverse("usage-report", args=[system.slug]),
+        body,
+        content_type="text/plain",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+    )
