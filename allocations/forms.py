@@ -72,29 +72,26 @@ class TransferForm(PoolMovementForm):
         self.fields["destination"].label_from_instance = lambda pool: f"{pool.name} ({pool.programme.name})"
 
 
+def _statement_date(label: str, example: str, **options) -> forms.DateField:
+    """An optional date of a statement's window, whose error names it."""
+    return forms.DateField(
+        label=label,
+        required=False,
+        widget=GovukDateInput,
+        validators=[validate_service_date],
+        error_messages={"invalid": f"The {label} date must be a real date, for example {example}"},
+        **options,
+    )
+
+
 class StatementFilterForm(forms.Form):
     """Which part of a statement to show: a window of effective dates, as the ledger stood on a day."""
 
-    start = forms.DateField(
-        label="From",
-        required=False,
-        widget=GovukDateInput,
-        validators=[validate_service_date],
-        error_messages={"invalid": "The From date must be a real date, for example 1 4 2026"},
-    )
-    end = forms.DateField(
-        label="To",
-        required=False,
-        widget=GovukDateInput,
-        validators=[validate_service_date],
-        error_messages={"invalid": "The To date must be a real date, for example 30 6 2026"},
-    )
-    as_of = forms.DateField(
-        label="As recorded by",
-        required=False,
-        widget=GovukDateInput,
-        validators=[validate_service_date],
-        error_messages={"invalid": "The As recorded by date must be a real date, for example 1 4 2026"},
+    start = _statement_date("From", "1 4 2026")
+    end = _statement_date("To", "30 6 2026")
+    as_of = _statement_date(
+        "As recorded by",
+        "1 4 2026",
         help_text="Leave blank for now. Give a past date to see the statement exactly as it was on that day",
     )
 
