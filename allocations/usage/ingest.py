@@ -585,6 +585,10 @@ def _store_chunk_portable(chunk, *, batch, seq, counts):
         ):
             counts.unchanged += 1
             continue
+        if record.changed_seq == seq:
+            counts.unchanged += 1  # this payload reported the run in an earlier chunk, and counted it then
+        else:
+            counts.updated += 1
         for name in _COMPARED:
             setattr(record, name, fields[name])
         # Once matched, a record stays with its allocation: its charges are there.
@@ -595,7 +599,6 @@ def _store_chunk_portable(chunk, *, batch, seq, counts):
     JobRecord.objects.bulk_create(created, batch_size=1000)
     JobRecord.objects.bulk_update(changed, [*_COMPARED, "allocation_id", "changed_seq", "last_batch"], batch_size=1000)
     counts.new += len(created)
-    counts.updated += len(changed)
 
 
 # The PostgreSQL path ----------------------------------------------------------------------------------------
@@ -769,7 +772,7 @@ def _record_rows_postgresql(*, batch, reader: SacctReader, seq: int, on_rejected
             RejectedRow.objects.bulk_create(rejected, batch_size=5000)
             rejected.clear()
         if staged:
-            new, updated = _merge_staging(cursor, batch=batch, seq=seq)
+            new, updated = _merge_staging(cursor, batch=batch, seq=seq, copied_straight=counts.new > 0)
             counts.new += new
             counts.updated += updated
             counts.unchanged += staged - new - updated
@@ -778,8 +781,12 @@ def _record_rows_postgresql(*, batch, reader: SacctReader, seq: int, on_rejected
     return counts
 
 
-def _merge_staging(cursor, *, batch: IngestBatch, seq: int) -> tuple[int, int]:
-    """Insert the staged rows' new runs and update their changed ones; returns (new, updated)."""
+def _merge_staging(cursor, *, batch: IngestBatch, seq: int, copied_straight: bool) -> tuple[int, int]:
+    """Insert the staged rows' new runs and update their changed ones; returns (new, updated).
+
+    A run this payload copied straight in (`copied_straight`: some were) and reports again is new, counted once:
+    its later report is not counted as updated (it is counted unchanged, as a run reported twice in one chunk is).
+    """
     table = JobRecord._meta.db_table
     changed = " OR ".join(f'r."{name}" IS DISTINCT FROM m."{name}"' for name in _COMPARED)
     updates = ", ".join(f'"{name}" = m."{name}"' for name in _COMPARED)
@@ -796,6 +803,17 @@ def _merge_staging(cursor, *, batch: IngestBatch, seq: int) -> tuple[int, int]:
     # Two statements rather than one with both: each reads the rows straight from their sort. The update first,
     # so that the insert's check for existing runs sees the same runs it did. Table and column names come from
     # the model; every value is a parameter.
+    reported_again = 0
+    if copied_straight:
+        cursor.execute(
+            f"""
+            SELECT count(*) FROM ({latest}) m JOIN {table} r
+                ON r.system_id = %(system)s AND r.job_id_raw = m.job_id_raw AND r.start = m.start
+            WHERE r.changed_seq = %(seq)s AND ({changed} OR (r.allocation_id IS NULL AND m.allocation_id IS NOT NULL))
+            """,  # noqa: S608
+            values,
+        )
+        reported_again = cursor.fetchone()[0]
     cursor.execute(
         f"""
         UPDATE {table} AS r SET {updates},
@@ -808,7 +826,7 @@ def _merge_staging(cursor, *, batch: IngestBatch, seq: int) -> tuple[int, int]:
         """,  # noqa: S608
         values,
     )
-    updated = cursor.rowcount
+    updated = cursor.rowcount - reported_again
     # The key's index is the unique (system, job_id_raw, start): rows sorted by (job_id_raw, start) reach it
     # in its own order, which keeps its writes sequential.
     cursor.execute(

@@ -397,7 +397,8 @@ def test_a_gzip_bomb_is_refused_when_it_expands_past_the_limit_and_nothing_is_re
 
 @pytest.fixture
 def two_row_chunks(monkeypatch):
-    monkeypatch.setattr("allocations.usage.ingest.COPY_CHUNK_ROWS", 2)
+    monkeypatch.setattr("allocations.usage.ingest.COPY_CHUNK_ROWS", 2)  # PostgreSQL
+    monkeypatch.setattr("allocations.usage.ingest.CHUNK_ROWS", 2)  # other databases
 
 
 def records() -> dict[str, tuple]:
@@ -426,8 +427,31 @@ def test_a_run_reported_again_in_a_later_chunk_keeps_its_last_report(system, two
     assert sorted(stored) == ["1", "2", "3", "4"]
     assert stored["1"][:2] == ("COMPLETED", 3600)
     assert JobRecord.objects.get(job_id="1").end is not None
-    assert outcome.batch.new == 4
-    assert outcome.batch.new + outcome.batch.updated + outcome.batch.unchanged == 5
+    # A run reported twice in one payload is counted once, as new; its other report as unchanged.
+    assert (outcome.batch.new, outcome.batch.updated, outcome.batch.unchanged) == (4, 0, 1)
+
+
+@pytest.mark.parametrize("chunk_rows", [2, 5000])
+def test_a_run_reported_twice_in_one_payload_counts_the_same_wherever_the_chunks_fall(system, monkeypatch, chunk_rows):
+    monkeypatch.setattr("allocations.usage.ingest.COPY_CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr("allocations.usage.ingest.CHUNK_ROWS", chunk_rows)
+    funded_allocation(system)
+    ingest(system, payload(sacct_line(9)))  # stored before
+
+    outcome = ingest(
+        system,
+        payload(
+            sacct_line(1, state="RUNNING", end="Unknown", elapsed=600),
+            sacct_line(2),
+            sacct_line(9, state="FAILED"),
+            sacct_line(1, state="COMPLETED", elapsed=3600),
+            sacct_line(9, state="FAILED"),
+        ),
+    )
+
+    # Run 1 is new and run 9 updated, each counted once; their second reports count as unchanged.
+    assert (outcome.batch.new, outcome.batch.updated, outcome.batch.unchanged) == (2, 1, 2)
+    assert records()["1"][0] == "COMPLETED" and records()["9"][0] == "FAILED"
 
 
 def test_a_payload_that_opens_with_stored_runs_records_the_rest_and_leaves_those_alone(system, two_row_chunks):
