@@ -148,7 +148,7 @@ def batch_detail(request, pk):
             "rejected": rejected,
             "can_replay": roles.is_admin(request.user)
             and batch.rejected_rows.filter(replayed_at__isnull=True).exists(),
-            "is_stalled": is_stalled,
+            "is_stalled": is_stalled and request.GET.get("queued") != "yes",
             "no_run_used_a_gpu": batch.without_gpus
             and batch.without_gpus == batch.new + batch.updated + batch.unchanged,
             "is_given_up": is_given_up,
@@ -166,12 +166,13 @@ def batch_read(request, pk):
     _require_admin(request.user)
     batch = get_object_or_404(IngestBatch, pk=pk)
     reopen_failed_batch(batch, delimiter=batch.delimiter, columns=batch.columns)  # a failed one: received again
-    if batch.status == IngestBatch.Status.RECEIVED:
-        enqueue_ingest(batch)
-        messages.success(request, "Batch queued to be read again: refresh this page to see its counts")
-    else:
+    if batch.status != IngestBatch.Status.RECEIVED:
         messages.error(request, "This batch has been read already: nothing was queued")
-    return redirect("usage:batch-detail", pk=batch.pk)
+        return redirect("usage:batch-detail", pk=batch.pk)
+    enqueue_ingest(batch)
+    messages.success(request, "Batch queued to be read again: refresh this page to see its counts")
+    # Until it is read, its page would still call its reading lost: not on the page that says it is queued.
+    return redirect(reverse("usage:batch-detail", args=[batch.pk]) + "?queued=yes")
 
 
 @login_required
