@@ -242,7 +242,8 @@ class CallReport:
 def call_reports(programme: Programme) -> list[CallReport]:
     """Per call of the programme: proposals per state, hours requested, awards made and hours awarded."""
     reports = {call.pk: CallReport(call) for call in Call.objects.filter(programme=programme)}
-    submitted = ~Q(state=Proposal.State.DRAFT)
+    # Once submitted: a draft withdrawn before it was ever submitted stays its team's (as ProposalQuerySet says).
+    submitted = Q(submitted_at__isnull=False)
     for call_id, state, count in (
         Proposal.objects.filter(submitted, call__programme=programme)
         .values_list("call", "state")
@@ -253,8 +254,7 @@ def call_reports(programme: Programme) -> list[CallReport]:
     seconds = ExpressionWrapper(F("runs") * F("seconds_per_run"), output_field=BigIntegerField())
     awarded = Q(proposal__decision__outcome__in=AWARD_OUTCOMES)
     for call_id, requested, requested_by_awarded in (
-        ResourceRequest.objects.filter(proposal__call__programme=programme)
-        .exclude(proposal__state=Proposal.State.DRAFT)
+        ResourceRequest.objects.filter(proposal__call__programme=programme, proposal__submitted_at__isnull=False)
         .values_list("proposal__call")
         .annotate(requested=Sum(seconds), by_awarded=Sum(seconds, filter=awarded))
         .order_by()

@@ -19,6 +19,7 @@ from allocations.dashboards import (
     programme_dashboard,
 )
 from allocations.selectors import start_of_day
+from programmes.models import Proposal
 from tests.factories import (
     AllocationFactory,
     CallFactory,
@@ -212,7 +213,7 @@ def test_the_forecast_reads_only_the_last_28_days_of_consumption(programme, syst
     assert report.forecast.runs_out_on == today + timedelta(days=222)
 
 
-def test_awards_and_proposals_are_counted_per_call_and_drafts_are_not(programme, system, director, today):
+def test_proposals_are_counted_per_call_once_submitted_and_awards_too(programme, system, director, today):
     pool = funded_pool(programme, system, opened_days_ago=10, closes_in_days=700)
     call = CallFactory(programme=programme, pools=[pool], title="Round 1")
     other = CallFactory(programme=programme, pools=[pool], title="Round 2")
@@ -221,6 +222,8 @@ def test_awards_and_proposals_are_counted_per_call_and_drafts_are_not(programme,
     make_proposal(call=call, pi=applicant, system=system, state="in_review")
     make_proposal(call=call, pi=applicant, system=system, state="submitted")
     make_proposal(call=call, pi=applicant, system=system, state="draft")
+    never_submitted = make_proposal(call=call, pi=applicant, system=system, state="withdrawn")
+    Proposal.objects.filter(pk=never_submitted.pk).update(submitted_at=None)  # withdrawn while still a draft
     make_proposal(call=other, pi=applicant, system=system, state="rejected")
     award_proposal(
         proposal=awarded,
