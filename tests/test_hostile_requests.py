@@ -194,14 +194,15 @@ def test_an_invitation_link_with_a_nul_character_is_not_found(alice, url):
     assert web_client(alice, raise_request_exception=False).get(url).status_code == 404
 
 
-def test_a_programme_id_no_database_integer_holds_is_a_form_error(admin):
+@pytest.mark.parametrize("programme_id", [str(10**30), f"-{10**30}", f"+{10**30}", f" {10**30} "])
+def test_a_programme_id_no_database_integer_holds_is_a_form_error(admin, programme_id):
     ProgrammeFactory()
     answer = web_client(admin, raise_request_exception=False).post(
         reverse("reports:builder"),
         {
             "kind": "totals",
             "groupings": "programme",
-            "programmes": str(10**30),
+            "programmes": programme_id,
             "format": "csv",
             **date_fields("start", {"day": "1", "month": "1", "year": "2026"}),
             **date_fields("end", {"day": "2", "month": "1", "year": "2026"}),

@@ -2,7 +2,6 @@
 synchronous JSON report of grouped totals for small questions. Admins and programme directors only, with the
 same scoping as the pages; an export exists only for whoever asked for it (and admins)."""
 
-from django.http import FileResponse
 from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -19,7 +18,7 @@ from .services import (
     ReportParameters,
     can_build_reports,
     check_report_parameters,
-    export_path,
+    export_file_response,
     is_gone,
     read_as_of,
     request_report_export,
@@ -157,7 +156,7 @@ class ReportExportViewSet(
             raise Gone()
         if not export.is_ready:
             raise NotReady()
-        return FileResponse(open(export_path(export), "rb"), as_attachment=True, filename=export.filename)
+        return export_file_response(export)
 
 
 class ReportTotalsView(APIView):

@@ -24,7 +24,11 @@ class _ProgrammesField(forms.ModelMultipleChoiceField):
 
     def _check_values(self, value):
         for pk in value:
-            if isinstance(pk, str) and pk.isascii() and pk.isdigit() and int(pk) >= 2**63:
+            try:
+                number = int(pk)  # as the field will read it: signs, spaces and underscores included
+            except (TypeError, ValueError):
+                continue  # the field refuses it itself
+            if not -(2**63) <= number < 2**63:
                 raise ValidationError(
                     self.error_messages["invalid_choice"], code="invalid_choice", params={"value": pk}
                 )

@@ -13,9 +13,11 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import OperationalError, transaction
+from django.http import FileResponse
 from django.utils import timezone
 
 from airr_portal import roles
+from airr_portal.validators import EARLIEST_DATE
 from allocations.models import ReportExport
 from allocations.selectors import end_of
 from programmes.models import Programme
@@ -26,8 +28,6 @@ from .selectors import GROUPINGS, TIME_GROUPINGS, ReportScope, usage_totals
 logger = logging.getLogger(__name__)
 
 EXPORT_FOLDER = "reports"
-# No ledger entry is older than the portal: an earlier date is a typing slip.
-EARLIEST = date(2000, 1, 1)
 
 
 class ReportError(ValueError):
@@ -88,13 +88,16 @@ def check_report_parameters(user, parameters: ReportParameters) -> dict[str, lis
         refuse("end", "The end date must be on or after the start date")
     if parameters.start and parameters.start > today:
         refuse("start", "The start date must be today or in the past")
-    if parameters.start and parameters.start < EARLIEST:
-        refuse("start", f"The start date must be in {EARLIEST.year} or later")
+    if parameters.start and parameters.start < EARLIEST_DATE:
+        refuse("start", f"The start date must be in {EARLIEST_DATE.year} or later")
     if parameters.end and parameters.end > today + timedelta(days=366 * 10):
         refuse("end", "The end date must be within ten years from today")
     as_of = parameters.as_of
-    if as_of is not None and (as_of.date() if isinstance(as_of, datetime) else as_of) > today:
+    as_of_day = as_of.date() if isinstance(as_of, datetime) else as_of
+    if as_of_day is not None and as_of_day > today:
         refuse("as_of", "The as-of date must be today or in the past")
+    if as_of_day is not None and as_of_day < EARLIEST_DATE:
+        refuse("as_of", f"The as-of date must be in {EARLIEST_DATE.year} or later")
     if parameters.programme_ids:
         allowed = set(reportable_programmes(user).values_list("pk", flat=True))
         if not set(parameters.programme_ids) <= allowed:
@@ -136,6 +139,22 @@ def request_report_export(*, user, parameters: ReportParameters) -> ReportExport
 
 def export_path(export: ReportExport) -> Path:
     return Path(settings.MEDIA_ROOT) / export.file_path
+
+
+_CONTENT_TYPES = {
+    ReportExport.Format.CSV: "text/csv; charset=utf-8",
+    ReportExport.Format.XLSX: "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+
+
+def export_file_response(export: ReportExport) -> FileResponse:
+    """The built file as a download; CSV said to be UTF-8, so that a pool named with a dash reads right."""
+    return FileResponse(
+        open(export_path(export), "rb"),  # noqa: SIM115 (the response closes it)
+        as_attachment=True,
+        filename=export.filename,
+        content_type=_CONTENT_TYPES.get(export.format),
+    )
 
 
 def is_gone(export: ReportExport) -> bool:

@@ -4,7 +4,6 @@ and the download. Admins and programme directors only; an export is seen and dow
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
@@ -12,7 +11,7 @@ from allocations.models import ReportExport
 
 from .forms import ReportForm
 from .selectors import GROUPINGS
-from .services import can_build_reports, export_path, is_gone, request_report_export
+from .services import can_build_reports, export_file_response, is_gone, request_report_export
 
 RECENT_EXPORTS = 10
 
@@ -67,4 +66,4 @@ def export_download(request, pk):
         return _export_page(request, export, gone=True)
     if not export.is_ready:
         return redirect("reports:export-detail", pk=export.pk)
-    return FileResponse(open(export_path(export), "rb"), as_attachment=True, filename=export.filename)
+    return export_file_response(export)

@@ -71,6 +71,7 @@ def test_an_admin_builds_a_report_and_downloads_it_from_its_status_page(
     assert download.status_code == 200
     assert download["Content-Disposition"].startswith("attachment; filename=")
     assert ".csv" in download["Content-Disposition"]
+    assert download["Content-Type"] == "text/csv; charset=utf-8"
     _, table = read_csv(b"".join(download.streaming_content))
     assert table.values.tolist()[-1] == ["Total", "", "", "70.00", "10.50", "0.00", "0.00"]
 
@@ -82,6 +83,7 @@ def test_an_xlsx_export_downloads_as_a_workbook(client, admin, world, django_cap
 
     download = client.get(reverse("reports:export-download", args=[export.pk]))
 
+    assert download["Content-Type"] == "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
     report, notes = read_xlsx(b"".join(download.streaming_content))
     assert list(report["Programme"]) == ["AI for Science", "Open-Source AI Builder Fund", "Total"]
 

@@ -302,6 +302,7 @@ def test_a_director_of_no_pools_gets_an_empty_report_not_everyones(world):
         ({"window": (date(2999, 1, 1), date(2999, 1, 2))}, "start", "The start date must be today or in the past"),
         ({"as_of": date(2999, 1, 1)}, "as_of", "The as-of date must be today or in the past"),
         ({"window": (date(1, 1, 1), date(2026, 3, 1))}, "start", "The start date must be in 2000 or later"),
+        ({"as_of": date(1999, 12, 31)}, "as_of", "The as-of date must be in 2000 or later"),
         ({"window": (date(2026, 3, 1), date(9999, 12, 31))}, "end", "The end date must be within ten years"),
         ({"kind": "jobs", "fmt": "xlsx"}, "format", "The export of every job is CSV only"),
     ],
