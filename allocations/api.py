@@ -2,6 +2,7 @@
 for admins. Amounts are whole GPU-seconds, with GPU-hours beside them for people; input is in GPU-hours."""
 
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, serializers, status, viewsets
@@ -13,7 +14,7 @@ from rest_framework.views import APIView
 from airr_portal import roles
 from airr_portal.api import Conflict
 from airr_portal.api_defaults import Pagination
-from airr_portal.validators import validate_service_date
+from airr_portal.validators import validate_not_future, validate_service_date
 from programmes.models import FundPool, Programme
 
 from . import ledger
@@ -85,11 +86,15 @@ class StatementQuerySerializer(serializers.Serializer):
         except ValidationError:
             pass
         else:
-            return serializers.DateField(validators=[validate_service_date]).run_validation(day.isoformat())
+            checked = [validate_service_date, validate_not_future]
+            return serializers.DateField(validators=checked).run_validation(day.isoformat())
         try:
-            return serializers.DateTimeField().to_internal_value(value)
+            moment = serializers.DateTimeField().to_internal_value(value)
         except ValidationError:
             raise ValidationError("Give a date (2026-04-01) or a date and time (2026-04-01T12:00:00Z).") from None
+        if moment > timezone.now():
+            raise ValidationError("Give this moment or an earlier one: what is recorded later is not known yet.")
+        return moment
 
     def validate(self, data):
         if data.get("from") and data.get("to") and data["to"] < data["from"]:

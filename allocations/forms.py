@@ -5,7 +5,7 @@ import uuid
 from django import forms
 
 from airr_portal.forms import GovukDateInput
-from airr_portal.validators import validate_service_date
+from airr_portal.validators import validate_not_future, validate_service_date
 from programmes.models import FundPool, Programme, System
 
 from . import ledger
@@ -72,13 +72,13 @@ class TransferForm(PoolMovementForm):
         self.fields["destination"].label_from_instance = lambda pool: f"{pool.name} ({pool.programme.name})"
 
 
-def _statement_date(label: str, example: str, **options) -> forms.DateField:
+def _statement_date(label: str, example: str, *, validators=(), **options) -> forms.DateField:
     """An optional date of a statement's window, whose error names it."""
     return forms.DateField(
         label=label,
         required=False,
         widget=GovukDateInput,
-        validators=[validate_service_date],
+        validators=[validate_service_date, *validators],
         error_messages={"invalid": f"The {label} date must be a real date, for example {example}"},
         **options,
     )
@@ -92,6 +92,7 @@ class StatementFilterForm(forms.Form):
     as_of = _statement_date(
         "As recorded by",
         "1 4 2026",
+        validators=[validate_not_future],
         help_text="Leave blank for now. Give a past date to see the statement exactly as it was on that day",
     )
 

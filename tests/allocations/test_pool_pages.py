@@ -161,6 +161,18 @@ def test_the_statement_endpoint_takes_from_to_and_as_of(admin_client, pool):
     assert (body["opening_balance"], body["count"]) == (160_000 * HOUR, 0)
 
 
+def test_a_statement_as_recorded_by_a_day_or_moment_to_come_is_refused(admin_client, pool):
+    tomorrow = timezone.localdate() + timedelta(days=1)
+    url = reverse("fund-pool-statement", args=[pool.pk])
+    for as_of in (tomorrow.isoformat(), (timezone.now() + timedelta(hours=1)).isoformat()):
+        response = admin_client.get(url, {"as_of": as_of})
+        assert response.status_code == 400
+        assert "what is recorded later is not known yet" in response.json()["errors"]["as_of"][0]
+    query = {"as_of_day": tomorrow.day, "as_of_month": tomorrow.month, "as_of_year": tomorrow.year}
+    page = admin_client.get(reverse("allocations:pool-detail", args=[pool.pk]), query).content.decode()
+    assert "Enter today or an earlier date: what is recorded later is not known yet" in page
+
+
 @pytest.mark.parametrize(
     "query", [{"from": "not-a-date"}, {"as_of": "soon"}, {"from": "2026-05-02", "to": "2026-05-01"}]
 )
