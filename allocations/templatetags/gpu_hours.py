@@ -1,4 +1,8 @@
-"""`{{ seconds|gpu_hours }}`: GPU-seconds from the ledger shown as GPU-hours, with at most two decimals."""
+"""`{{ seconds|gpu_hours }}`: GPU-seconds from the ledger shown as GPU-hours, with at most two decimals.
+
+`{{ page|brought_forward }}` and `{{ page|carried_forward }}`: a statement page's balance before its first movement
+and after its last, so that a statement read page by page adds up on every page.
+"""
 
 from django import template
 
@@ -10,3 +14,14 @@ register = template.Library()
 @register.filter
 def gpu_hours(seconds):
     return format_gpu_hours(seconds)
+
+
+@register.filter
+def brought_forward(page) -> int:
+    first = page[0]
+    return first.running_balance - first.amount
+
+
+@register.filter
+def carried_forward(page) -> int:
+    return page[-1].running_balance

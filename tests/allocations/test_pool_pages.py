@@ -1,5 +1,6 @@
 """The fund pool pages and API: figures, statements, and bad input refused clearly with nothing moved."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -219,3 +220,20 @@ def test_repeating_an_api_deposit_returns_the_first_transaction_with_200(admin_c
     assert (first.status_code, again.status_code) == (201, 200)
     assert first.json()["id"] == again.json()["id"]
     assert ledger.pool_account(pool).balance == 160_100 * HOUR
+
+
+def test_a_statement_read_page_by_page_adds_up_on_every_page(admin_client, pool):
+    for n in range(1, 56):  # the budget's deposit and 55 more: two pages of 50
+        ledger.deposit_to_pool(pool=pool, seconds=HOUR, actor=None, reason=f"Top-up {n}", idempotency_key=f"top-{n}")
+    url = reverse("allocations:pool-detail", args=[pool.pk])
+
+    first = admin_client.get(url).content.decode()
+    second = admin_client.get(url, {"page": 2}).content.decode()
+
+    # 160,000 GPU-hours, then 49 top-ups of one on the first page; the last 6 on the second.
+    assert re.search(r"Opening balance</td>\s*<td[^>]*>0</td>", first)
+    assert re.search(r"Carried forward to the next page</th>\s*<td[^>]*><strong>160,049</strong>", first)
+    assert "Closing balance</th>" not in first and "Brought forward" not in first
+    assert "Opening balance</td>" not in second and "Carried forward" not in second
+    assert re.search(r"Brought forward from the previous page</td>\s*<td[^>]*>160,049</td>", second)
+    assert re.search(r"Closing balance</th>\s*<td[^>]*><strong>160,055</strong>", second)
