@@ -70,31 +70,40 @@ class FundPoolSerializer(serializers.ModelSerializer):
         return _figures(figures[pool.pk])
 
 
-class StatementQuerySerializer(serializers.Serializer):
-    # `from` is a Python keyword, so the field is declared under its query-string name below.
-    to = serializers.DateField(required=False, validators=[validate_service_date])
-    as_of = serializers.CharField(required=False, help_text="A date (end of that day) or an ISO 8601 datetime.")
+class AsOfField(serializers.CharField):
+    """A date (the end of that day) or an ISO 8601 moment, from 2000 and not to come: what "as recorded by" reads.
 
-    def get_fields(self):
-        fields = super().get_fields()
-        fields["from"] = serializers.DateField(required=False, validators=[validate_service_date])
-        return fields
+    A moment lets an export be asked for again as of the very second an earlier one read, as its file states.
+    """
 
-    def validate_as_of(self, value):
+    def to_internal_value(self, data):
+        text = super().to_internal_value(data)
         try:
-            day = serializers.DateField().to_internal_value(value)
+            day = serializers.DateField().to_internal_value(text)
         except ValidationError:
             pass
         else:
             checked = [validate_service_date, validate_not_future]
             return serializers.DateField(validators=checked).run_validation(day.isoformat())
         try:
-            moment = serializers.DateTimeField().to_internal_value(value)
+            moment = serializers.DateTimeField().to_internal_value(text)
         except ValidationError:
             raise ValidationError("Give a date (2026-04-01) or a date and time (2026-04-01T12:00:00Z).") from None
+        validate_service_date(moment.date())
         if moment > timezone.now():
             raise ValidationError("Give this moment or an earlier one: what is recorded later is not known yet.")
         return moment
+
+
+class StatementQuerySerializer(serializers.Serializer):
+    # `from` is a Python keyword, so the field is declared under its query-string name below.
+    to = serializers.DateField(required=False, validators=[validate_service_date])
+    as_of = AsOfField(required=False, help_text="A date (end of that day) or an ISO 8601 datetime.")
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["from"] = serializers.DateField(required=False, validators=[validate_service_date])
+        return fields
 
     def validate(self, data):
         if data.get("from") and data.get("to") and data["to"] < data["from"]:

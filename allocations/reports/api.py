@@ -10,6 +10,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from allocations.api import AsOfField
 from allocations.ledger import seconds_to_hours
 from allocations.models import ReportExport
 
@@ -58,8 +59,13 @@ class ReportParametersSerializer(serializers.Serializer):
     programmes = serializers.ListField(
         child=serializers.IntegerField(), required=False, default=list, help_text="Programme ids; empty for all"
     )
-    as_of = serializers.DateField(
-        required=False, allow_null=True, help_text="Read the ledger as at the end of this day; empty for now"
+    as_of = AsOfField(
+        required=False,
+        allow_null=True,
+        help_text=(
+            "Read the ledger as at the end of this day, or at this ISO 8601 moment (an earlier export's as_of, to "
+            "repeat it exactly); empty for now"
+        ),
     )
 
     def validate(self, data):
@@ -169,7 +175,7 @@ class ReportTotalsView(APIView):
             OpenApiParameter("groupings", str, description="Comma-separated, e.g. programme,system,month"),
             OpenApiParameter("start", str, description="First effective date, e.g. 2026-04-01"),
             OpenApiParameter("end", str, description="Last effective date (inclusive)"),
-            OpenApiParameter("as_of", str, description="Read the ledger as at the end of this day"),
+            OpenApiParameter("as_of", str, description="Read the ledger as at the end of this day, or at this moment"),
             OpenApiParameter("programmes", str, description="Comma-separated programme ids"),
         ],
         responses={200: dict},

@@ -362,3 +362,22 @@ def test_the_beat_deletes_expired_export_files_every_hour(settings):
 
     entry = settings.CELERY_BEAT_SCHEDULE["delete-expired-report-exports"]
     assert entry["task"] == report_delete_expired_exports_task.name and entry["schedule"] == 3600.0
+
+
+def test_the_api_reads_the_ledger_at_an_exact_moment_so_an_earlier_export_can_be_repeated(client, admin, world):
+    """An adjustment recorded at 09:00 on 5 April: a moment just before it and one just after give different totals."""
+    client.force_login(admin)
+
+    def used(as_of: str) -> int:
+        query = {"groupings": "system", "start": "2026-03-01", "end": "2026-03-31", "as_of": as_of}
+        response = client.get(reverse("report-totals"), query)
+        assert response.status_code == 200, response.json()
+        return sum(row["used_gpu_seconds"] for row in response.json()["rows"])
+
+    before, after = used("2026-04-05T08:59:00+00:00"), used("2026-04-05T09:01:00+00:00")
+
+    assert after - before == 1800
+    assert used("2026-04-05") == after  # a date reads the end of that day
+    response = client.get(reverse("report-totals"), {"groupings": "system", "start": "2026-03-01", "end": "2026-03-31",
+                                                      "as_of": "1999-12-31T23:00:00+00:00"})  # fmt: skip
+    assert response.status_code == 400 and "as_of" in response.json()["errors"]
