@@ -357,6 +357,8 @@ def programme_dashboard_data(dashboard) -> dict:
                     capacity=report.figures.capacity,
                     committed=report.figures.committed,
                     consumed=report.figures.consumed,
+                    returned=report.figures.returned,
+                    forfeited=report.figures.forfeited,
                     available=report.figures.available,
                     held_by_allocations=report.figures.held_by_allocations,
                 ),

@@ -332,6 +332,8 @@ def test_the_api_gives_the_dashboards_numbers_in_gpu_seconds_and_gpu_hours(
         "capacity": 1000 * HOUR,
         "committed": 300 * HOUR,
         "consumed": 25 * HOUR,
+        "returned": 0,
+        "forfeited": 0,
         "available": 700 * HOUR,
         "held_by_allocations": 275 * HOUR,
     }
@@ -362,3 +364,22 @@ def test_the_dashboard_issues_a_bounded_number_of_queries(
 
     assert response.status_code == 200
     assert response.content.decode().count('role="img"') == scale
+
+
+def test_the_dashboard_shows_hours_returned_so_that_its_figures_add_up(
+    client, director, programme, pool_with_usage, today
+):
+    from allocations.models import Allocation
+
+    ledger.revoke_allocation(allocation=Allocation.objects.get(), actor=None, reason="Stopped", idempotency_key="rv")
+    client.force_login(director)
+
+    figures = client.get(reverse("api-programme-dashboard", args=[programme.pk])).json()["pools"][0]["figures"]
+    page = client.get(reverse("programme-dashboard", args=[programme.pk])).content.decode()
+
+    seconds = figures["gpu_seconds"]
+    assert seconds["returned"] == 275 * HOUR  # what the allocation held came back
+    assert (
+        seconds["capacity"] - seconds["committed"] + seconds["returned"] - seconds["forfeited"] == seconds["available"]
+    )
+    assert "Returned to the pool</dt>" in page and ">275</dd>" in page
