@@ -125,7 +125,7 @@ class ReportExportSerializer(serializers.ModelSerializer):
         return self._absolute(reverse("report-export-detail", args=[export.pk]))
 
     def get_download_url(self, export) -> str | None:
-        if not export.is_ready or export.has_expired():
+        if not export.is_ready or is_gone(export):
             return None
         return self._absolute(reverse("report-export-download", args=[export.pk]))
 

@@ -55,7 +55,7 @@ def _export_page(request, export: ReportExport, *, gone: bool):
 @require_GET
 def export_detail(request, pk):
     export = _export_for(request, pk)
-    return _export_page(request, export, gone=export.has_expired())
+    return _export_page(request, export, gone=is_gone(export))
 
 
 @login_required

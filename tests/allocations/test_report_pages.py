@@ -218,8 +218,10 @@ def test_an_expired_export_answers_gone_with_a_clear_page(client, admin, world, 
     download = client.get(reverse("reports:export-download", args=[export.pk]))
     api = client.get(reverse("report-export-download", args=[export.pk]))
 
-    assert page.status_code == 410 and "This export has expired" in page.content.decode()
-    assert download.status_code == 410 and "This export has expired" in download.content.decode()
+    expired = "This export is no longer available</h1>"
+    assert page.status_code == 410 and expired in page.content.decode()
+    assert "its file is deleted within the hour" in page.content.decode()
+    assert download.status_code == 410 and expired in download.content.decode()
     assert api.status_code == 410 and api.json()["code"] == "expired"
 
 
@@ -231,10 +233,15 @@ def test_an_export_whose_file_was_lost_answers_gone_not_an_error(
     export = ReportExport.objects.get()
     export_path(export).unlink()
 
+    page = client.get(reverse("reports:export-detail", args=[export.pk]))
     download = client.get(reverse("reports:export-download", args=[export.pk]))
     api = client.get(reverse("report-export-download", args=[export.pk]))
+    status = client.get(reverse("report-export-detail", args=[export.pk])).json()
 
-    assert download.status_code == 410 and "This export has expired" in download.content.decode()
+    # Its page and its status say so, rather than offering a download that answers 410.
+    assert page.status_code == 410 and "Its file is missing from the server" in page.content.decode()
+    assert status["download_url"] is None
+    assert download.status_code == 410 and "This export is no longer available" in download.content.decode()
     assert api.status_code == 410 and api.json()["code"] == "expired"
 
 
