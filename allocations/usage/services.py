@@ -63,12 +63,22 @@ STALLED_BATCH_AFTER = timedelta(minutes=15)
 STALLED_BATCH_GIVEN_UP_AFTER = timedelta(days=1)
 
 
-def stalled_batches(*, given_up_too: bool = False):
-    """Batches received STALLED_BATCH_AFTER ago or more and still not read (those of the last day only, unless
-    `given_up_too`)."""
+def stalled_batches():
+    """The batches the beat queues again: received STALLED_BATCH_AFTER ago or more, within the last day, unread."""
     now = timezone.now()
-    batches = IngestBatch.objects.filter(status=IngestBatch.Status.RECEIVED, received_at__lt=now - STALLED_BATCH_AFTER)
-    return batches if given_up_too else batches.filter(received_at__gte=now - STALLED_BATCH_GIVEN_UP_AFTER)
+    return IngestBatch.objects.filter(
+        status=IngestBatch.Status.RECEIVED,
+        received_at__lt=now - STALLED_BATCH_AFTER,
+        received_at__gte=now - STALLED_BATCH_GIVEN_UP_AFTER,
+    )
+
+
+def stall_of(batch: IngestBatch) -> str | None:
+    """Whether a batch's reading was lost, by the same rule: None, "retried" (by the beat) or "given up"."""
+    age = timezone.now() - batch.received_at
+    if batch.status != IngestBatch.Status.RECEIVED or age <= STALLED_BATCH_AFTER:
+        return None
+    return "retried" if age <= STALLED_BATCH_GIVEN_UP_AFTER else "given up"
 
 
 def enqueue_ingest(batch: IngestBatch) -> None:

@@ -36,7 +36,7 @@ from .services import (
     enqueue_ingest,
     replay_rejected_rows,
     revoke_ingest_token,
-    stalled_batches,
+    stall_of,
     unmatched_accounts,
 )
 
@@ -138,8 +138,7 @@ def batch_detail(request, pk):
     operated = IngestBatch.objects.filter(system__in=_operated_systems(request.user))
     batch = get_object_or_404(operated.select_related("system"), pk=pk)
     rejected = Paginator(batch.rejected_rows.all(), PAGE_SIZE).get_page(request.GET.get("page"))
-    is_stalled = stalled_batches(given_up_too=True).filter(pk=batch.pk).exists()
-    is_given_up = is_stalled and not stalled_batches().filter(pk=batch.pk).exists()
+    stall = stall_of(batch)
     return render(
         request,
         "allocations/usage/batch_detail.html",
@@ -148,11 +147,11 @@ def batch_detail(request, pk):
             "rejected": rejected,
             "can_replay": roles.is_admin(request.user)
             and batch.rejected_rows.filter(replayed_at__isnull=True).exists(),
-            "is_stalled": is_stalled and request.GET.get("queued") != "yes",
+            "is_stalled": stall is not None and request.GET.get("queued") != "yes",
             "no_run_used_a_gpu": batch.without_gpus
             and batch.without_gpus == batch.new + batch.updated + batch.unchanged,
-            "is_given_up": is_given_up,
-            "can_read": is_stalled and roles.is_admin(request.user),
+            "is_given_up": stall == "given up",
+            "can_read": stall is not None and roles.is_admin(request.user),
             "can_read_again": batch.status == IngestBatch.Status.FAILED and roles.is_admin(request.user),
         },
     )
