@@ -4,8 +4,9 @@ A run reads the records whose `changed_seq` is above the system's cursor, charge
 between what it costs (`gpu_seconds`) and what the ledger already holds for it (the sum of its JobCharge
 rows), and writes those JobCharge rows and moves the cursor in the same database transaction as the ledger
 entries. So:
-- its cost follows the records that changed, never the size of history (an index on (system, changed_seq),
-  and one on the charges of a record);
+- its cost follows the records that changed, never the size of history: it reads records numbered from its
+  cursor up to the system's last committed change number (UsageSequence), so a run with nothing new reads no
+  record at all, and one with changes finds them by an index on (system, changed_seq);
 - a second run, or a run after a worker died mid-way (its transaction rolled back), charges nothing twice;
 - a running job is charged provisionally and re-charged by the difference when it ends; a run reported shorter
   is refunded the difference.
@@ -27,7 +28,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection, transaction
-from django.db.models import Max
 from django.utils import timezone
 
 from allocations import ledger
@@ -37,6 +37,7 @@ from allocations.models import (
     JobRecord,
     ReconciliationCursor,
     ReconciliationRun,
+    UsageSequence,
 )
 from programmes.models import System
 
@@ -56,14 +57,17 @@ def reconcile_system(*, system: System, effective_at: datetime | None = None) ->
         # One run per system at a time: a second run waits here, then sees what the first already charged.
         cursor = ReconciliationCursor.objects.select_for_update().get(system=system)
         from_seq = cursor.reconciled_seq
-        changes = (
-            _SqlChanges(system, from_seq) if connection.vendor == "postgresql" else _PythonChanges(system, from_seq)
-        )
-        to_seq, per_allocation = changes.to_seq, changes.per_allocation
+        # The system's last committed change number. A writer takes numbers in order under the sequence's lock
+        # and holds it to its commit, so every record numbered up to it is committed, and visible from here on.
+        to_seq = UsageSequence.objects.filter(system=system).values_list("last_seq", flat=True).first() or 0
+        if to_seq <= from_seq:
+            return None
+        changes = (_SqlChanges if connection.vendor == "postgresql" else _PythonChanges)(system, from_seq, to_seq)
+        per_allocation = changes.per_allocation
         if not per_allocation:
-            if to_seq != from_seq:
-                cursor.reconciled_seq = to_seq
-                cursor.save(update_fields=["reconciled_seq"])
+            # Numbers taken by writes that changed nothing to charge (unchanged or unmatched records).
+            cursor.reconciled_seq = to_seq
+            cursor.save(update_fields=["reconciled_seq"])
             return None
         run = ReconciliationRun.objects.create(
             system=system,
@@ -116,18 +120,13 @@ class _SqlChanges:
     refund transaction.
     """
 
-    def __init__(self, system: System, from_seq: int):
+    def __init__(self, system: System, from_seq: int, to_seq: int):
         table, charges = JobRecord._meta.db_table, JobCharge._meta.db_table
         with connection.cursor() as db:
             # Before statistics catch up with a big ingest the planner overestimates these queries and compiles
             # them (JIT), which costs more than running them.
             db.execute("SET LOCAL jit = off")
             db.execute("SET LOCAL work_mem = '256MB'")
-            latest = JobRecord.objects.filter(system=system, changed_seq__gt=from_seq).aggregate(Max("changed_seq"))
-            self.to_seq = latest["changed_seq__max"] or from_seq
-            if self.to_seq == from_seq:
-                self.per_allocation, self.records = {}, 0
-                return
             # Dropped at commit; a run before it inside the same transaction (tests do that) left its own.
             db.execute("DROP TABLE IF EXISTS reconcile_deltas, reconcile_transactions")
             # Table names come from the models; every value is a parameter. Unmatched records wait, held, until
@@ -150,7 +149,7 @@ class _SqlChanges:
                 ) held ON held.job_record_id = c.id
                 WHERE c.gpu_seconds <> COALESCE(held.seconds, 0)
                 """,  # noqa: S608
-                [system.pk, from_seq, self.to_seq],
+                [system.pk, from_seq, to_seq],
             )
             db.execute(
                 """
@@ -207,18 +206,16 @@ class _SqlChanges:
 class _PythonChanges:
     """The portable path (SQLite): the changed records read one by one, their differences kept in Python."""
 
-    def __init__(self, system: System, from_seq: int):
+    def __init__(self, system: System, from_seq: int, to_seq: int):
         rows = (
-            JobRecord.objects.filter(system=system, changed_seq__gt=from_seq)
+            JobRecord.objects.filter(system=system, changed_seq__gt=from_seq, changed_seq__lte=to_seq)
             .order_by()
             .with_charged_seconds()
-            .values_list("pk", "allocation_id", "gpu_seconds", "charged_seconds", "changed_seq")
+            .values_list("pk", "allocation_id", "gpu_seconds", "charged_seconds")
         )
-        self.to_seq = from_seq
         self.parts: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
         self.records = 0
-        for pk, allocation_id, gpu_seconds, charged_seconds, changed_seq in rows.iterator(chunk_size=20_000):
-            self.to_seq = max(self.to_seq, changed_seq)
+        for pk, allocation_id, gpu_seconds, charged_seconds in rows.iterator(chunk_size=20_000):
             # Unmatched records wait, held, until an allocation claims their account (which gives them a new
             # change number, so a later run sees them).
             if allocation_id is None or gpu_seconds == charged_seconds:

@@ -1,9 +1,19 @@
 """Reconciliation: each GPU-second charged once, whatever order and however often the records arrive."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from allocations import ledger
-from allocations.models import JobCharge, JobRecord, LedgerAccount, LedgerTransaction, ReconciliationRun
+from allocations.models import (
+    JobCharge,
+    JobRecord,
+    LedgerAccount,
+    LedgerTransaction,
+    ReconciliationCursor,
+    ReconciliationRun,
+    UsageSequence,
+)
 from allocations.usage.ingest import ingest_sacct
 from allocations.usage.reconcile import reconcile_system
 from allocations.usage.services import assign_unmatched_account
@@ -138,6 +148,36 @@ def test_a_run_records_the_cursor_so_the_next_run_reads_only_new_records(system)
     assert second.from_seq == first.to_seq
     assert second.records == 1
     assert ReconciliationRun.objects.count() == 2
+
+
+def test_a_run_with_nothing_new_reads_no_job_record(system):
+    funded_allocation(system)
+    ingest(system, payload(*(sacct_line(n) for n in range(1, 50))))
+    reconcile_system(system=system)
+
+    with CaptureQueriesContext(connection) as queries:
+        assert reconcile_system(system=system) is None
+
+    assert not [query["sql"] for query in queries if JobRecord._meta.db_table in query["sql"]]
+
+
+def test_change_numbers_that_charged_nothing_move_the_cursor_past_them(system):
+    allocation = funded_allocation(system)
+    ingest(system, payload(sacct_line(1)))
+    reconcile_system(system=system)
+    # The same run in another payload, and a run of an account no allocation owns: numbers taken, nothing to charge.
+    ingest(system, payload(sacct_line(1), sacct_line(2, account="nobody")))
+
+    assert reconcile_system(system=system) is None
+    assert (
+        ReconciliationCursor.objects.get(system=system).reconciled_seq
+        == UsageSequence.objects.get(system=system).last_seq
+    )
+    ingest(system, payload(sacct_line(3)))
+    run = reconcile_system(system=system)
+
+    assert run.records == 1
+    assert used(allocation) == 2 * HOUR
 
 
 def test_bulk_usage_writes_one_balanced_transaction_per_movement_and_keeps_balances_true(system):
