@@ -195,7 +195,7 @@ def awarded_systems_of(proposal_ids) -> dict[int, list[AwardedSystem]]:
 
 def accept_award(*, proposal: Proposal, actor) -> list[Allocation]:
     """The PI accepts the award as a whole: each of its allocations becomes active now, or stays scheduled
-    until its start date."""
+    until its start date; one whose end date has already passed stays as it is (the daily expiry ends it)."""
     if proposal.pi_id != actor.pk:
         raise PermissionDenied
     with transaction.atomic():
@@ -205,7 +205,9 @@ def accept_award(*, proposal: Proposal, actor) -> list[Allocation]:
         )
         today = timezone.localdate()
         for allocation in allocations:
-            if allocation.start_date <= today:
+            # Only a scheduled allocation whose window includes today: one whose end date has passed (ended by
+            # the daily expiry, its hours already returned or forfeited) never runs again.
+            if allocation.state == Allocation.State.SCHEDULED and allocation.start_date <= today <= allocation.end_date:
                 allocation.state = Allocation.State.ACTIVE
                 allocation.save(update_fields=["state"])
         record_transition(locked, to=State.ACCEPTED, actor=actor, reason="Award accepted")

@@ -204,3 +204,30 @@ def test_two_directors_deciding_the_same_proposal_at_once_cannot_both_succeed(ca
     assert sorted(outcomes) == ["awarded", "refused"]
     assert Allocation.objects.filter(proposal=proposal).count() == 1
     assert pool_figures(pool).available == 9000 * HOUR
+
+
+@pytest.mark.django_db
+def test_an_award_accepted_after_its_end_date_does_not_come_back_to_life(call, pool, system, alice, director):
+    """The daily expiry ends an unanswered award's allocation once its end date passes; accepting it afterwards
+    must not make it active again (its hours are already back in the pool, and expiry would never end it)."""
+    from django.utils import timezone
+
+    from allocations.usage.limits import account_limits
+    from allocations.usage.thresholds import expire_ended_allocations
+
+    today = timezone.localdate()
+    proposal = _in_review(call, system, alice)
+    proposal.start_date = max(pool.valid_from, today - timedelta(days=40))
+    proposal.save()
+    allocation = _award(proposal, pool, director, end=today - timedelta(days=1))
+    assert expire_ended_allocations() == 1
+    allocation.refresh_from_db()
+    assert allocation.state == Allocation.State.EXPIRED
+    assert pool_figures(pool).available == 10_000 * HOUR
+
+    awards.accept_award(proposal=proposal, actor=alice)
+
+    allocation.refresh_from_db()
+    assert allocation.state == Allocation.State.EXPIRED
+    assert account_limits(system=system)[0]["gpu_minutes_limit"] == 0
+    assert expire_ended_allocations() == 0
