@@ -15,11 +15,12 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from programmes.models import Decision, FundPool, Proposal
+from programmes.models import Decision, FundPool, Proposal, System
 from programmes.proposals import add_months, can_direct, lock_proposal, notify, record_transition
 
 from . import ledger
 from .models import Allocation
+from .usage.thresholds import today_on
 
 State = Proposal.State
 
@@ -203,8 +204,8 @@ def accept_award(*, proposal: Proposal, actor) -> list[Allocation]:
         allocations = list(
             Allocation.objects.select_for_update().filter(proposal=locked).order_by("pk").select_related("system")
         )
-        today = timezone.localdate()
         for allocation in allocations:
+            today = today_on(allocation.system)
             # Only a scheduled allocation whose window includes today: one whose end date has passed (ended by
             # the daily expiry, its hours already returned or forfeited) never runs again.
             if allocation.state == Allocation.State.SCHEDULED and allocation.start_date <= today <= allocation.end_date:
@@ -238,8 +239,12 @@ def activate_started_allocations(*, today: date | None = None) -> int:
 
     Safe to run any number of times: each allocation moves only from `scheduled`, under a guarded update.
     """
-    today = today or timezone.localdate()
-    due = Allocation.objects.filter(
-        state=Allocation.State.SCHEDULED, start_date__lte=today, end_date__gte=today
-    ).filter(Q(proposal__isnull=True) | Q(proposal__state=State.ACCEPTED))
+    # Each system's today, where its allocations' days begin (see `expire_ended_allocations`).
+    in_window = Q(pk__in=[])
+    for system in System.objects.all():
+        day = today or today_on(system)
+        in_window |= Q(system=system, start_date__lte=day, end_date__gte=day)
+    due = Allocation.objects.filter(in_window, state=Allocation.State.SCHEDULED).filter(
+        Q(proposal__isnull=True) | Q(proposal__state=State.ACCEPTED)
+    )
     return due.update(state=Allocation.State.ACTIVE)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import date
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from allocations import ledger
@@ -102,10 +103,29 @@ def exhaust_allocation(*, allocation: Allocation) -> bool:
     return bool(changed)
 
 
+def today_on(system: System) -> date:
+    """Today's date where the system's allocation days begin and end: in its time zone, not the portal's."""
+    from allocations.usage.ingest import IngestError, time_zone_of
+
+    try:
+        return timezone.localdate(timezone=time_zone_of(system))
+    except IngestError:
+        return timezone.localdate()
+
+
 def expire_ended_allocations(*, today: date | None = None) -> int:
-    """Expire every open allocation whose end date has passed; unused hours follow the pool's policy, once."""
-    today = today or timezone.localdate()
-    ended = Allocation.objects.filter(end_date__lt=today, state__in=(*_OPEN_STATES, Allocation.State.SCHEDULED))
+    """Expire every open allocation whose end date has passed; unused hours follow the pool's policy, once.
+
+    Without `today`, an allocation's last day ends at midnight in its system's time zone (where ingest says its
+    window closes), so a UTC system's allocation is not ended an hour early while London keeps summer time.
+    """
+    days = {system.pk: today or today_on(system) for system in System.objects.all()}
+    by_system = Q()
+    for system_id, day in days.items():
+        by_system |= Q(system_id=system_id, end_date__lt=day)
+    if not days:
+        return 0
+    ended = Allocation.objects.filter(by_system, state__in=(*_OPEN_STATES, Allocation.State.SCHEDULED))
     count = 0
     for allocation in ended.select_related("pool__system"):
         try:

@@ -209,3 +209,47 @@ def test_usage_tasks_run_on_their_queues_and_the_beat_schedules_them():
         "allocations.tasks.expire_allocations_task",
     } <= scheduled
     assert set(celery_app.tasks) >= scheduled
+
+
+def test_an_allocation_is_not_expired_before_its_last_day_ends_in_its_systems_time_zone(system):
+    """The allocation's days are its system's (UTC here): at 23:30 UTC on its last day, which is already the
+    next day in London in summer, it still has half an hour to run, and its hours are not returned yet."""
+    from datetime import UTC, date, datetime
+    from unittest import mock
+
+    from django.utils import timezone
+
+    from allocations.awards import activate_started_allocations
+
+    year = timezone.localdate().year - 1
+    last_day = date(year, 7, 31)
+    allocation = funded_allocation(
+        system,
+        hours=10,
+        start_date=date(year, 7, 1),
+        end_date=last_day,
+        pool_options={"valid_from": date(year, 1, 1), "valid_until": date(year + 2, 12, 31)},
+    )
+
+    following = funded_allocation(
+        system,
+        account="airr-00002",
+        state="scheduled",
+        start_date=date(year, 8, 1),
+        end_date=date(year, 8, 31),
+        pool_options={"valid_from": date(year, 1, 1), "valid_until": date(year + 2, 12, 31)},
+    )
+
+    with mock.patch("django.utils.timezone.now", return_value=datetime(year, 7, 31, 23, 30, tzinfo=UTC)):
+        assert expire_ended_allocations() == 0
+        assert activate_started_allocations() == 0  # nor does the next one start an hour early
+    allocation.refresh_from_db()
+    assert allocation.state == Allocation.State.ACTIVE
+    assert account_limits(system=system)[0]["gpu_minutes_limit"] == 600
+
+    with mock.patch("django.utils.timezone.now", return_value=datetime(year, 8, 1, 0, 0, 1, tzinfo=UTC)):
+        assert expire_ended_allocations() == 1
+        assert activate_started_allocations() == 1
+    allocation.refresh_from_db()
+    following.refresh_from_db()
+    assert (allocation.state, following.state) == (Allocation.State.EXPIRED, Allocation.State.ACTIVE)
