@@ -118,21 +118,30 @@ def send_threshold_notice_task(notice_id: int) -> int:
 @shared_task(autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
 def send_threshold_email_task(notice_id: int, address: str) -> bool:
     """Tell one member of an allocation's team that it passed a threshold."""
-    from allocations.ledger import format_gpu_hours
+    from django.urls import reverse
+
+    from allocations.ledger import format_gpu_hours, usage_and_commitments
     from allocations.models import ThresholdNotice
+    from allocations.usage.thresholds import percent_used
 
     notice = ThresholdNotice.objects.select_related("allocation").get(pk=notice_id)
     allocation = notice.allocation
+    # The usage that passed the threshold, against the award: one charge may pass several thresholds at once,
+    # and each of their emails then gives the same true figures.
+    _, committed = usage_and_commitments([allocation.pk])[allocation.pk]
+    link = f"{settings.SITE_URL}{reverse('usage:allocation-usage', args=[allocation.pk])}"
     send_mail(
         subject=f"{allocation.scheduler_account} has used {notice.percent}% of its GPU-hours",
         message=(
-            f"The allocation {allocation} has used {format_gpu_hours(notice.used_seconds)} GPU-hours, "
-            f"{notice.percent}% of its award.\n"
+            f"The allocation {allocation} has passed {notice.percent}% of its award: it had used "
+            f"{format_gpu_hours(notice.used_seconds)} of its {format_gpu_hours(committed)} GPU-hours "
+            f"({percent_used(notice.used_seconds, committed)}%).\n"
             + (
                 "When it passes its award (plus any grace), its jobs can no longer start.\n"
                 if notice.percent < 100
                 else "It has reached its award: new jobs may be held by the scheduler.\n"
             )
+            + f"Its usage, per member and per job, and its statement: {link}\n"
             + "You receive this as its principal investigator or a member of its team.\n"
         ),
         from_email=settings.DEFAULT_FROM_EMAIL,

@@ -253,3 +253,23 @@ def test_an_allocation_is_not_expired_before_its_last_day_ends_in_its_systems_ti
     allocation.refresh_from_db()
     following.refresh_from_db()
     assert (allocation.state, following.state) == (Allocation.State.EXPIRED, Allocation.State.ACTIVE)
+
+
+def test_each_threshold_email_states_the_true_figures_when_usage_jumps_past_several(
+    system, alice, django_capture_on_commit_callbacks
+):
+    """9.5 of 10 GPU-hours used in one go passes 50, 75 and 90 %: each email says which threshold was passed and
+    what was really used, never "9.5 GPU-hours, 50% of its award"."""
+    from django.urls import reverse
+
+    allocation = funded_allocation(system, hours=10, holder=alice)
+    use(system, 9.5)
+    with django_capture_on_commit_callbacks(execute=True):
+        check_thresholds(system=system)
+
+    bodies = {m.subject: m.body for m in mail.outbox}
+    assert set(bodies) == {f"airr-00001 has used {p}% of its GPU-hours" for p in (50, 75, 90)}
+    for body in bodies.values():
+        assert "9.5 GPU-hours, 50%" not in body and "9.5 GPU-hours, 75%" not in body
+        assert "9.5 of its 10 GPU-hours (95%)" in body
+        assert reverse("usage:allocation-usage", args=[allocation.pk]) in body
