@@ -217,13 +217,16 @@ def accept_award(*, proposal: Proposal, actor) -> list[Allocation]:
 
 
 def decline_award(*, proposal: Proposal, actor, reason: str = "") -> list[Allocation]:
-    """The PI declines the award as a whole: every allocation is revoked and its hours return to its pool."""
+    """The PI declines the award as a whole: every allocation is revoked and its hours return to its pool (one that
+    has already expired, unanswered past its end date, stays as the expiry left it)."""
     if proposal.pi_id != actor.pk:
         raise PermissionDenied
     with transaction.atomic():
         locked = lock_proposal(proposal, allowed=(State.AWARDED,), action="decline the award of")
         allocations = list(Allocation.objects.filter(proposal=locked).order_by("pk").select_related("system"))
         for allocation in allocations:
+            if allocation.has_ended:
+                continue  # expired unanswered at its end date: its hours were returned or forfeited then
             ledger.revoke_allocation(
                 allocation=allocation,
                 actor=actor,

@@ -231,3 +231,32 @@ def test_an_award_accepted_after_its_end_date_does_not_come_back_to_life(call, p
     assert allocation.state == Allocation.State.EXPIRED
     assert account_limits(system=system)[0]["gpu_minutes_limit"] == 0
     assert expire_ended_allocations() == 0
+
+
+@pytest.mark.django_db
+def test_an_award_declined_after_its_end_date_is_declined_not_a_500(call, pool, system, alice, director):
+    """The daily expiry has already ended the unanswered award's allocation (its hours back in the pool): declining
+    it then records the answer instead of failing on the allocation that has ended."""
+    from django.urls import reverse
+    from django.utils import timezone
+
+    from allocations.usage.thresholds import expire_ended_allocations
+    from tests.factories import web_client
+
+    today = timezone.localdate()
+    proposal = _in_review(call, system, alice)
+    proposal.start_date = max(pool.valid_from, today - timedelta(days=40))
+    proposal.save()
+    allocation = _award(proposal, pool, director, end=today - timedelta(days=1))
+    assert expire_ended_allocations() == 1
+
+    response = web_client(alice, raise_request_exception=False).post(
+        reverse("proposals:proposal-respond", args=[proposal.pk]), {"answer": "decline"}
+    )
+
+    assert response.status_code == 302
+    proposal.refresh_from_db()
+    allocation.refresh_from_db()
+    assert proposal.state == State.DECLINED
+    assert allocation.state == Allocation.State.EXPIRED
+    assert pool_figures(pool).available == 10_000 * HOUR
