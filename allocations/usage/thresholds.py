@@ -1,4 +1,5 @@
-"""What follows from usage: notices at 50, 75, 90 and 100 % used, exhaustion past the grace, expiry.
+"""What follows from usage: notices at 50, 75, 90 and 100 % used, exhaustion past the grace (undone if refunds
+bring usage back under it), expiry.
 
 Each is safe to run any number of times: a notice is a row unique per (allocation, percent), exhaustion is a
 state change guarded by the current state, and expiry goes through the ledger with a key per allocation.
@@ -26,7 +27,8 @@ def percent_used(used: int, committed: int) -> int:
 
 
 def check_thresholds(*, system: System) -> list[ThresholdNotice]:
-    """Record (and email after commit) each threshold passed; exhaust allocations past 100 % + grace."""
+    """Record (and email after commit) each threshold passed; exhaust allocations past 100 % + grace, and make
+    active again an exhausted one that refunds brought back under it (notices are not sent again)."""
     allocations = {a.pk: a for a in Allocation.objects.filter(system=system, state__in=_OPEN_STATES)}
     if not allocations:
         return []
@@ -51,6 +53,8 @@ def check_thresholds(*, system: System) -> list[ThresholdNotice]:
         limit = committed * (100 + allocation.pool.grace_percent)
         if allocation.state == Allocation.State.ACTIVE and used * 100 >= limit:
             exhaust_allocation(allocation=allocation)
+        elif allocation.state == Allocation.State.EXHAUSTED and used * 100 < limit:
+            reopen_allocation(allocation=allocation)  # a refund (a job re-reported shorter) gave hours back
     return notices
 
 
@@ -111,6 +115,17 @@ def today_on(system: System) -> date:
         return timezone.localdate(timezone=time_zone_of(system))
     except IngestError:
         return timezone.localdate()
+
+
+def reopen_allocation(*, allocation: Allocation) -> bool:
+    """Make an exhausted allocation active again (its limit comes back); False if it was not exhausted."""
+    with transaction.atomic():
+        changed = Allocation.objects.filter(pk=allocation.pk, state=Allocation.State.EXHAUSTED).update(
+            state=Allocation.State.ACTIVE
+        )
+    if changed:
+        allocation.state = Allocation.State.ACTIVE
+    return bool(changed)
 
 
 def expire_ended_allocations(*, today: date | None = None) -> int:

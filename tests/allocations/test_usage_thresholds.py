@@ -273,3 +273,22 @@ def test_each_threshold_email_states_the_true_figures_when_usage_jumps_past_seve
         assert "9.5 GPU-hours, 50%" not in body and "9.5 GPU-hours, 75%" not in body
         assert "9.5 of its 10 GPU-hours (95%)" in body
         assert reverse("usage:allocation-usage", args=[allocation.pk]) in body
+
+
+def test_an_allocation_exhausted_by_a_job_later_reported_shorter_runs_again(system):
+    """Exhausted means used at least the award plus grace: once a refund brings usage back under it, the
+    allocation is active again and its limit is restored, rather than stopped for good with hours left."""
+    allocation = funded_allocation(system, hours=10)
+    use(system, 10)
+    check_thresholds(system=system)
+    allocation.refresh_from_db()
+    assert allocation.state == Allocation.State.EXHAUSTED
+
+    use(system, 4)  # job 1 re-reported: it ran 4 GPU-hours, not 10
+    assert ledger.net_usage(ledger.allocation_account(allocation)) == 4 * HOUR
+    check_thresholds(system=system)
+
+    allocation.refresh_from_db()
+    assert allocation.state == Allocation.State.ACTIVE
+    assert account_limits(system=system)[0]["gpu_minutes_limit"] == 600
+    assert sorted(ThresholdNotice.objects.values_list("percent", flat=True)) == [50, 75, 90, 100]  # each once
