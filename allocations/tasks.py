@@ -124,16 +124,18 @@ def send_threshold_email_task(notice_id: int, address: str) -> bool:
     from allocations.models import ThresholdNotice
     from allocations.usage.thresholds import percent_used
 
-    notice = ThresholdNotice.objects.select_related("allocation").get(pk=notice_id)
+    notice = ThresholdNotice.objects.select_related("allocation__system").get(pk=notice_id)
     allocation = notice.allocation
+    # An award on several systems runs under one account name on each: the system says which one this is.
+    where = f"{allocation.scheduler_account} on {allocation.system.name}"
     # The usage that passed the threshold, against the award: one charge may pass several thresholds at once,
     # and each of their emails then gives the same true figures.
     _, committed = usage_and_commitments([allocation.pk])[allocation.pk]
     link = f"{settings.SITE_URL}{reverse('usage:allocation-usage', args=[allocation.pk])}"
     send_mail(
-        subject=f"{allocation.scheduler_account} has used {notice.percent}% of its GPU-hours",
+        subject=f"{where} has used {notice.percent}% of its GPU-hours",
         message=(
-            f"The allocation {allocation} has passed {notice.percent}% of its award: it had used "
+            f"The allocation {where} ({allocation.title}) has passed {notice.percent}% of its award: it had used "
             f"{format_gpu_hours(notice.used_seconds)} of its {format_gpu_hours(committed)} GPU-hours "
             f"({percent_used(notice.used_seconds, committed)}%).\n"
             + (

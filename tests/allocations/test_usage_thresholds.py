@@ -27,7 +27,7 @@ def test_the_pi_is_emailed_once_at_each_threshold_passed(system, alice, django_c
         check_thresholds(system=system)
         check_thresholds(system=system)
 
-    assert [m.subject for m in mail.outbox] == ["airr-00001 has used 50% of its GPU-hours"]
+    assert [m.subject for m in mail.outbox] == ["airr-00001 on Isambard-AI has used 50% of its GPU-hours"]
     assert mail.outbox[0].to == ["alice@example.ac.uk"]
 
     use(system, 4, start_id=10)
@@ -64,13 +64,15 @@ def test_the_pi_and_each_accepted_team_member_are_emailed_once_at_each_threshold
         check_thresholds(system=system)
 
     assert sorted(m.to[0] for m in mail.outbox) == ["alice@example.ac.uk", "bob@example.ac.uk", "carol@example.ac.uk"]
-    assert all(len(m.to) == 1 and m.subject == "airr-00001 has used 50% of its GPU-hours" for m in mail.outbox)
+    assert all(
+        len(m.to) == 1 and m.subject == "airr-00001 on Isambard-AI has used 50% of its GPU-hours" for m in mail.outbox
+    )
 
     use(system, 2.5, start_id=10)
     with django_capture_on_commit_callbacks(execute=True):
         check_thresholds(system=system)
 
-    assert [m.subject for m in mail.outbox[3:]] == ["airr-00001 has used 75% of its GPU-hours"] * 3
+    assert [m.subject for m in mail.outbox[3:]] == ["airr-00001 on Isambard-AI has used 75% of its GPU-hours"] * 3
     assert ThresholdNotice.objects.count() == 2
 
 
@@ -268,7 +270,7 @@ def test_each_threshold_email_states_the_true_figures_when_usage_jumps_past_seve
         check_thresholds(system=system)
 
     bodies = {m.subject: m.body for m in mail.outbox}
-    assert set(bodies) == {f"airr-00001 has used {p}% of its GPU-hours" for p in (50, 75, 90)}
+    assert set(bodies) == {f"airr-00001 on Isambard-AI has used {p}% of its GPU-hours" for p in (50, 75, 90)}
     for body in bodies.values():
         assert "9.5 GPU-hours, 50%" not in body and "9.5 GPU-hours, 75%" not in body
         assert "9.5 of its 10 GPU-hours (95%)" in body
@@ -292,3 +294,21 @@ def test_an_allocation_exhausted_by_a_job_later_reported_shorter_runs_again(syst
     assert allocation.state == Allocation.State.ACTIVE
     assert account_limits(system=system)[0]["gpu_minutes_limit"] == 600
     assert sorted(ThresholdNotice.objects.values_list("percent", flat=True)) == [50, 75, 90, 100]  # each once
+
+
+def test_a_threshold_email_names_the_system_since_one_award_has_the_same_account_on_each(
+    system, alice, django_capture_on_commit_callbacks
+):
+    """An award on Isambard-AI and Dawn runs as airr-00001 on both: the email says which of the two passed 50 %."""
+    from tests.factories import SystemFactory
+
+    dawn = SystemFactory(name="Dawn", slug="dawn", cluster_name="dawn")
+    funded_allocation(system, hours=10, holder=alice)
+    funded_allocation(dawn, hours=10, holder=alice)
+    use(system, 6)
+    with django_capture_on_commit_callbacks(execute=True):
+        check_thresholds(system=system)
+
+    [message] = mail.outbox
+    assert message.subject == "airr-00001 on Isambard-AI has used 50% of its GPU-hours"
+    assert "on Isambard-AI" in message.body
