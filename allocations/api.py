@@ -409,7 +409,13 @@ def allocation_usage_data(report, per_member) -> dict:
         "thresholds_reached": [
             {"percent": notice.percent, "at": notice.sent_at.isoformat()} for notice in report.thresholds
         ],
-        "figures": _amounts(committed=report.committed, used=report.used, remaining=report.remaining),
+        "figures": _amounts(
+            committed=report.committed,
+            used=report.used,
+            returned=report.returned,
+            forfeited=report.forfeited,
+            remaining=report.remaining,
+        ),
         "usage_over_time": [
             {**_bucket(point.bucket), **_amounts(used=point.used, cumulative=point.cumulative)}
             for point in report.usage

@@ -339,9 +339,11 @@ class AllocationReport:
     today: date
     committed: int
     used: int
-    remaining: int  # the allocation account's balance: committed − used (− anything returned at its end)
+    remaining: int  # the allocation account's balance: committed − used − returned − forfeited
     usage: list[UsagePoint]
     thresholds: list[ThresholdNotice]
+    returned: int = 0  # unused hours given back to the pool at its end (expiry or revocation)
+    forfeited: int = 0  # unused hours forfeited at its end, by its pool's policy
 
     @property
     def has_started(self) -> bool:
@@ -367,7 +369,7 @@ def allocation_report(allocation: Allocation, *, today: date | None = None) -> A
     """An allocation's figures and its usage per day (or week) from its start to today, in two queries."""
     today = today or timezone.localdate()
     per_day: dict[date, int] = defaultdict(int)
-    committed = balance = 0
+    committed = balance = returned = forfeited = 0
     rows = (
         LedgerEntry.objects.filter(account__allocation=allocation)
         .annotate(day=_effective_day())
@@ -381,6 +383,10 @@ def allocation_report(allocation: Allocation, *, today: date | None = None) -> A
             per_day[day] -= total
         elif type_ == Type.COMMIT:
             committed += total
+        elif type_ in (Type.EXPIRE, Type.REVOKE):
+            returned -= total
+        elif type_ == Type.FORFEIT:
+            forfeited -= total
     # The window, stretched to any usage charged before it opened or after it closed, so every hour shows.
     usage_days = [day for day, amount in per_day.items() if amount]
     first = min([allocation.start_date, *usage_days])
@@ -396,6 +402,8 @@ def allocation_report(allocation: Allocation, *, today: date | None = None) -> A
         remaining=balance,
         usage=[UsagePoint(*values) for values in zip(buckets, used, cumulative, strict=True)],
         thresholds=list(ThresholdNotice.objects.filter(allocation=allocation).order_by("percent")),
+        returned=returned,
+        forfeited=forfeited,
     )
 
 

@@ -466,6 +466,8 @@ def test_the_usage_api_gives_the_pages_numbers(client, used_allocation, alice):
     assert data["figures"]["gpu_seconds"] == {
         "committed": 100 * HOUR,
         "used": 13 * HOUR,
+        "returned": 0,
+        "forfeited": 0,
         "remaining": 87 * HOUR,
     }
     assert data["figures"]["gpu_hours"]["remaining"] == "87.00"
@@ -567,3 +569,25 @@ def test_a_batch_in_which_no_run_used_a_gpu_warns_that_slurm_may_not_account_gpu
     assert warning in client.get(reverse("usage:batch-detail", args=[untracked.pk])).content.decode()
     page = client.get(reverse("usage:batch-detail", args=[mixed.pk])).content.decode()
     assert warning not in page and "1 without a GPU" in page
+
+
+@pytest.mark.parametrize("policy, said", [("return", "Returned to the fund pool"), ("forfeit", "Forfeited")])
+def test_an_ended_allocations_figures_add_up_with_the_hours_returned_or_forfeited(client, system, alice, policy, said):
+    """Awarded 10, used 4: after its end the page says where the other 6 went, not just 'Remaining 0'."""
+    from allocations.usage.thresholds import expire_ended_allocations
+
+    allocation = funded_allocation(system, hours=10, holder=alice, pool_options={"unused_hours_policy": policy})
+    ingest_sacct(system=system, payload=payload(sacct_line(1, elapsed=4 * HOUR)), source="command")
+    reconcile_system(system=system)
+    expire_ended_allocations(today=allocation.end_date + timedelta(days=1))
+    client.force_login(alice)
+
+    page = client.get(reverse("usage:allocation-usage", args=[allocation.pk])).content.decode()
+    data = client.get(reverse("api-allocation-usage", args=[allocation.pk])).json()
+
+    figures = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page.split('id="allocation-figures"')[1].split("</dl>")[0]))
+    assert "Used 4 GPU-hours (40%)" in figures
+    assert f"{said} at its end 6 GPU-hours" in figures
+    assert "Remaining 0 GPU-hours" in figures
+    key = "returned" if policy == "return" else "forfeited"
+    assert data["figures"]["gpu_seconds"][key] == 6 * HOUR
