@@ -275,10 +275,14 @@ HEALTH_WORKER_TIMEOUT = env.float("HEALTH_WORKER_TIMEOUT", default=5.0)
 INGEST_MAX_BYTES = env.int("INGEST_MAX_BYTES", default=100 * 1024 * 1024)
 INGEST_MAX_UNCOMPRESSED_BYTES = env.int("INGEST_MAX_UNCOMPRESSED_BYTES", default=1024 * 1024 * 1024)
 USAGE_VARIANCE_TOLERANCE_PERCENT = env.float("USAGE_VARIANCE_TOLERANCE_PERCENT", default=2.0)
+# An allocation's scheduler limit is 0 from the day after its end date; its unused hours are returned or
+# forfeited this many days later, so that jobs the cluster reports late (one that ended just before midnight, a
+# poll that failed) are charged against the allocation before the rest of its hours leave it.
+USAGE_SETTLING_DAYS = env.int("USAGE_SETTLING_DAYS", default=2)
 
 # Usage work on the beat schedule (allocations/tasks.py): reconciliation also runs after every ingest; the
-# beat catches anything an ingest's own run missed, reads batches whose reading was lost, and ends allocations
-# after their end date once a day.
+# beat catches anything an ingest's own run missed, reads batches whose reading was lost, and settles allocations
+# once a day after their end date and USAGE_SETTLING_DAYS.
 CELERY_BEAT_SCHEDULE = {
     "ingest-stalled-batches": {"task": "allocations.tasks.ingest_stalled_batches_task", "schedule": 300.0},
     "reconcile-usage": {"task": "allocations.tasks.reconcile_all_systems_task", "schedule": 300.0},

@@ -7,7 +7,7 @@ without the portal's charge factor). Two ways to set it, for the two Slurm set-u
 - `remaining`: the award plus grace minus what the ledger has charged. Right just after Slurm reset its usage
   (PriorityDecayHalfLife=0 with a PriorityUsageResetPeriod): apply it right after each reset.
 Absolute values make the commands idempotent; an account that may not run (scheduled, exhausted, expired,
-revoked) gets 0.
+revoked, or past its end date while it settles) gets 0.
 
 An account an admin assigned to an allocation (a SchedulerAccountAlias) is listed too, with its allocation's
 state and limits and `alias_of` naming the allocation's own account: its jobs are charged to that allocation,
@@ -23,6 +23,7 @@ from decimal import ROUND_FLOOR, Decimal
 
 from allocations import ledger
 from allocations.models import Allocation, SchedulerAccountAlias
+from allocations.usage.thresholds import today_on
 from programmes.models import System
 
 
@@ -30,10 +31,13 @@ def account_limits(*, system: System) -> list[dict]:
     allocations = list(Allocation.objects.filter(system=system).select_related("pool").order_by("scheduler_account"))
     figures = ledger.usage_and_commitments([a.pk for a in allocations])
     factor = Decimal(system.charge_factor)
+    today = today_on(system)
     limits = []
     for allocation in allocations:
         used, committed = figures[allocation.pk]
-        may_run = allocation.state == Allocation.State.ACTIVE
+        # Active and within its days: an allocation past its end date stays active (its hours not yet returned)
+        # until it settles, USAGE_SETTLING_DAYS later, but no job of it may start.
+        may_run = allocation.state == Allocation.State.ACTIVE and today <= allocation.end_date
         allowed = committed * (100 + allocation.pool.grace_percent) // 100
         raw_minutes = _raw_minutes(allowed, factor)
         remaining_minutes = _raw_minutes(max(0, allowed - used), factor)
@@ -42,6 +46,7 @@ def account_limits(*, system: System) -> list[dict]:
                 "account": allocation.scheduler_account,
                 "cluster": system.cluster_name,
                 "state": allocation.state,
+                "may_run": may_run,
                 "gpu_minutes_limit": raw_minutes if may_run else 0,
                 "remaining_gpu_minutes_limit": remaining_minutes if may_run else 0,
                 "committed_gpu_seconds": committed,
@@ -77,6 +82,11 @@ def sacctmgr_commands(*, system: System, limit: str = "total", target: str = "ac
         lines.append(
             f"sacctmgr -i modify {target} where {where} "
             f"set GrpTRESMins=gres/gpu={account[key]}  # {account['state']}"
+            + (
+                ""
+                if account["may_run"] or account["state"] != Allocation.State.ACTIVE
+                else f", ended {account['end_date']}"
+            )
             + (f", charged to {account['alias_of']}" if account["alias_of"] else "")
         )
     return "\n".join(lines) + "\n"

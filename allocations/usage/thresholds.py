@@ -7,8 +7,9 @@ state change guarded by the current state, and expiry goes through the ledger wi
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -129,15 +130,20 @@ def reopen_allocation(*, allocation: Allocation) -> bool:
 
 
 def expire_ended_allocations(*, today: date | None = None) -> int:
-    """Expire every open allocation whose end date has passed; unused hours follow the pool's policy, once.
+    """Expire every open allocation settled since its end date; unused hours follow the pool's policy, once.
+
+    An allocation settles USAGE_SETTLING_DAYS after its last day. Its jobs stop at the end date (the scheduler
+    limits give it 0 from the next day, `limits.py`), but the cluster may report some of them later; until it
+    settles they are charged against the allocation's own hours, not against hours already given back.
 
     Without `today`, an allocation's last day ends at midnight in its system's time zone (where ingest says its
     window closes), so a UTC system's allocation is not ended an hour early while London keeps summer time.
     """
+    settling = timedelta(days=settings.USAGE_SETTLING_DAYS)
     days = {system.pk: today or today_on(system) for system in System.objects.all()}
     by_system = Q()
     for system_id, day in days.items():
-        by_system |= Q(system_id=system_id, end_date__lt=day)
+        by_system |= Q(system_id=system_id, end_date__lt=day - settling)
     if not days:
         return 0
     ended = Allocation.objects.filter(by_system, state__in=(*_OPEN_STATES, Allocation.State.SCHEDULED))

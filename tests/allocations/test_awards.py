@@ -5,6 +5,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.core import mail
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
@@ -219,7 +220,8 @@ def test_an_award_accepted_after_its_end_date_does_not_come_back_to_life(call, p
     proposal = _in_review(call, system, alice)
     proposal.start_date = max(pool.valid_from, today - timedelta(days=40))
     proposal.save()
-    allocation = _award(proposal, pool, director, end=today - timedelta(days=1))
+    # Past its end date and the days it settles over.
+    allocation = _award(proposal, pool, director, end=today - timedelta(days=settings.USAGE_SETTLING_DAYS + 1))
     assert expire_ended_allocations() == 1
     allocation.refresh_from_db()
     assert allocation.state == Allocation.State.EXPIRED
@@ -247,7 +249,8 @@ def test_an_award_declined_after_its_end_date_is_declined_not_a_500(call, pool, 
     proposal = _in_review(call, system, alice)
     proposal.start_date = max(pool.valid_from, today - timedelta(days=40))
     proposal.save()
-    allocation = _award(proposal, pool, director, end=today - timedelta(days=1))
+    # Past its end date and the days it settles over.
+    allocation = _award(proposal, pool, director, end=today - timedelta(days=settings.USAGE_SETTLING_DAYS + 1))
     assert expire_ended_allocations() == 1
 
     response = web_client(alice, raise_request_exception=False).post(

@@ -7,6 +7,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from django.utils import timezone
@@ -579,7 +580,7 @@ def test_an_ended_allocations_figures_add_up_with_the_hours_returned_or_forfeite
     allocation = funded_allocation(system, hours=10, holder=alice, pool_options={"unused_hours_policy": policy})
     ingest_sacct(system=system, payload=payload(sacct_line(1, elapsed=4 * HOUR)), source="command")
     reconcile_system(system=system)
-    expire_ended_allocations(today=allocation.end_date + timedelta(days=1))
+    expire_ended_allocations(today=allocation.end_date + timedelta(days=settings.USAGE_SETTLING_DAYS + 1))
     client.force_login(alice)
 
     page = client.get(reverse("usage:allocation-usage", args=[allocation.pk])).content.decode()

@@ -1,12 +1,15 @@
 """Thresholds, exhaustion, expiry, limits and the cluster's own view of usage."""
 
+from datetime import timedelta
+
 import pytest
+from django.conf import settings
 from django.core import mail
 
 from allocations import ledger
 from allocations.models import Allocation, LedgerTransaction, ThresholdNotice, UsageReport
 from allocations.usage.ingest import ingest_sacct
-from allocations.usage.limits import account_limits
+from allocations.usage.limits import account_limits, sacctmgr_commands
 from allocations.usage.reconcile import reconcile_system
 from allocations.usage.thresholds import check_thresholds, expire_ended_allocations
 from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, post_usage_report, sacct_line
@@ -242,19 +245,68 @@ def test_an_allocation_is_not_expired_before_its_last_day_ends_in_its_systems_ti
         pool_options={"valid_from": date(year, 1, 1), "valid_until": date(year + 2, 12, 31)},
     )
 
-    with mock.patch("django.utils.timezone.now", return_value=datetime(year, 7, 31, 23, 30, tzinfo=UTC)):
-        assert expire_ended_allocations() == 0
+    def at(*moment):
+        return mock.patch("django.utils.timezone.now", return_value=datetime(*moment, tzinfo=UTC))
+
+    with at(year, 7, 31, 23, 30):
         assert activate_started_allocations() == 0  # nor does the next one start an hour early
+        assert account_limits(system=system)[0]["gpu_minutes_limit"] == 600
     allocation.refresh_from_db()
     assert allocation.state == Allocation.State.ACTIVE
-    assert account_limits(system=system)[0]["gpu_minutes_limit"] == 600
 
-    with mock.patch("django.utils.timezone.now", return_value=datetime(year, 8, 1, 0, 0, 1, tzinfo=UTC)):
-        assert expire_ended_allocations() == 1
+    with at(year, 8, 1, 0, 0, 1):
         assert activate_started_allocations() == 1
+        assert account_limits(system=system)[0]["gpu_minutes_limit"] == 0  # its jobs stop
+    settled = datetime(year, 8, 1, 0, 0, 1) + timedelta(days=settings.USAGE_SETTLING_DAYS)
+    with at(*(settled - timedelta(seconds=2)).timetuple()[:6]):
+        assert expire_ended_allocations() == 0  # its hours wait for jobs reported late
+    with at(*settled.timetuple()[:6]):
+        assert expire_ended_allocations() == 1
     allocation.refresh_from_db()
     following.refresh_from_db()
     assert (allocation.state, following.state) == (Allocation.State.EXPIRED, Allocation.State.ACTIVE)
+
+
+@pytest.mark.parametrize("policy, kind", [("return", "expire"), ("forfeit", "forfeit")])
+def test_jobs_reported_after_the_end_date_are_charged_before_the_unused_hours_leave(system, policy, kind):
+    """A job that ended on the last day, reported the next morning, is charged to the allocation's own hours:
+    only what is left when the allocation settles is returned or forfeited, and the pool loses nothing."""
+    from datetime import date
+
+    from django.utils import timezone
+
+    year = timezone.localdate().year - 1  # an allocation that ended last year: its limit is 0 today
+    allocation = funded_allocation(
+        system,
+        hours=10,
+        start_date=date(year, 1, 1),
+        end_date=date(year, 6, 30),
+        pool_options={
+            "unused_hours_policy": policy,
+            "valid_from": date(year, 1, 1),
+            "valid_until": date(year + 2, 12, 31),
+        },
+    )
+    use(system, 4)
+    day_after = allocation.end_date + timedelta(days=1)
+    assert expire_ended_allocations(today=day_after) == 0
+    limits = account_limits(system=system)[0]
+    assert (limits["gpu_minutes_limit"], limits["may_run"]) == (0, False)
+    assert (
+        sacctmgr_commands(system=system)
+        .splitlines()[1]
+        .endswith(f"GrpTRESMins=gres/gpu=0  # active, ended {allocation.end_date.isoformat()}")
+    )
+
+    use(system, 1, start_id=10)  # reported late
+
+    assert expire_ended_allocations(today=day_after + timedelta(days=settings.USAGE_SETTLING_DAYS)) == 1
+    allocation.refresh_from_db()
+    assert allocation.state == Allocation.State.EXPIRED
+    assert ledger.net_usage(ledger.allocation_account(allocation)) == 5 * HOUR
+    [end] = LedgerTransaction.objects.filter(type=kind)
+    assert max(entry.amount for entry in end.entries.all()) == 5 * HOUR
+    assert ledger.allocation_account(allocation).balance == 0
 
 
 def test_each_threshold_email_states_the_true_figures_when_usage_jumps_past_several(
