@@ -542,7 +542,14 @@ def _end_allocation(
     """
     pool = allocation.pool
     account = allocation_account(allocation)
-    to_pool = new_state == Allocation.State.REVOKED or pool.unused_hours_policy == FundPool.UnusedHoursPolicy.RETURN
+    # Forfeiting is for hours an allocation could have used: one that never ran (still scheduled at its end, its
+    # award never accepted) gives them back whatever the policy.
+    never_ran = allocation.state == Allocation.State.SCHEDULED
+    to_pool = (
+        new_state == Allocation.State.REVOKED
+        or never_ran
+        or pool.unused_hours_policy == FundPool.UnusedHoursPolicy.RETURN
+    )
     destination = pool_account(pool) if to_pool else sink_account(pool.system, Kind.FORFEITED)
     type_ = Type.REVOKE if new_state == Allocation.State.REVOKED else Type.EXPIRE if to_pool else Type.FORFEIT
 
@@ -550,6 +557,8 @@ def _end_allocation(
         state = _current_state(allocation)
         if state in (Allocation.State.EXPIRED, Allocation.State.REVOKED):
             raise WrongState(f"{allocation.scheduler_account} has already ended ({state})")
+        if never_ran and state != Allocation.State.SCHEDULED:
+            raise WrongState(f"{allocation.scheduler_account} started meanwhile ({state})")
         Allocation.objects.filter(pk=allocation.pk).update(state=new_state)
         allocation.state = new_state
         unused = locked[account.pk].balance
@@ -575,7 +584,8 @@ def expire_allocation(
     reason: str = "The allocation reached its end date",
     effective_at: datetime | None = None,
 ) -> LedgerTransaction:
-    """End an allocation at its end date; unused hours return to the pool or are forfeited, by its policy."""
+    """End an allocation at its end date; unused hours return to the pool or are forfeited, by its policy (one
+    that never ran returns them)."""
     return _end_allocation(
         allocation=allocation,
         new_state=Allocation.State.EXPIRED,

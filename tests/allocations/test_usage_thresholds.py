@@ -267,6 +267,22 @@ def test_an_allocation_is_not_expired_before_its_last_day_ends_in_its_systems_ti
     assert (allocation.state, following.state) == (Allocation.State.EXPIRED, Allocation.State.ACTIVE)
 
 
+def test_an_award_never_taken_up_returns_its_hours_to_the_pool_even_where_unused_hours_are_forfeited(system):
+    from allocations.selectors import pool_figures
+
+    allocation = funded_allocation(system, hours=10, state="scheduled", pool_options={"unused_hours_policy": "forfeit"})
+    after = allocation.end_date + timedelta(days=settings.USAGE_SETTLING_DAYS + 1)
+
+    assert expire_ended_allocations(today=after) == 1
+
+    allocation.refresh_from_db()
+    assert allocation.state == Allocation.State.EXPIRED
+    assert not LedgerTransaction.objects.filter(type="forfeit").exists()
+    [end] = LedgerTransaction.objects.filter(type="expire")
+    assert sorted(end.entries.values_list("amount", flat=True)) == [-10 * HOUR, 10 * HOUR]
+    assert pool_figures(allocation.pool).available == 100 * HOUR  # the whole deposit is awardable again
+
+
 @pytest.mark.parametrize("policy, kind", [("return", "expire"), ("forfeit", "forfeit")])
 def test_jobs_reported_after_the_end_date_are_charged_before_the_unused_hours_leave(system, policy, kind):
     """A job that ended on the last day, reported the next morning, is charged to the allocation's own hours:
