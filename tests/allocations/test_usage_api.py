@@ -398,3 +398,31 @@ def test_a_mistyped_system_time_zone_is_a_400_that_says_so_and_the_batch_is_read
     System.objects.filter(pk=system.pk).update(time_zone="Europe/London")
     assert post(client, system, data, key).status_code == 201
     assert JobRecord.objects.count() == 1
+
+
+# When the broker is down -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefer", [None, "respond-async"])
+def test_a_post_while_the_broker_is_down_is_stored_and_answered_and_the_beat_catches_up(
+    client, system, key, prefer, django_capture_on_commit_callbacks, caplog
+):
+    """The rows (or the payload) are committed before any task is queued: a broker that cannot take the task
+    must not turn the answer into a 500, which would tell the cluster its post failed. The beat reconciles every
+    system, and reads a batch left unread, when the broker is back."""
+    from unittest import mock
+
+    from kombu.exceptions import OperationalError
+
+    down = OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+    headers = {"HTTP_PREFER": prefer} if prefer else {}
+    with (
+        mock.patch("celery.app.task.Task.apply_async", side_effect=down),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        response = post(client, system, payload(sacct_line(1)), key, **headers)
+
+    assert response.status_code == (202 if prefer else 201), response.content
+    batch = IngestBatch.objects.get()
+    assert batch.status == ("received" if prefer else "ingested")
+    assert "could not be queued" in caplog.text
