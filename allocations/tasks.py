@@ -92,7 +92,7 @@ def activate_allocations_task() -> int:
 
 @shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
 def expire_allocations_task() -> int:
-    """Beat, daily: end allocations past their end date, each once (a ledger key per allocation)."""
+    """Beat, daily: end allocations settled past their end date, each once (a ledger key per allocation)."""
     from allocations.usage.thresholds import expire_ended_allocations
 
     return expire_ended_allocations()
@@ -105,13 +105,21 @@ def send_threshold_notice_task(notice_id: int) -> int:
     One message, and one task, per person: a mail server failing for one address is retried for that address
     alone, so nobody else is told twice. Returns how many were enqueued.
     """
+    from django.db import transaction
+    from django.utils import timezone
+
     from allocations.models import ThresholdNotice
     from allocations.usage.thresholds import threshold_recipients
 
-    notice = ThresholdNotice.objects.select_related("allocation__holder").get(pk=notice_id)
-    recipients = threshold_recipients(notice.allocation)
-    for address in recipients:
-        send_threshold_email_task.delay(notice_id, address)
+    with transaction.atomic():
+        # The first hand-over wins: the notice's own task and the beat's may both run. If the broker fails part
+        # way, the mark is rolled back and the beat hands the notice over again.
+        if not ThresholdNotice.objects.filter(pk=notice_id, queued_at__isnull=True).update(queued_at=timezone.now()):
+            return 0
+        notice = ThresholdNotice.objects.select_related("allocation__holder").get(pk=notice_id)
+        recipients = threshold_recipients(notice.allocation)
+        for address in recipients:
+            send_threshold_email_task.delay(notice_id, address)
     return len(recipients)
 
 

@@ -89,16 +89,16 @@ def enqueue_ingest(batch: IngestBatch) -> None:
     """Have a worker read a stored batch once this transaction commits (it reconciles the system after)."""
     from allocations.tasks import ingest_batch_task
 
-    _queue_after_commit(ingest_batch_task, batch.pk)
+    queue_after_commit(ingest_batch_task, batch.pk)
 
 
 def enqueue_reconciliation(system: System) -> None:
     from allocations.tasks import reconcile_system_task
 
-    _queue_after_commit(reconcile_system_task, system.pk)
+    queue_after_commit(reconcile_system_task, system.pk)
 
 
-def _queue_after_commit(task, *args) -> None:
+def queue_after_commit(task, *args) -> None:
     """Queue `task` once this transaction commits; a broker that cannot take it is logged, not raised.
 
     What the task would do is safe in the database by then, and the beat schedule does it too (it reconciles

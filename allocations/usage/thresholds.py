@@ -56,16 +56,33 @@ def check_thresholds(*, system: System) -> list[ThresholdNotice]:
             exhaust_allocation(allocation=allocation)
         elif allocation.state == Allocation.State.EXHAUSTED and used * 100 < limit:
             reopen_allocation(allocation=allocation)  # a refund (a job re-reported shorter) gave hours back
+    _hand_over_unsent_notices(system)
     return notices
+
+
+# A notice recorded this long ago and not yet handed to the broker lost its task (the broker was down).
+UNSENT_NOTICE_AFTER = timedelta(minutes=10)
+
+
+def _hand_over_unsent_notices(system: System) -> None:
+    from allocations.tasks import send_threshold_notice_task
+    from allocations.usage.services import queue_after_commit
+
+    unsent = ThresholdNotice.objects.filter(
+        allocation__system=system, queued_at__isnull=True, sent_at__lt=timezone.now() - UNSENT_NOTICE_AFTER
+    )
+    for notice_id in unsent.values_list("pk", flat=True):
+        queue_after_commit(send_threshold_notice_task, notice_id)
 
 
 def _record_notice(allocation: Allocation, percent: int, used: int) -> ThresholdNotice | None:
     from allocations.tasks import send_threshold_notice_task
+    from allocations.usage.services import queue_after_commit
 
     try:
         with transaction.atomic():
             notice = ThresholdNotice.objects.create(allocation=allocation, percent=percent, used_seconds=used)
-            transaction.on_commit(lambda: send_threshold_notice_task.delay(notice.pk))
+            queue_after_commit(send_threshold_notice_task, notice.pk)
     except IntegrityError:
         return None  # another run recorded it first: it is sent once, by that run
     return notice

@@ -41,6 +41,52 @@ def test_the_pi_is_emailed_once_at_each_threshold_passed(system, alice, django_c
     assert len(mail.outbox) == 3
 
 
+def test_a_notice_recorded_while_the_broker_was_down_is_emailed_by_a_later_check_once(
+    system, alice, django_capture_on_commit_callbacks
+):
+    from datetime import datetime
+    from unittest import mock
+
+    from django.utils import timezone
+    from kombu.exceptions import OperationalError
+
+    funded_allocation(system, hours=10, holder=alice)
+    use(system, 5.5)
+    with (
+        mock.patch("celery.app.task.Task.apply_async", side_effect=OperationalError("Connection refused")),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        check_thresholds(system=system)
+
+    notice = ThresholdNotice.objects.get()
+    assert (notice.queued_at, mail.outbox) == (None, [])
+    with django_capture_on_commit_callbacks(execute=True):
+        check_thresholds(system=system)
+    assert mail.outbox == []  # its own task may still be on its way: not yet
+
+    later = timezone.now() + timedelta(minutes=11)
+    with mock.patch("django.utils.timezone.now", return_value=later):
+        for _ in range(2):
+            with django_capture_on_commit_callbacks(execute=True):
+                check_thresholds(system=system)
+
+    assert [m.subject for m in mail.outbox] == ["airr-00001 on Isambard-AI has used 50% of its GPU-hours"]
+    assert isinstance(ThresholdNotice.objects.get().queued_at, datetime)
+
+
+def test_a_notice_handed_over_twice_is_emailed_once(system, alice, django_capture_on_commit_callbacks):
+    from allocations.tasks import send_threshold_notice_task
+
+    funded_allocation(system, hours=10, holder=alice)
+    use(system, 5.5)
+    with django_capture_on_commit_callbacks(execute=True):
+        check_thresholds(system=system)
+    notice = ThresholdNotice.objects.get()
+
+    assert send_threshold_notice_task(notice.pk) == 0  # the beat's hand-over, after the notice's own
+    assert len(mail.outbox) == 1
+
+
 def test_the_pi_and_each_accepted_team_member_are_emailed_once_at_each_threshold(
     system, alice, django_capture_on_commit_callbacks
 ):
