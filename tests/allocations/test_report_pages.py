@@ -76,6 +76,24 @@ def test_an_admin_builds_a_report_and_downloads_it_from_its_status_page(
     assert table.values.tolist()[-1] == ["Total", "", "", "70.00", "10.50", "0.00", "0.00"]
 
 
+def test_an_export_asked_for_while_the_broker_is_down_fails_saying_so_rather_than_waiting_for_ever(
+    client, admin, world, django_capture_on_commit_callbacks, caplog
+):
+    from unittest import mock
+
+    from kombu.exceptions import OperationalError
+
+    client.force_login(admin)
+    with mock.patch("celery.app.task.Task.apply_async", side_effect=OperationalError("Connection refused")):
+        response = build(client, django_capture_on_commit_callbacks, form())
+
+    export = ReportExport.objects.get()
+    assert response.status_code == 302 and response.url == reverse("reports:export-detail", args=[export.pk])
+    assert export.state == ReportExport.State.FAILED
+    assert "Ask for it again in a few minutes" in client.get(response.url).content.decode()
+    assert "could not be queued" in caplog.text
+
+
 def test_an_xlsx_export_downloads_as_a_workbook(client, admin, world, django_capture_on_commit_callbacks):
     client.force_login(admin)
     build(client, django_capture_on_commit_callbacks, form(format="xlsx", groupings=["programme"]))
