@@ -24,7 +24,7 @@ def test_an_admin_builds_a_report_watches_it_progress_and_downloads_it(
     give_mfa(admin)
     sign_in(page, live_server, admin)
     # The worker is held back, so that the page shows the export waiting and the test moves it along.
-    monkeypatch.setattr(tasks.report_export_task, "delay_on_commit", lambda *args, **kwargs: None)
+    monkeypatch.setattr(tasks.report_export_task, "delay", lambda *args, **kwargs: None)
 
     visit(page, "/reports/")
     page.get_by_role("button", name="Build the report").click()
