@@ -23,6 +23,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from airr_portal import roles
+from airr_portal.queuing import queue_after_commit
 from airr_portal.validators import LATEST_DATE
 
 from .models import (
@@ -112,7 +113,7 @@ def notify(event: str, proposal_id: int) -> None:
     """Send the email for `event` once the surrounding transaction commits."""
     from .tasks import send_proposal_email_task
 
-    transaction.on_commit(lambda: send_proposal_email_task.delay(proposal_id, event))
+    queue_after_commit(send_proposal_email_task, proposal_id, event)
 
 
 # Drafting ---------------------------------------------------------------------------------------------------
@@ -273,7 +274,7 @@ def invite_member(*, proposal: Proposal, email: str, actor) -> ProposalMember:
         )
         from .tasks import send_member_invitation_task
 
-        transaction.on_commit(lambda: send_member_invitation_task.delay(member.pk))
+        queue_after_commit(send_member_invitation_task, member.pk)
     return member
 
 
@@ -462,7 +463,7 @@ def assign_reviewer(*, proposal: Proposal, email: str, actor) -> ReviewAssignmen
         )
         from .tasks import send_reviewer_invitation_task
 
-        transaction.on_commit(lambda: send_reviewer_invitation_task.delay(assignment.pk))
+        queue_after_commit(send_reviewer_invitation_task, assignment.pk)
     return assignment
 
 

@@ -6,6 +6,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from airr_portal.queuing import queue_after_commit
+
 from .models import DirectorInvitation, FundPool, Programme
 
 
@@ -53,14 +55,10 @@ def invite_director(*, programme: Programme, email: str, actor) -> DirectorInvit
             invitation = DirectorInvitation.objects.create(programme=programme, email=email, invited_by=actor)
         if user is not None:
             _accept(invitation, user)
-        transaction.on_commit(lambda: _send_invitation(invitation.pk))
+        from .tasks import send_director_invitation_task
+
+        queue_after_commit(send_director_invitation_task, invitation.pk)
     return invitation
-
-
-def _send_invitation(invitation_id: int) -> None:
-    from .tasks import send_director_invitation_task
-
-    send_director_invitation_task.delay(invitation_id)
 
 
 def _accept(invitation: DirectorInvitation, user) -> None:

@@ -6,15 +6,14 @@ Each is one transaction; reconciliation is enqueued after commit, so what they c
 from __future__ import annotations
 
 import json
-import logging
 import secrets
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
-from kombu.exceptions import KombuError
 
+from airr_portal.queuing import queue_after_commit
 from airr_portal.services import hash_key
 from allocations.models import (
     Allocation,
@@ -28,8 +27,6 @@ from programmes.models import System
 
 from .ingest import IngestError, _record_rows, next_change_seq, open_raw, read_batch, time_zone_of, window_instants
 from .sacct import SacctFormatError
-
-logger = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "airr_ingest_"
 
@@ -96,23 +93,6 @@ def enqueue_reconciliation(system: System) -> None:
     from allocations.tasks import reconcile_system_task
 
     queue_after_commit(reconcile_system_task, system.pk)
-
-
-def queue_after_commit(task, *args) -> None:
-    """Queue `task` once this transaction commits; a broker that cannot take it is logged, not raised.
-
-    What the task would do is safe in the database by then, and the beat schedule does it too (it reconciles
-    every system, and reads a batch left unread): a request must not fail, and tell the cluster its post was
-    lost, for want of a message that only makes it happen sooner.
-    """
-
-    def send() -> None:
-        try:
-            task.delay(*args)
-        except (KombuError, OSError) as problem:
-            logger.error("%s%s could not be queued (%s): the beat schedule will do it", task.name, args, problem)
-
-    transaction.on_commit(send)
 
 
 def unmatched_accounts(system_ids=None):

@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from airr_portal.queuing import queue_after_commit
 from allocations import ledger
 from allocations.models import Allocation, ThresholdNotice
 from programmes.models import System
@@ -66,7 +67,6 @@ UNSENT_NOTICE_AFTER = timedelta(minutes=10)
 
 def _hand_over_unsent_notices(system: System) -> None:
     from allocations.tasks import send_threshold_notice_task
-    from allocations.usage.services import queue_after_commit
 
     unsent = ThresholdNotice.objects.filter(
         allocation__system=system, queued_at__isnull=True, sent_at__lt=timezone.now() - UNSENT_NOTICE_AFTER
@@ -77,7 +77,6 @@ def _hand_over_unsent_notices(system: System) -> None:
 
 def _record_notice(allocation: Allocation, percent: int, used: int) -> ThresholdNotice | None:
     from allocations.tasks import send_threshold_notice_task
-    from allocations.usage.services import queue_after_commit
 
     try:
         with transaction.atomic():
