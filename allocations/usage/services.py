@@ -166,10 +166,44 @@ def replay_rejected_rows(*, batch: IngestBatch, actor) -> tuple[int, int]:
     Rows that now read are recorded like any others (and charged by the next reconciliation); rows that still
     fail keep their place, with the new reason.
     """
-    pending = list(batch.rejected_rows.filter(replayed_at__isnull=True).order_by("line_number"))
-    if not pending:
+    if not batch.rejected_rows.filter(replayed_at__isnull=True).exists():
         return 0, 0
     system = batch.system
+    with transaction.atomic():
+        # The system's change lock before the rows are read: a replay of the same batch that held it meanwhile
+        # has recorded its rows and marked them replayed, and they are not recorded (and counted) again.
+        seq = next_change_seq(system)
+        pending = list(batch.rejected_rows.filter(replayed_at__isnull=True).order_by("line_number"))
+        if not pending:
+            return 0, 0
+        reader, offset = _replay_reader(batch, pending)
+        failures: dict[int, str] = {}
+
+        def on_rejected(line_number: int, reason: str) -> None:
+            failures[line_number - offset - 1] = reason
+
+        counts = _record_rows(batch=batch, rows=reader, seq=seq, on_rejected=on_rejected)
+        now = timezone.now()
+        for index, row in enumerate(pending):
+            if index in failures:
+                row.reason = failures[index]
+                row.replay_outcome = f"Still rejected on {now:%d %B %Y %H:%M}"
+            else:
+                row.replayed_at = now
+                row.replay_outcome = "Recorded"
+        RejectedRow.objects.bulk_update(pending, ["reason", "replayed_at", "replay_outcome"])
+        # The rows recorded now join the batch's counts, as if they had read the first time.
+        read = ("new", "updated", "unchanged", "unmatched", "never_started", "without_gpus")
+        IngestBatch.objects.filter(pk=batch.pk).update(
+            rejected=len(failures), **{name: F(name) + getattr(counts, name) for name in read}
+        )
+        enqueue_reconciliation(system)
+    return len(pending) - len(failures), len(failures)
+
+
+def _replay_reader(batch: IngestBatch, pending: list[RejectedRow]):
+    """A reader over a batch's pending rejected rows (behind the payload's header), and the line offset of the
+    first row in what it reads."""
     is_json = batch.format == "json"
     header = []
     if not (is_json or batch.columns):
@@ -193,28 +227,4 @@ def replay_rejected_rows(*, batch: IngestBatch, actor) -> tuple[int, int]:
         reader = read_batch(batch, payload)
     except (SacctFormatError, IngestError) as problem:
         raise UsageError(f"The batch cannot be read again: {problem}") from None
-    offset = 0 if (is_json or batch.columns) else 1
-    failures: dict[int, str] = {}
-
-    def on_rejected(line_number: int, reason: str) -> None:
-        failures[line_number - offset - 1] = reason
-
-    with transaction.atomic():
-        seq = next_change_seq(system)
-        counts = _record_rows(batch=batch, rows=reader, seq=seq, on_rejected=on_rejected)
-        now = timezone.now()
-        for index, row in enumerate(pending):
-            if index in failures:
-                row.reason = failures[index]
-                row.replay_outcome = f"Still rejected on {now:%d %B %Y %H:%M}"
-            else:
-                row.replayed_at = now
-                row.replay_outcome = "Recorded"
-        RejectedRow.objects.bulk_update(pending, ["reason", "replayed_at", "replay_outcome"])
-        # The rows recorded now join the batch's counts, as if they had read the first time.
-        read = ("new", "updated", "unchanged", "unmatched", "never_started", "without_gpus")
-        IngestBatch.objects.filter(pk=batch.pk).update(
-            rejected=len(failures), **{name: F(name) + getattr(counts, name) for name in read}
-        )
-        enqueue_reconciliation(system)
-    return len(pending) - len(failures), len(failures)
+    return reader, 0 if (is_json or batch.columns) else 1
