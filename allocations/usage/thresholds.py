@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from airr_portal.queuing import queue_after_commit
 from allocations import ledger
-from allocations.models import Allocation, ThresholdNotice
+from allocations.models import Allocation, LedgerAccount, ThresholdNotice
 from programmes.models import System
 
 THRESHOLDS = (50, 75, 90, 100)
@@ -113,12 +113,24 @@ def threshold_recipients(allocation: Allocation) -> list[str]:
     return unique
 
 
+def _is_past_limit(allocation: Allocation) -> bool:
+    """Whether the allocation has used its award plus its pool's grace, by figures read under the lock of its
+    ledger account. A charge or refund holds that lock until it commits, so the figures are the latest and stay
+    so until the caller's transaction ends: a check that read them before a later charge or refund (two checks
+    run at once after two reconciliations) cannot act on them. The caller's transaction must be open; the lock
+    is the ledger's (accounts before the allocation row, as expiry and revocation take them)."""
+    LedgerAccount.objects.select_for_update().filter(allocation=allocation).first()
+    used, committed = ledger.usage_and_commitments([allocation.pk])[allocation.pk]
+    return committed > 0 and used * 100 >= committed * (100 + allocation.pool.grace_percent)
+
+
 def exhaust_allocation(*, allocation: Allocation) -> bool:
-    """Mark an active allocation exhausted (its scheduler limit drops to 0); False if it was not active."""
+    """Mark an active allocation exhausted (its scheduler limit drops to 0); False if it was not active, or its
+    usage is (by now) under its award plus grace."""
     with transaction.atomic():
-        changed = Allocation.objects.filter(pk=allocation.pk, state=Allocation.State.ACTIVE).update(
-            state=Allocation.State.EXHAUSTED
-        )
+        changed = _is_past_limit(allocation) and Allocation.objects.filter(
+            pk=allocation.pk, state=Allocation.State.ACTIVE
+        ).update(state=Allocation.State.EXHAUSTED)
     if changed:
         allocation.state = Allocation.State.EXHAUSTED
     return bool(changed)
@@ -135,11 +147,12 @@ def today_on(system: System) -> date:
 
 
 def reopen_allocation(*, allocation: Allocation) -> bool:
-    """Make an exhausted allocation active again (its limit comes back); False if it was not exhausted."""
+    """Make an exhausted allocation active again (its limit comes back); False if it was not exhausted, or its
+    usage is (by now) at or past its award plus grace."""
     with transaction.atomic():
-        changed = Allocation.objects.filter(pk=allocation.pk, state=Allocation.State.EXHAUSTED).update(
-            state=Allocation.State.ACTIVE
-        )
+        changed = not _is_past_limit(allocation) and Allocation.objects.filter(
+            pk=allocation.pk, state=Allocation.State.EXHAUSTED
+        ).update(state=Allocation.State.ACTIVE)
     if changed:
         allocation.state = Allocation.State.ACTIVE
     return bool(changed)

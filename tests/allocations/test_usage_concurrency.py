@@ -32,6 +32,7 @@ from allocations.usage import services as services_module
 from allocations.usage.ingest import ingest_sacct
 from allocations.usage.reconcile import reconcile_system
 from allocations.usage.services import replay_rejected_rows
+from allocations.usage.thresholds import check_thresholds
 from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
 from tests.postgres import requires_postgres
 
@@ -199,3 +200,36 @@ def test_two_replays_of_one_batch_at_once_record_its_rows_once_and_count_them_on
     assert JobRecord.objects.count() == 2
     assert_charged_exactly_what_the_records_cost(system)
     assert used(allocation) == 2 * HOUR
+
+
+# Threshold checks and expiry beside reconciliation ------------------------------------------------------------
+
+
+def test_a_threshold_check_on_stale_figures_does_not_reopen_an_allocation_a_later_charge_took_past_its_award(
+    system, monkeypatch, gates
+):
+    allocation = funded_allocation(system, hours=100)
+    ingest(system, payload(sacct_line(1, gpus=1, elapsed=100 * HOUR)))
+    reconcile_system(system=system)
+    check_thresholds(system=system)
+    allocation.refresh_from_db()
+    assert allocation.state == Allocation.State.EXHAUSTED
+    ingest(system, payload(sacct_line(1, gpus=1, elapsed=90 * HOUR)))  # re-reported shorter: refunded 10 hours
+    reconcile_system(system=system)
+    assert used(allocation) == 90 * HOUR
+    # A check (after that refund) has read the allocation exhausted at 90 % used, and is stopped there.
+    stale = gate(monkeypatch, ledger, "usage_and_commitments", thread="stale")
+    gates.append(stale)
+    first = start("stale", lambda: check_thresholds(system=system))
+    stale.wait_reached()
+    # Meanwhile a new job takes it to 110 %, and the check that follows that charge leaves it exhausted.
+    ingest(system, payload(sacct_line(2, gpus=1, elapsed=20 * HOUR)))
+    reconcile_system(system=system)
+    assert used(allocation) == 110 * HOUR
+    check_thresholds(system=system)
+    stale.release()
+    first.finish()
+
+    allocation.refresh_from_db()
+    assert allocation.state == Allocation.State.EXHAUSTED, "reopened on figures read before the last charge"
+    assert_charged_exactly_what_the_records_cost(system)
