@@ -12,6 +12,7 @@ cost: no GPU-second twice, none lost.
 
 import threading
 import time
+from datetime import date
 
 import pytest
 from django.db import connection
@@ -28,12 +29,15 @@ from allocations.models import (
     RejectedRow,
     UsageSequence,
 )
+from allocations.usage import ingest as ingest_module
+from allocations.usage import reconcile as reconcile_module
 from allocations.usage import services as services_module
 from allocations.usage.ingest import ingest_sacct
 from allocations.usage.reconcile import reconcile_system
-from allocations.usage.services import replay_rejected_rows
-from allocations.usage.thresholds import check_thresholds
+from allocations.usage.services import assign_unmatched_account, replay_rejected_rows
+from allocations.usage.thresholds import check_thresholds, expire_ended_allocations
 from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
+from tests.factories import SystemFactory
 from tests.postgres import requires_postgres
 
 pytestmark = [pytest.mark.postgres, requires_postgres, pytest.mark.django_db(transaction=True)]
@@ -232,4 +236,265 @@ def test_a_threshold_check_on_stale_figures_does_not_reopen_an_allocation_a_late
 
     allocation.refresh_from_db()
     assert allocation.state == Allocation.State.EXHAUSTED, "reopened on figures read before the last charge"
+    assert_charged_exactly_what_the_records_cost(system)
+
+
+def test_expiry_waits_for_a_reconciliation_holding_the_allocation_and_returns_only_what_was_not_used(
+    system, monkeypatch, gates
+):
+    allocation = funded_allocation(system, hours=100)
+    pool_before = ledger.pool_account(allocation.pool).balance
+    ingest(system, payload(sacct_line(1, gpus=1, elapsed=30 * HOUR)))
+    charging = gate(monkeypatch, ledger, "record_usage_in_bulk", thread="reconcile")
+    gates.append(charging)
+    run = start("reconcile", lambda: reconcile_system(system=system))
+    charging.wait_reached()  # the charge is written, uncommitted, under the allocation account's lock
+    # Expiry takes the pool's lock, then waits for the allocation's (the ledger's order: no deadlock).
+    expiry = start("expire", lambda: expire_ended_allocations(today=date(2099, 1, 1)))
+    wait_for_lock_waiters()
+    charging.release()
+
+    assert run.finish().charged_seconds == 30 * HOUR
+    assert expiry.finish() == 1
+    allocation.refresh_from_db()
+    assert allocation.state == Allocation.State.EXPIRED
+    assert ledger.allocation_account(allocation).balance == 0
+    assert ledger.pool_account(allocation.pool).balance == pool_before + 70 * HOUR
+    assert_charged_exactly_what_the_records_cost(system)
+
+
+# Ingests beside ingests ---------------------------------------------------------------------------------------
+
+
+def test_two_ingests_of_overlapping_windows_at_once_record_each_run_once_and_count_it_right(system, monkeypatch, gates):
+    allocation = funded_allocation(system)
+    earlier = payload(
+        sacct_line(1, gpus=2, elapsed=HOUR),
+        sacct_line(2, state="RUNNING", end="Unknown", elapsed=HOUR),
+        sacct_line(3, gpus=4, elapsed=60),
+    )
+    later = payload(
+        sacct_line(2, elapsed=3 * HOUR, end="2026-03-01T13:00:00"),  # ended since
+        sacct_line(3, gpus=4, elapsed=60),  # the same
+        sacct_line(4, gpus=1, elapsed=HOUR),  # new
+    )
+    holding = gate(monkeypatch, ingest_module, "_record_rows", thread="earlier")
+    gates.append(holding)
+    first = start("earlier", lambda: ingest(system, earlier))
+    holding.wait_reached()  # its rows are written, uncommitted, under the system's change lock
+    second = start("later", lambda: ingest(system, later))
+    wait_for_lock_waiters()
+    holding.release()
+
+    first_batch, second_batch = first.finish().batch, second.finish().batch
+    assert counts(first_batch) == (3, 0, 0, 0, 0)
+    assert counts(second_batch) == (1, 1, 1, 0, 0)
+    assert JobRecord.objects.count() == 4
+    assert JobRecord.objects.get(job_id_raw="2").state == "COMPLETED"
+    assert_charged_exactly_what_the_records_cost(system)
+    assert used(allocation) == 2 * HOUR + 3 * HOUR + 240 + HOUR
+
+
+def test_the_same_bytes_posted_twice_at_once_are_read_once_and_the_second_answers_the_first_batch(
+    system, monkeypatch, gates
+):
+    allocation = funded_allocation(system)
+    data = payload(sacct_line(1, gpus=2), sacct_line(2, start="2026-03-01 10:00"))
+    holding = gate(monkeypatch, ingest_module, "_record_rows", thread="first")
+    gates.append(holding)
+    first = start("first", lambda: ingest(system, data))
+    holding.wait_reached()
+    # The second finds the batch received, unread, and reads it too: it waits for the change lock, then finds
+    # it read and keeps the first read's counts.
+    second = start("second", lambda: ingest(system, data))
+    wait_for_lock_waiters()
+    holding.release()
+
+    one, two = first.finish(), second.finish()
+    assert (one.is_duplicate, two.is_duplicate) == (False, True)
+    assert one.batch.pk == two.batch.pk == IngestBatch.objects.get().pk
+    assert counts(one.batch) == (1, 0, 0, 0, 1)
+    assert two.as_dict()["new"] == 1 and len(two.as_dict()["rejected_rows"]) == 1
+    assert RejectedRow.objects.count() == 1
+    assert_charged_exactly_what_the_records_cost(system)
+    assert used(allocation) == 2 * HOUR
+
+
+def test_the_same_bytes_whose_batch_row_is_written_meanwhile_are_a_duplicate_and_leave_one_stored_file(
+    system, monkeypatch, settings, gates
+):
+    allocation = funded_allocation(system)
+    data = payload(sacct_line(1, gpus=2))
+    # The second has stored its copy and found no batch of those bytes; it stops before naming its file.
+    naming = gate(monkeypatch, ingest_module.os, "replace", thread="second", before=True)
+    gates.append(naming)
+    second = start("second", lambda: ingest(system, data))
+    naming.wait_reached()
+    first = ingest(system, data)  # the whole ingest, compressed copy and all
+    naming.release()
+
+    again = second.finish()  # its batch row is refused by the unique (system, sha256): the first batch's
+    assert (first.is_duplicate, again.is_duplicate) == (False, True)
+    assert again.batch.pk == first.batch.pk and IngestBatch.objects.count() == 1
+    folder = settings.MEDIA_ROOT / "ingest" / system.slug
+    assert sorted(path.name for path in folder.iterdir()) == [first.batch.raw_path.rsplit("/", 1)[1]]
+    assert_charged_exactly_what_the_records_cost(system)
+    assert used(allocation) == 2 * HOUR
+
+
+def test_a_replay_and_another_batch_of_the_system_at_once_count_each_in_its_own_batch(system, monkeypatch, gates):
+    allocation = funded_allocation(system)
+    batch = batch_with_a_replayable_row(system)
+    holding = gate(monkeypatch, services_module, "_record_rows", thread="replay")
+    gates.append(holding)
+    replay = start("replay", lambda: replay_rejected_rows(batch=batch, actor=None))
+    holding.wait_reached()
+    other = start("other", lambda: ingest(system, payload(sacct_line(2), sacct_line(3, gpus=3))))
+    wait_for_lock_waiters()
+    holding.release()
+
+    assert replay.finish() == (1, 0)
+    other_batch = other.finish().batch
+    assert counts(batch) == (2, 0, 0, 0, 0)
+    assert counts(other_batch) == (1, 0, 1, 0, 0)  # job 2 is the replay's, the same
+    assert_charged_exactly_what_the_records_cost(system)
+    assert used(allocation) == 5 * HOUR
+
+
+# Reconciliation beside ingests, assignments and itself ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("stop_at", ["before reading the changes", "after writing the ledger"])
+def test_records_an_ingest_commits_during_a_reconciliation_are_charged_by_the_next_run_once(
+    system, monkeypatch, gates, stop_at
+):
+    allocation = funded_allocation(system)
+    ingest(system, payload(sacct_line(1)))
+    reconcile_system(system=system)
+    ingest(system, payload(sacct_line(2, state="RUNNING", end="Unknown", elapsed=HOUR)))  # change 2
+    if stop_at == "before reading the changes":  # its cursor and last change number read (1 to 2)
+        running = gate(monkeypatch, reconcile_module, "_SqlChanges", thread="reconcile", before=True)
+    else:
+        running = gate(monkeypatch, ledger, "record_usage_in_bulk", thread="reconcile")
+    gates.append(running)
+    run = start("reconcile", lambda: reconcile_system(system=system))
+    running.wait_reached()
+    # Job 2 ends (its record moves to change 3) and job 3 arrives; the ingest does not wait for the run.
+    later = payload(sacct_line(2, elapsed=3 * HOUR, end="2026-03-01T13:00:00"), sacct_line(3, gpus=2))
+    start("ingest", lambda: ingest(system, later)).finish()
+    running.release()
+
+    first = run.finish()
+    if stop_at == "before reading the changes":
+        assert first is None  # job 2's change 2 is now change 3, beyond this run: the next one charges it
+    else:
+        assert (first.to_seq, first.charged_seconds) == (2, HOUR)  # job 2 as it was when the run read it
+    assert ReconciliationCursor.objects.get(system=system).reconciled_seq == 2
+    following = reconcile_system(system=system)
+    assert (following.from_seq, following.to_seq) == (2, 3)
+    assert_charged_exactly_what_the_records_cost(system)
+    assert used(allocation) == HOUR + 3 * HOUR + 2 * HOUR
+
+
+def test_two_reconciliations_of_one_system_at_once_charge_each_change_once(system, monkeypatch, gates):
+    allocation = funded_allocation(system)
+    ingest(system, payload(sacct_line(1), sacct_line(2, gpus=2)))
+    charging = gate(monkeypatch, ledger, "record_usage_in_bulk", thread="first")
+    gates.append(charging)
+    first = start("first", lambda: reconcile_system(system=system))
+    charging.wait_reached()
+    start("ingest", lambda: ingest(system, payload(sacct_line(3, gpus=4)))).finish()
+    second = start("second", lambda: reconcile_system(system=system))  # waits for the system's cursor
+    wait_for_lock_waiters()
+    charging.release()
+
+    one, two = first.finish(), second.finish()
+    assert (one.from_seq, one.to_seq, one.charged_seconds) == (0, 1, 3 * HOUR)
+    assert (two.from_seq, two.to_seq, two.records, two.charged_seconds) == (1, 2, 1, 4 * HOUR)
+    assert_charged_exactly_what_the_records_cost(system)
+    assert used(allocation) == 7 * HOUR
+
+
+def test_reconciliations_of_two_systems_do_not_wait_for_each_other_with_one_account_name_on_both(
+    system, monkeypatch, gates
+):
+    dawn = SystemFactory(name="Dawn", slug="dawn", cluster_name="dawn")
+    on_isambard = funded_allocation(system, account="airr-00042")
+    on_dawn = funded_allocation(dawn, account="airr-00042", pool_options={"programme": on_isambard.pool.programme})
+    ingest(system, payload(sacct_line(1, account="airr-00042", gpus=2)))
+    ingest(dawn, payload(sacct_line(1, account="airr-00042", gpus=3)))
+    charging = gate(monkeypatch, ledger, "record_usage_in_bulk", thread="isambard")
+    gates.append(charging)
+    first = start("isambard", lambda: reconcile_system(system=system))
+    charging.wait_reached()  # holding its allocation's and its consumed sink's locks
+    assert start("dawn", lambda: reconcile_system(system=dawn)).finish().charged_seconds == 3 * HOUR
+    charging.release()
+
+    assert first.finish().charged_seconds == 2 * HOUR
+    assert_charged_exactly_what_the_records_cost(system, dawn)
+    assert (used(on_isambard), used(on_dawn)) == (2 * HOUR, 3 * HOUR)
+
+
+def test_an_assignment_waits_for_an_ingest_of_the_account_and_claims_its_rows_too(system, monkeypatch, gates):
+    allocation = funded_allocation(system)
+    ingest(system, payload(sacct_line(1, account="lab-gpu")))
+    holding = gate(monkeypatch, ingest_module, "_record_rows", thread="ingest")
+    gates.append(holding)
+    reading = start("ingest", lambda: ingest(system, payload(sacct_line(2, account="lab-gpu", gpus=2))))
+    holding.wait_reached()
+    assigning = start(
+        "assign",
+        lambda: assign_unmatched_account(system=system, account="lab-gpu", allocation=allocation, actor=None),
+    )
+    wait_for_lock_waiters()
+    holding.release()
+
+    assert counts(reading.finish().batch) == (1, 0, 0, 1, 0)
+    assert assigning.finish() == 2
+    assert not JobRecord.objects.filter(allocation__isnull=True).exists()
+    assert_charged_exactly_what_the_records_cost(system)
+    assert used(allocation) == 3 * HOUR
+
+
+def test_an_ingest_waits_for_an_assignment_of_its_account_and_matches_its_rows(system, monkeypatch, gates):
+    allocation = funded_allocation(system)
+    ingest(system, payload(sacct_line(1, account="lab-gpu")))
+    holding = gate(monkeypatch, services_module, "next_change_seq", thread="assign")
+    gates.append(holding)
+    assigning = start(
+        "assign",
+        lambda: assign_unmatched_account(system=system, account="lab-gpu", allocation=allocation, actor=None),
+    )
+    holding.wait_reached()  # the system's change lock taken, the account not yet assigned
+    reading = start("ingest", lambda: ingest(system, payload(sacct_line(2, account="lab-gpu", gpus=2))))
+    wait_for_lock_waiters()
+    holding.release()
+
+    assert assigning.finish() == 1
+    assert counts(reading.finish().batch) == (1, 0, 0, 0, 0)  # matched through the new alias
+    assert_charged_exactly_what_the_records_cost(system)
+    assert used(allocation) == 3 * HOUR
+
+
+def test_usage_assigned_during_a_reconciliation_is_charged_by_the_next_run_once(system, monkeypatch, gates):
+    allocation = funded_allocation(system)
+    ingest(system, payload(sacct_line(1), sacct_line(2, account="lab-gpu", gpus=2)))
+    running = gate(monkeypatch, reconcile_module, "_SqlChanges", thread="reconcile", before=True)
+    gates.append(running)
+    run = start("reconcile", lambda: reconcile_system(system=system))
+    running.wait_reached()  # it reconciles changes up to 1
+    assigned = start(
+        "assign",
+        lambda: assign_unmatched_account(system=system, account="lab-gpu", allocation=allocation, actor=None),
+    )
+    # The assignment commits without waiting for the run; the reconciliation it queues (run here, in its
+    # thread) waits for the run's cursor.
+    wait_for_lock_waiters()
+    assert JobRecord.objects.get(job_id_raw="2").allocation_id == allocation.pk
+    running.release()
+
+    assert run.finish().charged_seconds == HOUR  # job 2 moved to change 2, beyond this run
+    assert assigned.finish() == 1
+    assert used(allocation) == 3 * HOUR  # charged by the assignment's own reconciliation, after the run
+    assert reconcile_system(system=system) is None
     assert_charged_exactly_what_the_records_cost(system)
