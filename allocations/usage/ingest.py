@@ -471,10 +471,23 @@ class _CountingReader(io.RawIOBase):
         return size
 
 
-def _record_rows(*, batch: IngestBatch, rows: SacctReader, seq: int, on_rejected: Callable | None = None) -> _Counts:
-    """Store a batch's rows under change number `seq`; rejected rows go to `on_rejected` when given."""
+def _record_rows(
+    *,
+    batch: IngestBatch,
+    rows: SacctReader,
+    seq: int,
+    on_rejected: Callable | None = None,
+    keep_later_reports: bool = False,
+) -> _Counts:
+    """Store a batch's rows under change number `seq`; rejected rows go to `on_rejected` when given.
+
+    With `keep_later_reports` (a replay of an older batch's rows), a run whose record was last reported by a
+    batch received after this one keeps that report: it is newer than these rows (counted unchanged).
+    """
     if connection.vendor == "postgresql":
-        return _record_rows_postgresql(batch=batch, reader=rows, seq=seq, on_rejected=on_rejected)
+        return _record_rows_postgresql(
+            batch=batch, reader=rows, seq=seq, on_rejected=on_rejected, keep_later_reports=keep_later_reports
+        )
     system = batch.system
     matcher = _Matcher(system)
     factor = Decimal(system.charge_factor)
@@ -520,13 +533,13 @@ def _record_rows(*, batch: IngestBatch, rows: SacctReader, seq: int, on_rejected
                 )
             )
         if len(chunk) >= CHUNK_ROWS:
-            _store_chunk_portable(chunk, batch=batch, seq=seq, counts=counts)
+            _store_chunk_portable(chunk, batch=batch, seq=seq, counts=counts, keep_later_reports=keep_later_reports)
             chunk = []
         if len(rejected) >= CHUNK_ROWS:
             RejectedRow.objects.bulk_create(rejected)
             rejected = []
     if chunk:
-        _store_chunk_portable(chunk, batch=batch, seq=seq, counts=counts)
+        _store_chunk_portable(chunk, batch=batch, seq=seq, counts=counts, keep_later_reports=keep_later_reports)
     RejectedRow.objects.bulk_create(rejected)
     counts.rejected = batch.rejected_rows.filter(replayed_at__isnull=True).count()
     return counts
@@ -564,7 +577,7 @@ _COLUMNS = (
 )
 
 
-def _store_chunk_portable(chunk, *, batch, seq, counts):
+def _store_chunk_portable(chunk, *, batch, seq, counts, keep_later_reports=False):
     """Upsert through the ORM, a chunk at a time: the path for SQLite (and any database without COPY)."""
     # The last report of a run in one payload wins, as it does across payloads.
     by_key = {(values[0], values[1]): values for values in chunk}
@@ -579,6 +592,9 @@ def _store_chunk_portable(chunk, *, batch, seq, counts):
         record = existing.get(key)
         if record is None:
             created.append(JobRecord(system=batch.system, changed_seq=seq, last_batch=batch, **fields))
+            continue
+        if keep_later_reports and (record.last_batch_id or 0) > batch.pk:
+            counts.unchanged += 1  # a batch received after this one reported the run: its report is newer
             continue
         if all(getattr(record, name) == fields[name] for name in _COMPARED) and not (
             record.allocation_id is None and fields["allocation_id"] is not None
@@ -685,7 +701,9 @@ def _copy_statement(table: str) -> str:
     return f"COPY {table} ({columns}) FROM STDIN"
 
 
-def _record_rows_postgresql(*, batch, reader: SacctReader, seq: int, on_rejected: Callable | None) -> _Counts:
+def _record_rows_postgresql(
+    *, batch, reader: SacctReader, seq: int, on_rejected: Callable | None, keep_later_reports: bool = False
+) -> _Counts:
     system = batch.system
     matcher = _Matcher(system)
     factor = Decimal(system.charge_factor)
@@ -772,7 +790,9 @@ def _record_rows_postgresql(*, batch, reader: SacctReader, seq: int, on_rejected
             RejectedRow.objects.bulk_create(rejected, batch_size=5000)
             rejected.clear()
         if staged:
-            new, updated = _merge_staging(cursor, batch=batch, seq=seq, copied_straight=counts.new > 0)
+            new, updated = _merge_staging(
+                cursor, batch=batch, seq=seq, copied_straight=counts.new > 0, keep_later_reports=keep_later_reports
+            )
             counts.new += new
             counts.updated += updated
             counts.unchanged += staged - new - updated
@@ -781,7 +801,9 @@ def _record_rows_postgresql(*, batch, reader: SacctReader, seq: int, on_rejected
     return counts
 
 
-def _merge_staging(cursor, *, batch: IngestBatch, seq: int, copied_straight: bool) -> tuple[int, int]:
+def _merge_staging(
+    cursor, *, batch: IngestBatch, seq: int, copied_straight: bool, keep_later_reports: bool = False
+) -> tuple[int, int]:
     """Insert the staged rows' new runs and update their changed ones; returns (new, updated).
 
     A run this payload copied straight in (`copied_straight`: some were) and reports again is new, counted once:
@@ -789,6 +811,8 @@ def _merge_staging(cursor, *, batch: IngestBatch, seq: int, copied_straight: boo
     """
     table = JobRecord._meta.db_table
     changed = " OR ".join(f'r."{name}" IS DISTINCT FROM m."{name}"' for name in _COMPARED)
+    # A replay leaves alone a run that a batch received after its own reported since (see _record_rows).
+    newer = "AND (r.last_batch_id IS NULL OR r.last_batch_id <= %(batch)s)" if keep_later_reports else ""
     updates = ", ".join(f'"{name}" = m."{name}"' for name in _COMPARED)
     columns = ", ".join(f'"{name}"' for name in _COLUMNS)
     # DISTINCT ON sorts the staged rows: let it sort in memory rather than in temporary files.
@@ -810,6 +834,7 @@ def _merge_staging(cursor, *, batch: IngestBatch, seq: int, copied_straight: boo
             SELECT count(*) FROM ({latest}) m JOIN {table} r
                 ON r.system_id = %(system)s AND r.job_id_raw = m.job_id_raw AND r.start = m.start
             WHERE r.changed_seq = %(seq)s AND ({changed} OR (r.allocation_id IS NULL AND m.allocation_id IS NOT NULL))
+                {newer}
             """,  # noqa: S608
             values,
         )
@@ -823,6 +848,7 @@ def _merge_staging(cursor, *, batch: IngestBatch, seq: int, copied_straight: boo
         FROM ({latest}) m
         WHERE r.system_id = %(system)s AND r.job_id_raw = m.job_id_raw AND r.start = m.start
             AND ({changed} OR (r.allocation_id IS NULL AND m.allocation_id IS NOT NULL))
+            {newer}
         """,  # noqa: S608
         values,
     )

@@ -182,7 +182,8 @@ def replay_rejected_rows(*, batch: IngestBatch, actor) -> tuple[int, int]:
         def on_rejected(line_number: int, reason: str) -> None:
             failures[line_number - offset - 1] = reason
 
-        counts = _record_rows(batch=batch, rows=reader, seq=seq, on_rejected=on_rejected)
+        # A run a later batch reported since keeps that newer report: these rows are older.
+        counts = _record_rows(batch=batch, rows=reader, seq=seq, on_rejected=on_rejected, keep_later_reports=True)
         now = timezone.now()
         for index, row in enumerate(pending):
             if index in failures:

@@ -498,3 +498,29 @@ def test_usage_assigned_during_a_reconciliation_is_charged_by_the_next_run_once(
     assert used(allocation) == 3 * HOUR  # charged by the assignment's own reconciliation, after the run
     assert reconcile_system(system=system) is None
     assert_charged_exactly_what_the_records_cost(system)
+
+
+def test_a_replay_that_gets_the_lock_after_a_newer_batch_does_not_put_back_the_older_report_of_a_run(
+    system, monkeypatch, gates
+):
+    allocation = funded_allocation(system)
+    # Batch 1 saw job 2 running an hour; its row was rejected (a setting since fixed).
+    batch = ingest(
+        system, payload(sacct_line(1), sacct_line(2, state="RUNNING", end="Unknown", start="2026-03-01 10:00"))
+    ).batch
+    RejectedRow.objects.filter(batch=batch).update(raw=sacct_line(2, state="RUNNING", end="Unknown"))
+    # Batch 2, received later, reports job 2 ended after three hours; it holds the lock as the replay starts.
+    holding = gate(monkeypatch, ingest_module, "_record_rows", thread="newer")
+    gates.append(holding)
+    newer = start("newer", lambda: ingest(system, payload(sacct_line(2, elapsed=3 * HOUR, end="2026-03-01T13:00:00"))))
+    holding.wait_reached()
+    replay = start("replay", lambda: replay_rejected_rows(batch=batch, actor=None))
+    wait_for_lock_waiters()
+    holding.release()
+    newer.finish()
+    replay.finish()
+
+    record = JobRecord.objects.get(job_id_raw="2")
+    assert (record.state, record.gpu_seconds) == ("COMPLETED", 3 * HOUR), "the older report overwrote the newer"
+    assert_charged_exactly_what_the_records_cost(system)
+    assert used(allocation) == 4 * HOUR
