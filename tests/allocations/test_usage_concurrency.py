@@ -524,3 +524,30 @@ def test_a_replay_that_gets_the_lock_after_a_newer_batch_does_not_put_back_the_o
     assert (record.state, record.gpu_seconds) == ("COMPLETED", 3 * HOUR), "the older report overwrote the newer"
     assert_charged_exactly_what_the_records_cost(system)
     assert used(allocation) == 4 * HOUR
+
+
+def test_a_reconciliation_an_expiry_and_a_threshold_check_on_one_allocation_at_once_end_without_deadlock(
+    system, monkeypatch, gates
+):
+    allocation = funded_allocation(system, hours=100)
+    pool_before = ledger.pool_account(allocation.pool).balance
+    ingest(system, payload(sacct_line(1, gpus=1, elapsed=100 * HOUR)))
+    reconcile_system(system=system)  # at 100 %, not yet checked
+    ingest(system, payload(sacct_line(2, gpus=1, elapsed=HOUR)))
+    charging = gate(monkeypatch, ledger, "record_usage_in_bulk", thread="reconcile")
+    gates.append(charging)
+    run = start("reconcile", lambda: reconcile_system(system=system))
+    charging.wait_reached()  # holding the allocation account's lock, then the consumed sink's
+    expiry = start("expire", lambda: expire_ended_allocations(today=date(2099, 1, 1)))  # pool, then allocation
+    check = start("check", lambda: check_thresholds(system=system))  # exhausts it: the allocation account
+    wait_for_lock_waiters(2)
+    charging.release()
+
+    assert run.finish().charged_seconds == HOUR
+    assert expiry.finish() == 1
+    check.finish()
+    allocation.refresh_from_db()
+    assert allocation.state == Allocation.State.EXPIRED
+    assert ledger.allocation_account(allocation).balance == -HOUR  # the overrun stays in sight
+    assert ledger.pool_account(allocation.pool).balance == pool_before  # nothing was left to return
+    assert_charged_exactly_what_the_records_cost(system)
