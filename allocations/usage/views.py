@@ -292,9 +292,12 @@ def allocation_usage(request, pk):
     jobs = JobRecord.objects.filter(allocation=allocation).order_by("-start", "job_id_raw")
     form = _statement_form(request)
     statement = _statement(allocation, form)
-    query = request.GET.copy()
+    # Each pager keeps the other's page; the statement's CSV link needs neither.
+    query, jobs_query, statement_query = request.GET.copy(), request.GET.copy(), request.GET.copy()
     for name in ("page", "statement_page"):
         query.pop(name, None)
+    jobs_query.pop("page", None)
+    statement_query.pop("statement_page", None)
     return render(
         request,
         "allocations/usage/allocation_usage.html",
@@ -307,6 +310,8 @@ def allocation_usage(request, pk):
             "statement": statement,
             "statement_page": Paginator(statement.movements, PAGE_SIZE).get_page(request.GET.get("statement_page")),
             "query": query.urlencode(),
+            "jobs_query": jobs_query.urlencode(),
+            "statement_query": statement_query.urlencode(),
         },
     )
 

@@ -376,6 +376,25 @@ def test_the_allocation_page_shows_usage_per_day_with_a_chart_and_a_table_of_the
     assert "21 days, today and the end date included" in page
 
 
+def test_each_pager_of_the_allocation_page_keeps_the_others_page(client, system, alice):
+    from allocations.usage.views import PAGE_SIZE
+
+    allocation = funded_allocation(system, hours=1000, holder=alice)
+    # A page and a half of jobs, and of statement movements (a charge per reconciliation).
+    for n in range(1, PAGE_SIZE * 3 // 2 + 1):
+        ingest_sacct(system=system, payload=payload(sacct_line(n, elapsed=60)), source="command")
+        reconcile_system(system=system)
+    client.force_login(alice)
+
+    page = client.get(reverse("usage:allocation-usage", args=[allocation.pk]), {"page": 2, "statement_page": 2})
+
+    html = page.content.decode()
+    jobs = html.split('aria-label="Job pages"')[1].split("</nav>")[0]
+    statement = html.split('aria-label="Statement pages"')[1].split("</nav>")[0]
+    assert "statement_page=2&amp;page=1" in jobs
+    assert "page=2&amp;statement_page=1" in statement
+
+
 def test_the_allocation_page_lists_the_thresholds_reached(client, used_allocation, alice):
     ThresholdNotice.objects.create(allocation=used_allocation, percent=50, used_seconds=50 * HOUR)
     client.force_login(alice)
