@@ -31,6 +31,9 @@ def percent_used(used: int, committed: int) -> int:
 def check_thresholds(*, system: System) -> list[ThresholdNotice]:
     """Record (and email after commit) each threshold passed; exhaust allocations past 100 % + grace, and make
     active again an exhausted one that refunds brought back under it (notices are not sent again)."""
+    # Notices left unsent (the broker was down) are handed over whether or not any allocation is still open: the
+    # allocation may have settled since.
+    _hand_over_unsent_notices(system)
     allocations = {a.pk: a for a in Allocation.objects.filter(system=system, state__in=_OPEN_STATES)}
     if not allocations:
         return []
@@ -57,7 +60,6 @@ def check_thresholds(*, system: System) -> list[ThresholdNotice]:
             exhaust_allocation(allocation=allocation)
         elif allocation.state == Allocation.State.EXHAUSTED and used * 100 < limit:
             reopen_allocation(allocation=allocation)  # a refund (a job re-reported shorter) gave hours back
-    _hand_over_unsent_notices(system)
     return notices
 
 

@@ -426,3 +426,34 @@ def test_a_threshold_email_names_the_system_since_one_award_has_the_same_account
     [message] = mail.outbox
     assert message.subject == "airr-00001 on Isambard-AI has used 50% of its GPU-hours"
     assert "on Isambard-AI" in message.body
+
+
+def test_a_notice_left_unsent_is_handed_over_even_once_no_allocation_of_its_system_is_open(
+    system, alice, django_capture_on_commit_callbacks
+):
+    """The 90 % notice of a late charge during settling, recorded while the broker was down: the allocation then
+    settles (expired), the system's last open one. The beat's check must still hand the notice over."""
+    from unittest import mock
+
+    from django.utils import timezone
+    from kombu.exceptions import OperationalError
+
+    allocation = funded_allocation(system, hours=10, holder=alice)
+    use(system, 9.5)
+    with (
+        mock.patch("celery.app.task.Task.apply_async", side_effect=OperationalError("Connection refused")),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        check_thresholds(system=system)
+    assert expire_ended_allocations(today=allocation.end_date + timedelta(days=settings.USAGE_SETTLING_DAYS + 1)) == 1
+
+    later = timezone.now() + timedelta(minutes=11)
+    with (
+        mock.patch("django.utils.timezone.now", return_value=later),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        check_thresholds(system=system)
+
+    assert sorted(m.subject for m in mail.outbox) == [
+        f"airr-00001 on Isambard-AI has used {p}% of its GPU-hours" for p in (50, 75, 90)
+    ]
