@@ -227,12 +227,18 @@ def decline_award(*, proposal: Proposal, actor, reason: str = "") -> list[Alloca
         for allocation in allocations:
             if allocation.has_ended:
                 continue  # expired unanswered at its end date: its hours were returned or forfeited then
-            ledger.revoke_allocation(
-                allocation=allocation,
-                actor=actor,
-                reason=f"Award to {locked.reference} on {allocation.system.name} declined",
-                idempotency_key=f"decline-{locked.reference}-{allocation.system.slug}",
-            )
+            try:  # the ledger's own savepoint: a refusal leaves this transaction usable
+                ledger.revoke_allocation(
+                    allocation=allocation,
+                    actor=actor,
+                    reason=f"Award to {locked.reference} on {allocation.system.name} declined",
+                    idempotency_key=f"decline-{locked.reference}-{allocation.system.slug}",
+                )
+            except ledger.WrongState:
+                # Ended by the daily expiry after it was read here (its lock taken, and its hours moved, first).
+                allocation.refresh_from_db(fields=["state"])
+                if not allocation.has_ended:
+                    raise
         record_transition(locked, to=State.DECLINED, actor=actor, reason=reason or "Award declined")
     return allocations
 

@@ -263,3 +263,39 @@ def test_an_award_declined_after_its_end_date_is_declined_not_a_500(call, pool, 
     assert proposal.state == State.DECLINED
     assert allocation.state == Allocation.State.EXPIRED
     assert pool_figures(pool).available == 10_000 * HOUR
+
+
+@pytest.mark.django_db
+def test_an_award_declined_while_the_daily_expiry_ends_it_is_declined_not_a_500(call, pool, system, alice, director):
+    """The decline read the allocation as scheduled; the daily expiry ended it (committed) before the decline took
+    the ledger's locks. The answer is recorded, the hours returned once, not a 500 from revoking it."""
+    from unittest import mock
+
+    from django.urls import reverse
+    from django.utils import timezone
+
+    from allocations import ledger
+    from allocations.usage.thresholds import expire_ended_allocations
+    from tests.factories import web_client
+
+    today = timezone.localdate()
+    proposal = _in_review(call, system, alice)
+    proposal.start_date = max(pool.valid_from, today - timedelta(days=40))
+    proposal.save()
+    allocation = _award(proposal, pool, director, end=today - timedelta(days=settings.USAGE_SETTLING_DAYS + 1))
+    revoke = ledger.revoke_allocation
+
+    def expired_meanwhile(**kwargs):
+        assert expire_ended_allocations() == 1  # the beat's run, between the decline's read and its revocation
+        return revoke(**kwargs)
+
+    with mock.patch.object(ledger, "revoke_allocation", side_effect=expired_meanwhile):
+        response = web_client(alice, raise_request_exception=False).post(
+            reverse("proposals:proposal-respond", args=[proposal.pk]), {"answer": "decline"}
+        )
+
+    assert response.status_code == 302
+    proposal.refresh_from_db()
+    allocation.refresh_from_db()
+    assert (proposal.state, allocation.state) == (State.DECLINED, Allocation.State.EXPIRED)
+    assert pool_figures(pool).available == 10_000 * HOUR
