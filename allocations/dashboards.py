@@ -366,8 +366,13 @@ class AllocationReport:
 
 
 def allocation_report(allocation: Allocation, *, today: date | None = None) -> AllocationReport:
-    """An allocation's figures and its usage per day (or week) from its start to today, in two queries."""
-    today = today or timezone.localdate()
+    """An allocation's figures and its usage per day (or week) from its start to today, in two queries.
+
+    Today is its system's (`today_on`), as for its limit and its end: the page says it has ended when its jobs stop.
+    """
+    from allocations.usage.thresholds import today_on
+
+    today = today or today_on(allocation.system)
     per_day: dict[date, int] = defaultdict(int)
     committed = balance = returned = forfeited = 0
     rows = (

@@ -395,6 +395,28 @@ def test_each_pager_of_the_allocation_page_keeps_the_others_page(client, system,
     assert "page=2&amp;statement_page=1" in statement
 
 
+def test_the_allocation_page_counts_days_by_its_systems_date_as_its_limit_does(system):
+    """At 23:30 UTC on its last day (already the next day in London in summer) a UTC system's allocation still
+    runs, and its page says so."""
+    from datetime import UTC, date, datetime
+    from unittest import mock
+
+    from allocations.dashboards import allocation_report
+
+    year = date.today().year - 1
+    allocation = funded_allocation(
+        system,
+        start_date=date(year, 7, 1),
+        end_date=date(year, 7, 31),
+        pool_options={"valid_from": date(year, 1, 1), "valid_until": date(year + 2, 12, 31)},
+    )
+
+    with mock.patch("django.utils.timezone.now", return_value=datetime(year, 7, 31, 23, 30, tzinfo=UTC)):
+        assert allocation_report(allocation).days_left == 1
+    with mock.patch("django.utils.timezone.now", return_value=datetime(year, 8, 1, 0, 30, tzinfo=UTC)):
+        assert allocation_report(allocation).days_left == 0
+
+
 def test_the_allocation_page_lists_the_thresholds_reached(client, used_allocation, alice):
     ThresholdNotice.objects.create(allocation=used_allocation, percent=50, used_seconds=50 * HOUR)
     client.force_login(alice)
