@@ -34,7 +34,8 @@ def check_thresholds(*, system: System) -> list[ThresholdNotice]:
     # Notices left unsent (the broker was down) are handed over whether or not any allocation is still open: the
     # allocation may have settled since.
     _hand_over_unsent_notices(system)
-    allocations = {a.pk: a for a in Allocation.objects.filter(system=system, state__in=_OPEN_STATES)}
+    open_allocations = Allocation.objects.filter(system=system, state__in=_OPEN_STATES).select_related("pool")
+    allocations = {a.pk: a for a in open_allocations}
     if not allocations:
         return []
     figures = ledger.usage_and_commitments(allocations)
@@ -55,10 +56,10 @@ def check_thresholds(*, system: System) -> list[ThresholdNotice]:
                 notice = _record_notice(allocation, threshold, used)
                 if notice is not None:
                     notices.append(notice)
-        limit = committed * (100 + allocation.pool.grace_percent)
-        if allocation.state == Allocation.State.ACTIVE and used * 100 >= limit:
+        past_limit = _past_limit(allocation, used, committed)
+        if allocation.state == Allocation.State.ACTIVE and past_limit:
             exhaust_allocation(allocation=allocation)
-        elif allocation.state == Allocation.State.EXHAUSTED and used * 100 < limit:
+        elif allocation.state == Allocation.State.EXHAUSTED and not past_limit:
             reopen_allocation(allocation=allocation)  # a refund (a job re-reported shorter) gave hours back
     return notices
 
@@ -123,7 +124,12 @@ def _is_past_limit(allocation: Allocation) -> bool:
     is the ledger's (accounts before the allocation row, as expiry and revocation take them)."""
     LedgerAccount.objects.select_for_update().filter(allocation=allocation).first()
     used, committed = ledger.usage_and_commitments([allocation.pk])[allocation.pk]
-    return committed > 0 and used * 100 >= committed * (100 + allocation.pool.grace_percent)
+    return committed > 0 and _past_limit(allocation, used, committed)
+
+
+def _past_limit(allocation: Allocation, used: int, committed: int) -> bool:
+    """The rule: usage at or past the award plus the pool's grace exhausts an allocation."""
+    return used * 100 >= committed * (100 + allocation.pool.grace_percent)
 
 
 def exhaust_allocation(*, allocation: Allocation) -> bool:
