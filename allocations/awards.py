@@ -15,12 +15,12 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from programmes.models import Decision, FundPool, Proposal, System
+from programmes.models import Decision, FundPool, Proposal
 from programmes.proposals import add_months, can_direct, lock_proposal, notify, record_transition
 
 from . import ledger
 from .models import Allocation
-from .usage.thresholds import today_on
+from .usage.thresholds import on_each_systems_day, today_on
 
 State = Proposal.State
 
@@ -249,10 +249,7 @@ def activate_started_allocations(*, today: date | None = None) -> int:
     Safe to run any number of times: each allocation moves only from `scheduled`, under a guarded update.
     """
     # Each system's today, where its allocations' days begin (see `expire_ended_allocations`).
-    in_window = Q(pk__in=[])
-    for system in System.objects.all():
-        day = today or today_on(system)
-        in_window |= Q(system=system, start_date__lte=day, end_date__gte=day)
+    in_window = on_each_systems_day(lambda day: Q(start_date__lte=day, end_date__gte=day), today=today)
     due = Allocation.objects.filter(in_window, state=Allocation.State.SCHEDULED).filter(
         Q(proposal__isnull=True) | Q(proposal__state=State.ACCEPTED)
     )

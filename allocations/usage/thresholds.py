@@ -154,6 +154,14 @@ def today_on(system: System) -> date:
         return timezone.localdate()
 
 
+def on_each_systems_day(condition, *, today: date | None = None) -> Q:
+    """Allocations meeting `condition(day)`, each with its own system's today (`today_on`), or `today` for all."""
+    matches = Q(pk__in=[])
+    for system in System.objects.all():
+        matches |= Q(system=system) & condition(today or today_on(system))
+    return matches
+
+
 def reopen_allocation(*, allocation: Allocation) -> bool:
     """Make an exhausted allocation active again (its limit comes back); False if it was not exhausted, or its
     usage is (by now) at or past its award plus grace."""
@@ -177,13 +185,8 @@ def expire_ended_allocations(*, today: date | None = None) -> int:
     window closes), so a UTC system's allocation is not ended an hour early while London keeps summer time.
     """
     settling = timedelta(days=settings.USAGE_SETTLING_DAYS)
-    days = {system.pk: today or today_on(system) for system in System.objects.all()}
-    by_system = Q()
-    for system_id, day in days.items():
-        by_system |= Q(system_id=system_id, end_date__lt=day - settling)
-    if not days:
-        return 0
-    ended = Allocation.objects.filter(by_system, state__in=(*_OPEN_STATES, Allocation.State.SCHEDULED))
+    settled = on_each_systems_day(lambda day: Q(end_date__lt=day - settling), today=today)
+    ended = Allocation.objects.filter(settled, state__in=(*_OPEN_STATES, Allocation.State.SCHEDULED))
     count = 0
     for allocation in ended.select_related("pool__system"):
         try:
