@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core import mail
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
+from django.utils import timezone
 
 from allocations import awards
 from allocations.models import Allocation, LedgerAccount
@@ -142,8 +143,6 @@ def test_an_accepted_allocation_becomes_active_on_its_start_date_and_an_unaccept
 
 @pytest.mark.django_db
 def test_an_award_starting_today_is_active_once_accepted(call, pool, system, alice, director):
-    from django.utils import timezone
-
     proposal = _in_review(call, system, alice)
     proposal.start_date = timezone.localdate()
     proposal.save()
@@ -151,6 +150,15 @@ def test_an_award_starting_today_is_active_once_accepted(call, pool, system, ali
     awards.accept_award(proposal=proposal, actor=alice)
     allocation.refresh_from_db()
     assert allocation.state == Allocation.State.ACTIVE
+
+
+def _award_past_its_settling(call, pool, system, alice, director):
+    """An award left unanswered whose end date, and the days it settles over, have passed."""
+    today = timezone.localdate()
+    proposal = _in_review(call, system, alice)
+    proposal.start_date = max(pool.valid_from, today - timedelta(days=40))
+    proposal.save()
+    return proposal, _award(proposal, pool, director, end=today - timedelta(days=settings.USAGE_SETTLING_DAYS + 1))
 
 
 @pytest.mark.django_db
@@ -211,17 +219,11 @@ def test_two_directors_deciding_the_same_proposal_at_once_cannot_both_succeed(ca
 def test_an_award_accepted_after_its_end_date_does_not_come_back_to_life(call, pool, system, alice, director):
     """The daily expiry ends an unanswered award's allocation once its end date passes; accepting it afterwards
     must not make it active again (its hours are already back in the pool, and expiry would never end it)."""
-    from django.utils import timezone
 
     from allocations.usage.limits import account_limits
     from allocations.usage.thresholds import expire_ended_allocations
 
-    today = timezone.localdate()
-    proposal = _in_review(call, system, alice)
-    proposal.start_date = max(pool.valid_from, today - timedelta(days=40))
-    proposal.save()
-    # Past its end date and the days it settles over.
-    allocation = _award(proposal, pool, director, end=today - timedelta(days=settings.USAGE_SETTLING_DAYS + 1))
+    proposal, allocation = _award_past_its_settling(call, pool, system, alice, director)
     assert expire_ended_allocations() == 1
     allocation.refresh_from_db()
     assert allocation.state == Allocation.State.EXPIRED
@@ -240,17 +242,11 @@ def test_an_award_declined_after_its_end_date_is_declined_not_a_500(call, pool, 
     """The daily expiry has already ended the unanswered award's allocation (its hours back in the pool): declining
     it then records the answer instead of failing on the allocation that has ended."""
     from django.urls import reverse
-    from django.utils import timezone
 
     from allocations.usage.thresholds import expire_ended_allocations
     from tests.factories import web_client
 
-    today = timezone.localdate()
-    proposal = _in_review(call, system, alice)
-    proposal.start_date = max(pool.valid_from, today - timedelta(days=40))
-    proposal.save()
-    # Past its end date and the days it settles over.
-    allocation = _award(proposal, pool, director, end=today - timedelta(days=settings.USAGE_SETTLING_DAYS + 1))
+    proposal, allocation = _award_past_its_settling(call, pool, system, alice, director)
     assert expire_ended_allocations() == 1
 
     response = web_client(alice, raise_request_exception=False).post(
@@ -272,17 +268,12 @@ def test_an_award_declined_while_the_daily_expiry_ends_it_is_declined_not_a_500(
     from unittest import mock
 
     from django.urls import reverse
-    from django.utils import timezone
 
     from allocations import ledger
     from allocations.usage.thresholds import expire_ended_allocations
     from tests.factories import web_client
 
-    today = timezone.localdate()
-    proposal = _in_review(call, system, alice)
-    proposal.start_date = max(pool.valid_from, today - timedelta(days=40))
-    proposal.save()
-    allocation = _award(proposal, pool, director, end=today - timedelta(days=settings.USAGE_SETTLING_DAYS + 1))
+    proposal, allocation = _award_past_its_settling(call, pool, system, alice, director)
     revoke = ledger.revoke_allocation
 
     def expired_meanwhile(**kwargs):
