@@ -15,9 +15,9 @@ from django.conf import settings
 from django.db import OperationalError, transaction
 from django.http import FileResponse
 from django.utils import timezone
-from kombu.exceptions import KombuError
 
 from airr_portal import roles
+from airr_portal.queuing import queue_after_commit
 from airr_portal.validators import EARLIEST_DATE
 from allocations.models import ReportExport
 from allocations.selectors import end_of
@@ -135,19 +135,15 @@ def request_report_export(*, user, parameters: ReportParameters) -> ReportExport
             expires_at=now + timedelta(days=settings.REPORT_EXPORT_EXPIRY_DAYS),
         )
 
-        def queue() -> None:
-            try:
-                report_export_task.delay(export.pk)
-            except (KombuError, OSError) as problem:
-                # Nothing would ever build it: it fails now, saying so, rather than waiting for ever.
-                logger.error("Report export %s could not be queued: %s", export.pk, problem)
-                ReportExport.objects.filter(pk=export.pk, state=ReportExport.State.PENDING).update(
-                    state=ReportExport.State.FAILED,
-                    finished_at=timezone.now(),
-                    error="It could not be queued: the task queue is unavailable. Ask for it again in a few minutes.",
-                )
+        def fail() -> None:
+            # Nothing would ever build it: it fails now, saying so, rather than waiting for ever.
+            ReportExport.objects.filter(pk=export.pk, state=ReportExport.State.PENDING).update(
+                state=ReportExport.State.FAILED,
+                finished_at=timezone.now(),
+                error="It could not be queued: the task queue is unavailable. Ask for it again in a few minutes.",
+            )
 
-        transaction.on_commit(queue)
+        queue_after_commit(report_export_task, export.pk, if_not_queued=fail)
     if transaction.get_autocommit():
         export.refresh_from_db()  # queued, or failed to be
     return export
