@@ -69,3 +69,33 @@ class ApiToken(models.Model):
 
     def __str__(self):
         return f"API token {self.prefix}… of {self.user}"
+
+
+class OutgoingEmail(models.Model):
+    """An email the portal owes someone: written in the transaction that calls for it, sent by a task after it.
+
+    One row per address, so a mail server refusing one address is retried for that address alone, and nobody
+    else is told twice. The beat sends what is left unsent (the broker was down, or every retry failed), so an
+    email called for by something committed is not lost. Sent rows are the record of who was told what, when.
+    """
+
+    to = models.EmailField(max_length=254)
+    subject = models.CharField(max_length=300)
+    body = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    # A sender claims the email until this time, so the beat and its own task do not send it together; a sender
+    # that died lets its claim lapse.
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [
+            # The beat looks only for what is unsent: sent rows, the history, cost it nothing.
+            models.Index(fields=["created_at"], name="outgoing_email_unsent", condition=models.Q(sent_at__isnull=True))
+        ]
+
+    def __str__(self):
+        return f"{self.subject} to {self.to}"

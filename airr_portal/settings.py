@@ -289,6 +289,8 @@ CELERY_BEAT_SCHEDULE = {
     "check-thresholds": {"task": "allocations.tasks.check_all_thresholds_task", "schedule": 900.0},
     "activate-allocations": {"task": "allocations.tasks.activate_allocations_task", "schedule": 3600.0},
     "expire-allocations": {"task": "allocations.tasks.expire_allocations_task", "schedule": 24 * 3600.0},
+    # Emails written but left unsent (airr_portal/mail.py): the broker was down, or the mail server kept failing.
+    "send-unsent-emails": {"task": "airr_portal.tasks.send_unsent_emails_task", "schedule": 300.0},
     "delete-expired-report-exports": {
         "task": "allocations.tasks.report_delete_expired_exports_task",
         "schedule": 3600.0,

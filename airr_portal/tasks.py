@@ -7,3 +7,21 @@ from celery import shared_task
 def ping_task(token: str) -> str:
     """Echo a token back, so /healthz can show that a worker is consuming the default queue."""
     return f"pong:{token}"
+
+
+# A mail server that is down or refuses for a while (smtplib's errors are OSErrors) is retried with backoff; an
+# email still unsent after the retries is sent again by the beat (`send_unsent_emails_task`).
+@shared_task(autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+def send_email_task(email_id: int) -> bool:
+    """Send one owed email (airr_portal/mail.py); False if it was sent already or is being sent."""
+    from .mail import send_email
+
+    return send_email(email_id)
+
+
+@shared_task
+def send_unsent_emails_task() -> int:
+    """Queue again the emails left unsent; returns how many."""
+    from .mail import send_unsent_emails
+
+    return send_unsent_emails()
