@@ -1,21 +1,19 @@
-"""Background work for programmes: the emails to directors, applicants, co-investigators and reviewers.
+"""The emails to directors, applicants, co-investigators and reviewers.
 
-Every task takes ids, re-reads state and is safe to run twice (at worst someone gets the same email again)."""
+Each is written in the transaction of what calls for it, as it stands then, and sent once that commits
+(airr_portal/mail.py), so an email is owed exactly when its cause was committed, and a broker or mail server that
+is down delays it rather than loses it."""
 
-from celery import shared_task
 from django.conf import settings
-from django.core.mail import send_mail
 from django.urls import reverse
+
+from airr_portal.mail import email_after_commit
 
 from .models import DirectorInvitation, Proposal, ProposalMember, ReviewAssignment
 
 
-@shared_task
-def send_director_invitation_task(invitation_id: int) -> None:
-    """Email the invited address; safe to run twice (at worst the person gets the same email again)."""
-    invitation = DirectorInvitation.objects.select_related("programme").filter(pk=invitation_id).first()
-    if invitation is None:
-        return
+def email_director_invitation(invitation: DirectorInvitation) -> None:
+    """Tell the invited address it is (or, once it has an account, will be) a director of the programme."""
     programme = invitation.programme.name
     if invitation.is_pending:
         subject = f"You are invited to direct {programme}"
@@ -30,11 +28,7 @@ def send_director_invitation_task(invitation_id: int) -> None:
             f"You have been named a programme director of {programme} on the AIRR Portal.\n\n"
             f"Sign in to see its fund pools:\n{settings.SITE_URL}{reverse('programmes:programme-list')}\n"
         )
-    send_mail(settings.ACCOUNT_EMAIL_SUBJECT_PREFIX + subject, body, None, [invitation.email])
-
-
-def _send(subject: str, body: str, to: list[str]) -> None:
-    send_mail(settings.ACCOUNT_EMAIL_SUBJECT_PREFIX + subject, body, None, to)
+    email_after_commit(subject, body, [invitation.email])
 
 
 def _proposal_url(proposal) -> str:
@@ -58,12 +52,9 @@ def _award_lines(proposal) -> str:
     )
 
 
-@shared_task
-def send_proposal_email_task(proposal_id: int, event: str) -> None:
+def email_proposal_team(proposal_id: int, event: str) -> None:
     """Tell a proposal's team what just happened to it: submitted, changes requested, decided or accepted."""
-    proposal = Proposal.objects.select_related("call__programme", "pi").filter(pk=proposal_id).first()
-    if proposal is None:
-        return
+    proposal = Proposal.objects.select_related("call__programme", "pi").get(pk=proposal_id)
     team = [
         proposal.pi.email,
         *proposal.members.filter(accepted_at__isnull=False).values_list("email", flat=True),
@@ -71,7 +62,7 @@ def send_proposal_email_task(proposal_id: int, event: str) -> None:
     name = f"{proposal.reference} {proposal.title}"
     link = _proposal_url(proposal)
     if event == "submitted":
-        _send(
+        email_after_commit(
             f"Proposal submitted: {proposal.reference}",
             (
                 f"Your proposal {name} to {proposal.call.title} has been submitted.\n\n"
@@ -81,7 +72,7 @@ def send_proposal_email_task(proposal_id: int, event: str) -> None:
         )
     elif event == "changes_requested":
         message = proposal.transitions.filter(to_state=Proposal.State.CHANGES_REQUESTED).last()
-        _send(
+        email_after_commit(
             f"Changes requested: {proposal.reference}",
             (
                 f"The directors of {proposal.call.programme.name} ask for changes to {name}:\n\n"
@@ -91,7 +82,7 @@ def send_proposal_email_task(proposal_id: int, event: str) -> None:
         )
     elif event == "decided":
         awarded = _award_lines(proposal)
-        _send(
+        email_after_commit(
             f"Decision on {proposal.reference}",
             (
                 f"A decision has been made on {name}.\n\n"
@@ -102,20 +93,17 @@ def send_proposal_email_task(proposal_id: int, event: str) -> None:
         )
     elif event == "accepted":
         directors = list(proposal.call.programme.directors.values_list("email", flat=True))
-        _send(
+        email_after_commit(
             f"Award accepted: {proposal.reference}",
             (f"The award to {name} has been accepted by {proposal.pi.email}.\n\n{_award_lines(proposal)}\n{link}\n"),
             team + directors,
         )
 
 
-@shared_task
-def send_member_invitation_task(member_id: int) -> None:
-    member = ProposalMember.objects.select_related("proposal__pi").filter(pk=member_id).first()
-    if member is None or member.accepted_at is not None:
-        return
+def email_member_invitation(member: ProposalMember) -> None:
+    """Send a co-investigator the link that joins them to the proposal's team."""
     link = f"{settings.SITE_URL}{reverse('proposals:member-accept', args=[member.token])}"
-    _send(
+    email_after_commit(
         "You are invited to join a proposal",
         (
             f"{member.proposal.pi.full_name or member.proposal.pi.email} invites you to be a co-investigator "
@@ -126,13 +114,10 @@ def send_member_invitation_task(member_id: int) -> None:
     )
 
 
-@shared_task
-def send_reviewer_invitation_task(assignment_id: int) -> None:
-    assignment = ReviewAssignment.objects.select_related("proposal__call").filter(pk=assignment_id).first()
-    if assignment is None or assignment.state == ReviewAssignment.State.CONFLICTED:
-        return
+def email_reviewer_invitation(assignment: ReviewAssignment) -> None:
+    """Send an invited reviewer the link to the proposal, where they first declare any conflict of interest."""
     link = f"{settings.SITE_URL}{reverse('proposals:review-claim', args=[assignment.token])}"
-    _send(
+    email_after_commit(
         "You are invited to review a proposal",
         (
             f"You are invited to review proposal {assignment.proposal.reference} to "

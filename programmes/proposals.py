@@ -23,7 +23,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from airr_portal import roles
-from airr_portal.queuing import queue_after_commit
 from airr_portal.validators import LATEST_DATE
 
 from .models import (
@@ -110,10 +109,10 @@ def record_transition(proposal: Proposal, *, to: str, actor, reason: str = "", *
 
 
 def notify(event: str, proposal_id: int) -> None:
-    """Send the email for `event` once the surrounding transaction commits."""
-    from .tasks import send_proposal_email_task
+    """Write the email for `event` to the proposal's team, sent once the surrounding transaction commits."""
+    from .emails import email_proposal_team
 
-    queue_after_commit(send_proposal_email_task, proposal_id, event)
+    email_proposal_team(proposal_id, event)
 
 
 # Drafting ---------------------------------------------------------------------------------------------------
@@ -272,9 +271,9 @@ def invite_member(*, proposal: Proposal, email: str, actor) -> ProposalMember:
         member = ProposalMember.objects.create(
             proposal=proposal, email=email, token=secrets.token_urlsafe(32), invited_by=actor
         )
-        from .tasks import send_member_invitation_task
+        from .emails import email_member_invitation
 
-        queue_after_commit(send_member_invitation_task, member.pk)
+        email_member_invitation(member)
     return member
 
 
@@ -461,9 +460,9 @@ def assign_reviewer(*, proposal: Proposal, email: str, actor) -> ReviewAssignmen
         assignment = ReviewAssignment.objects.create(
             proposal=locked, email=email, reviewer=reviewer, token=secrets.token_urlsafe(32), invited_by=actor
         )
-        from .tasks import send_reviewer_invitation_task
+        from .emails import email_reviewer_invitation
 
-        queue_after_commit(send_reviewer_invitation_task, assignment.pk)
+        email_reviewer_invitation(assignment)
     return assignment
 
 

@@ -6,8 +6,6 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from airr_portal.queuing import queue_after_commit
-
 from .models import DirectorInvitation, FundPool, Programme
 
 
@@ -55,9 +53,9 @@ def invite_director(*, programme: Programme, email: str, actor) -> DirectorInvit
             invitation = DirectorInvitation.objects.create(programme=programme, email=email, invited_by=actor)
         if user is not None:
             _accept(invitation, user)
-        from .tasks import send_director_invitation_task
+        from .emails import email_director_invitation
 
-        queue_after_commit(send_director_invitation_task, invitation.pk)
+        email_director_invitation(invitation)
     return invitation
 
 

@@ -26,7 +26,7 @@ def test_an_action_whose_email_cannot_be_queued_still_succeeds_and_the_failure_i
     assert DirectorInvitation.objects.get() == invitation
     [record] = [r for r in caplog.records if r.name == "airr_portal.queuing"]
     assert record.levelname == "ERROR"
-    assert "send_director_invitation_task" in record.getMessage() and "could not be queued" in record.getMessage()
+    assert "send_email_task" in record.getMessage() and "could not be queued" in record.getMessage()
 
 
 def test_anything_else_a_task_raises_is_not_swallowed(programme, django_capture_on_commit_callbacks):
