@@ -559,11 +559,8 @@ class ThresholdNotice(models.Model):
     allocation = models.ForeignKey(Allocation, on_delete=models.CASCADE, related_name="threshold_notices")
     percent = models.PositiveSmallIntegerField()
     used_seconds = models.BigIntegerField()
+    # Its emails, one per person, are written with it (airr_portal/mail.py, OutgoingEmail).
     sent_at = models.DateTimeField(auto_now_add=True, help_text="When it was recorded.")
-    # When its emails were handed to the broker, a task per person. A notice recorded while the broker was down is
-    # handed over by a later threshold check (the beat's, every 15 minutes); the first hand-over sets this, so
-    # nobody is told twice.
-    queued_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["allocation", "percent"]

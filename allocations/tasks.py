@@ -9,8 +9,6 @@ loudly.
 from __future__ import annotations
 
 from celery import shared_task
-from django.conf import settings
-from django.core.mail import send_mail
 from django.db import OperationalError
 
 TRANSIENT = (OperationalError,)
@@ -96,68 +94,6 @@ def expire_allocations_task() -> int:
     from allocations.usage.thresholds import expire_ended_allocations
 
     return expire_ended_allocations()
-
-
-@shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
-def send_threshold_notice_task(notice_id: int) -> int:
-    """Email the PI and the team that their allocation passed a threshold (the notice row exists once).
-
-    One message, and one task, per person: a mail server failing for one address is retried for that address
-    alone, so nobody else is told twice. Returns how many were enqueued.
-    """
-    from django.db import transaction
-    from django.utils import timezone
-
-    from allocations.models import ThresholdNotice
-    from allocations.usage.thresholds import threshold_recipients
-
-    with transaction.atomic():
-        # The first hand-over wins: the notice's own task and the beat's may both run. If the broker fails part
-        # way, the mark is rolled back and the beat hands the notice over again.
-        if not ThresholdNotice.objects.filter(pk=notice_id, queued_at__isnull=True).update(queued_at=timezone.now()):
-            return 0
-        notice = ThresholdNotice.objects.select_related("allocation__holder").get(pk=notice_id)
-        recipients = threshold_recipients(notice.allocation)
-        for address in recipients:
-            send_threshold_email_task.delay(notice_id, address)
-    return len(recipients)
-
-
-@shared_task(autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
-def send_threshold_email_task(notice_id: int, address: str) -> bool:
-    """Tell one member of an allocation's team that it passed a threshold."""
-    from django.urls import reverse
-
-    from allocations.ledger import format_gpu_hours, usage_and_commitments
-    from allocations.models import ThresholdNotice
-    from allocations.usage.thresholds import percent_used
-
-    notice = ThresholdNotice.objects.select_related("allocation__system").get(pk=notice_id)
-    allocation = notice.allocation
-    # An award on several systems runs under one account name on each: the system says which one this is.
-    where = f"{allocation.scheduler_account} on {allocation.system.name}"
-    # The usage that passed the threshold, against the award: one charge may pass several thresholds at once,
-    # and each of their emails then gives the same true figures.
-    _, committed = usage_and_commitments([allocation.pk])[allocation.pk]
-    link = f"{settings.SITE_URL}{reverse('usage:allocation-usage', args=[allocation.pk])}"
-    send_mail(
-        subject=f"{where} has used {notice.percent}% of its GPU-hours",
-        message=(
-            f"The allocation {where} ({allocation.title}) has passed {notice.percent}% of its award: it had used "
-            f"{format_gpu_hours(notice.used_seconds)} of its {format_gpu_hours(committed)} GPU-hours "
-            f"({percent_used(notice.used_seconds, committed)}%).\n"
-            + (
-                "When it passes its award (plus any grace), its jobs can no longer start.\n"
-                if notice.percent < 100
-                else "It has reached its award: new jobs may be held by the scheduler.\n"
-            )
-            + f"Its usage, per member and per job, and its statement: {link}\n"
-            + "You receive this as its principal investigator or a member of its team.\n"
-        ),
-        from_email=settings.DEFAULT_FROM_EMAIL,
-        recipient_list=[address],
-    )
-    return True
 
 
 # Reports: `report_*` tasks run on the `reports` queue, so a long export never delays the charging of usage.

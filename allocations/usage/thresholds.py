@@ -12,9 +12,10 @@ from datetime import date, timedelta
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 
-from airr_portal.queuing import queue_after_commit
+from airr_portal.mail import email_after_commit
 from allocations import ledger
 from allocations.models import Allocation, LedgerAccount, ThresholdNotice
 from programmes.models import System
@@ -31,10 +32,9 @@ def percent_used(used: int, committed: int) -> int:
 def check_thresholds(*, system: System) -> list[ThresholdNotice]:
     """Record (and email after commit) each threshold passed; exhaust allocations past 100 % + grace, and make
     active again an exhausted one that refunds brought back under it (notices are not sent again)."""
-    # Notices left unsent (the broker was down) are handed over whether or not any allocation is still open: the
-    # allocation may have settled since.
-    _hand_over_unsent_notices(system)
-    open_allocations = Allocation.objects.filter(system=system, state__in=_OPEN_STATES).select_related("pool")
+    open_allocations = Allocation.objects.filter(system=system, state__in=_OPEN_STATES).select_related(
+        "pool", "system", "holder"
+    )
     allocations = {a.pk: a for a in open_allocations}
     if not allocations:
         return []
@@ -64,30 +64,42 @@ def check_thresholds(*, system: System) -> list[ThresholdNotice]:
     return notices
 
 
-# A notice recorded this long ago and not yet handed to the broker lost its task (the broker was down).
-UNSENT_NOTICE_AFTER = timedelta(minutes=10)
-
-
-def _hand_over_unsent_notices(system: System) -> None:
-    from allocations.tasks import send_threshold_notice_task
-
-    unsent = ThresholdNotice.objects.filter(
-        allocation__system=system, queued_at__isnull=True, sent_at__lt=timezone.now() - UNSENT_NOTICE_AFTER
-    )
-    for notice_id in unsent.values_list("pk", flat=True):
-        queue_after_commit(send_threshold_notice_task, notice_id)
-
-
 def _record_notice(allocation: Allocation, percent: int, used: int) -> ThresholdNotice | None:
-    from allocations.tasks import send_threshold_notice_task
-
+    """Record that the allocation passed `percent`, and write its emails (sent once the transaction commits)."""
     try:
         with transaction.atomic():
             notice = ThresholdNotice.objects.create(allocation=allocation, percent=percent, used_seconds=used)
-            queue_after_commit(send_threshold_notice_task, notice.pk)
+            _email_notice(notice)
     except IntegrityError:
         return None  # another run recorded it first: it is sent once, by that run
     return notice
+
+
+def _email_notice(notice: ThresholdNotice) -> None:
+    """Tell the PI and the team that their allocation passed a threshold, one email per person."""
+    allocation = notice.allocation
+    # An award on several systems runs under one account name on each: the system says which one this is.
+    where = f"{allocation.scheduler_account} on {allocation.system.name}"
+    # The usage that passed the threshold, against the award: one charge may pass several thresholds at once,
+    # and each of their emails then gives the same true figures.
+    _, committed = ledger.usage_and_commitments([allocation.pk])[allocation.pk]
+    link = f"{settings.SITE_URL}{reverse('usage:allocation-usage', args=[allocation.pk])}"
+    email_after_commit(
+        f"{where} has used {notice.percent}% of its GPU-hours",
+        (
+            f"The allocation {where} ({allocation.title}) has passed {notice.percent}% of its award: it had used "
+            f"{ledger.format_gpu_hours(notice.used_seconds)} of its {ledger.format_gpu_hours(committed)} GPU-hours "
+            f"({percent_used(notice.used_seconds, committed)}%).\n"
+            + (
+                "When it passes its award (plus any grace), its jobs can no longer start.\n"
+                if notice.percent < 100
+                else "It has reached its award: new jobs may be held by the scheduler.\n"
+            )
+            + f"Its usage, per member and per job, and its statement: {link}\n"
+            + "You receive this as its principal investigator or a member of its team.\n"
+        ),
+        threshold_recipients(allocation),
+    )
 
 
 def threshold_recipients(allocation: Allocation) -> list[str]:

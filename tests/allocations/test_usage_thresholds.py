@@ -30,7 +30,7 @@ def test_the_pi_is_emailed_once_at_each_threshold_passed(system, alice, django_c
         check_thresholds(system=system)
         check_thresholds(system=system)
 
-    assert [m.subject for m in mail.outbox] == ["airr-00001 on Isambard-AI has used 50% of its GPU-hours"]
+    assert [m.subject for m in mail.outbox] == ["[AIRR Portal] airr-00001 on Isambard-AI has used 50% of its GPU-hours"]
     assert mail.outbox[0].to == ["alice@example.ac.uk"]
 
     use(system, 4, start_id=10)
@@ -41,14 +41,15 @@ def test_the_pi_is_emailed_once_at_each_threshold_passed(system, alice, django_c
     assert len(mail.outbox) == 3
 
 
-def test_a_notice_recorded_while_the_broker_was_down_is_emailed_by_a_later_check_once(
+def test_a_notice_recorded_while_the_broker_was_down_is_emailed_by_the_beat_once(
     system, alice, django_capture_on_commit_callbacks
 ):
-    from datetime import datetime
     from unittest import mock
 
     from django.utils import timezone
     from kombu.exceptions import OperationalError
+
+    from airr_portal.tasks import send_unsent_emails_task
 
     funded_allocation(system, hours=10, holder=alice)
     use(system, 5.5)
@@ -58,10 +59,10 @@ def test_a_notice_recorded_while_the_broker_was_down_is_emailed_by_a_later_check
     ):
         check_thresholds(system=system)
 
-    notice = ThresholdNotice.objects.get()
-    assert (notice.queued_at, mail.outbox) == (None, [])
+    assert (ThresholdNotice.objects.count(), mail.outbox) == (1, [])
     with django_capture_on_commit_callbacks(execute=True):
         check_thresholds(system=system)
+        send_unsent_emails_task()
     assert mail.outbox == []  # its own task may still be on its way: not yet
 
     later = timezone.now() + timedelta(minutes=11)
@@ -69,22 +70,9 @@ def test_a_notice_recorded_while_the_broker_was_down_is_emailed_by_a_later_check
         for _ in range(2):
             with django_capture_on_commit_callbacks(execute=True):
                 check_thresholds(system=system)
+                send_unsent_emails_task()
 
-    assert [m.subject for m in mail.outbox] == ["airr-00001 on Isambard-AI has used 50% of its GPU-hours"]
-    assert isinstance(ThresholdNotice.objects.get().queued_at, datetime)
-
-
-def test_a_notice_handed_over_twice_is_emailed_once(system, alice, django_capture_on_commit_callbacks):
-    from allocations.tasks import send_threshold_notice_task
-
-    funded_allocation(system, hours=10, holder=alice)
-    use(system, 5.5)
-    with django_capture_on_commit_callbacks(execute=True):
-        check_thresholds(system=system)
-    notice = ThresholdNotice.objects.get()
-
-    assert send_threshold_notice_task(notice.pk) == 0  # the beat's hand-over, after the notice's own
-    assert len(mail.outbox) == 1
+    assert [m.subject for m in mail.outbox] == ["[AIRR Portal] airr-00001 on Isambard-AI has used 50% of its GPU-hours"]
 
 
 def test_the_pi_and_each_accepted_team_member_are_emailed_once_at_each_threshold(
@@ -114,14 +102,17 @@ def test_the_pi_and_each_accepted_team_member_are_emailed_once_at_each_threshold
 
     assert sorted(m.to[0] for m in mail.outbox) == ["alice@example.ac.uk", "bob@example.ac.uk", "carol@example.ac.uk"]
     assert all(
-        len(m.to) == 1 and m.subject == "airr-00001 on Isambard-AI has used 50% of its GPU-hours" for m in mail.outbox
+        len(m.to) == 1 and m.subject == "[AIRR Portal] airr-00001 on Isambard-AI has used 50% of its GPU-hours"
+        for m in mail.outbox
     )
 
     use(system, 2.5, start_id=10)
     with django_capture_on_commit_callbacks(execute=True):
         check_thresholds(system=system)
 
-    assert [m.subject for m in mail.outbox[3:]] == ["airr-00001 on Isambard-AI has used 75% of its GPU-hours"] * 3
+    assert [m.subject for m in mail.outbox[3:]] == [
+        "[AIRR Portal] airr-00001 on Isambard-AI has used 75% of its GPU-hours"
+    ] * 3
     assert ThresholdNotice.objects.count() == 2
 
 
@@ -250,7 +241,7 @@ def test_usage_tasks_run_on_their_queues_and_the_beat_schedules_them():
     assert route({}, "allocations.tasks.ingest_stalled_batches_task")["queue"].name == "ingest"
     assert route({}, "allocations.tasks.reconcile_system_task")["queue"].name == "reconcile"
     assert route({}, "allocations.tasks.reconcile_all_systems_task")["queue"].name == "reconcile"
-    assert route({}, "allocations.tasks.send_threshold_notice_task")["queue"].name == "default"
+    assert route({}, "airr_portal.tasks.send_email_task")["queue"].name == "default"
     scheduled = {entry["task"] for entry in celery_app.conf.beat_schedule.values()}
     celery_app.loader.import_default_modules()  # as a worker does on starting: the tasks it will know
     assert {
@@ -384,7 +375,9 @@ def test_each_threshold_email_states_the_true_figures_when_usage_jumps_past_seve
         check_thresholds(system=system)
 
     bodies = {m.subject: m.body for m in mail.outbox}
-    assert set(bodies) == {f"airr-00001 on Isambard-AI has used {p}% of its GPU-hours" for p in (50, 75, 90)}
+    assert set(bodies) == {
+        f"[AIRR Portal] airr-00001 on Isambard-AI has used {p}% of its GPU-hours" for p in (50, 75, 90)
+    }
     for body in bodies.values():
         assert "9.5 GPU-hours, 50%" not in body and "9.5 GPU-hours, 75%" not in body
         assert "9.5 of its 10 GPU-hours (95%)" in body
@@ -424,19 +417,21 @@ def test_a_threshold_email_names_the_system_since_one_award_has_the_same_account
         check_thresholds(system=system)
 
     [message] = mail.outbox
-    assert message.subject == "airr-00001 on Isambard-AI has used 50% of its GPU-hours"
+    assert message.subject == "[AIRR Portal] airr-00001 on Isambard-AI has used 50% of its GPU-hours"
     assert "on Isambard-AI" in message.body
 
 
-def test_a_notice_left_unsent_is_handed_over_even_once_no_allocation_of_its_system_is_open(
+def test_a_notice_left_unsent_is_emailed_by_the_beat_even_once_its_allocation_has_settled(
     system, alice, django_capture_on_commit_callbacks
 ):
     """The 90 % notice of a late charge during settling, recorded while the broker was down: the allocation then
-    settles (expired), the system's last open one. The beat's check must still hand the notice over."""
+    settles (expired), the system's last open one. The beat must still send its emails."""
     from unittest import mock
 
     from django.utils import timezone
     from kombu.exceptions import OperationalError
+
+    from airr_portal.tasks import send_unsent_emails_task
 
     allocation = funded_allocation(system, hours=10, holder=alice)
     use(system, 9.5)
@@ -452,8 +447,8 @@ def test_a_notice_left_unsent_is_handed_over_even_once_no_allocation_of_its_syst
         mock.patch("django.utils.timezone.now", return_value=later),
         django_capture_on_commit_callbacks(execute=True),
     ):
-        check_thresholds(system=system)
+        send_unsent_emails_task()
 
     assert sorted(m.subject for m in mail.outbox) == [
-        f"airr-00001 on Isambard-AI has used {p}% of its GPU-hours" for p in (50, 75, 90)
+        f"[AIRR Portal] airr-00001 on Isambard-AI has used {p}% of its GPU-hours" for p in (50, 75, 90)
     ]
