@@ -5,6 +5,7 @@ import json
 
 import pytest
 from django.core.management import CommandError, call_command
+from tqdm import tqdm
 
 from allocations import ledger
 from allocations.models import JobRecord
@@ -100,3 +101,20 @@ def test_export_slurm_limits_can_give_what_remains_for_a_qos_right_after_a_usage
     assert capsys.readouterr().out.splitlines()[1] == (
         "sacctmgr -i modify qos where name=airr-00001 set GrpTRESMins=gres/gpu=360  # active"
     )
+
+
+def test_ingest_sacct_redraws_each_progress_bar_on_one_line_and_ends_the_reading_bar_at_its_full_size(
+    system, tmp_path, capsys
+):
+    file = tmp_path / "jobs.txt.gz"
+    text = payload(*(sacct_line(number) for number in range(1, 2000)))
+    file.write_bytes(gzip.compress(text))
+
+    call_command("ingest_sacct", str(file), "--system", "isambard-ai")
+
+    _, err = capsys.readouterr()
+    lines = [line for line in err.split("\n") if line.strip()]
+    # A bar redraws itself after a carriage return: a newline after each redraw would print a line per update.
+    assert [line.split(":")[0].strip("\r") for line in lines] == ["storing", "reading"]
+    # Closed once the file is read, so its last figure is the whole uncompressed payload, not where it was drawn.
+    assert lines[-1].rsplit("\r", 1)[-1].startswith(f"reading: {tqdm.format_sizeof(len(text))}B ")

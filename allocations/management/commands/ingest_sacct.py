@@ -31,7 +31,8 @@ class Command(BaseCommand):
             handle = open(file, "rb")  # noqa: SIM115 (closed below, after the bar)
         except OSError as problem:
             raise CommandError(f"Cannot read {file}: {problem.strerror}") from None
-        bar = tqdm(total=size, unit="B", unit_scale=True, desc="storing", disable=quiet, file=self.stderr)
+        bar = tqdm(total=size, unit="B", unit_scale=True, desc="storing", disable=quiet, file=_BarFile(self.stderr))
+        reading = self._reading_bar(bar, quiet)
         with handle:
             try:
                 outcome = ingest_sacct(
@@ -40,12 +41,13 @@ class Command(BaseCommand):
                     source="command",
                     delimiter=delimiter,
                     columns=[name.strip() for name in columns.split(",")] if columns else None,
-                    progress=self._reading_bar(bar, quiet),
+                    progress=reading,
                 )
             except IngestError as problem:
                 raise CommandError(f"The file cannot be read: {problem}") from None
             finally:
                 bar.close()
+                reading.close()
         batch = outcome.batch
         if outcome.is_duplicate:
             self.stdout.write(f"This file was already ingested as batch {batch.pk}; nothing changed.")
@@ -59,15 +61,42 @@ class Command(BaseCommand):
                 self.stdout.write(f"Charged {run.records} job records to {run.allocations} allocations.")
 
     def _reading_bar(self, bar, quiet):
-        state = {"bar": None}
+        return _ReadingBar(bar, quiet=quiet, file=_BarFile(self.stderr))
 
-        def progress(size: int) -> None:
-            if state["bar"] is None:
-                bar.close()
-                state["bar"] = tqdm(unit="B", unit_scale=True, desc="reading", disable=quiet, file=self.stderr)
-            state["bar"].update(size)
 
-        return progress
+class _ReadingBar:
+    """The uncompressed bytes read, on a bar of its own that replaces the storing bar once reading starts."""
+
+    def __init__(self, storing, *, quiet, file):
+        self.storing = storing
+        self.quiet = quiet
+        self.file = file
+        self.bar = None
+
+    def __call__(self, size: int) -> None:
+        if self.bar is None:
+            self.storing.close()
+            self.bar = tqdm(unit="B", unit_scale=True, desc="reading", disable=self.quiet, file=self.file)
+        self.bar.update(size)
+
+    def close(self) -> None:
+        # Closing draws the bar's last figure: tqdm redraws at most ten times a second, so it may lag behind.
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _BarFile:
+    """The command's stderr for tqdm: each redraw written as it is, without the newline Django's wrapper adds
+    to every write (which would print a line per redraw instead of one bar)."""
+
+    def __init__(self, out):
+        self.out = out
+
+    def write(self, text: str) -> None:
+        self.out.write(text, ending="")
+
+    def flush(self) -> None:
+        self.out.flush()
 
 
 class _Reporting:
