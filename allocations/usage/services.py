@@ -116,7 +116,8 @@ def assign_unmatched_account(*, system: System, account: str, allocation: Alloca
     account is matched to the allocation as it arrives. The moved records get a new change number, so the
     next reconciliation (enqueued on commit) charges them. Returns how many job records moved.
 
-    Refused: an allocation of another system, an account with no usage held on this system, and an account
+    Refused: an allocation of another system or one that has ended (its unused hours went back when it ended, so
+    charging it now would spend them twice), an account with no usage held on this system, and an account
     another allocation owns or was assigned to.
     """
     if not account:
@@ -127,6 +128,12 @@ def assign_unmatched_account(*, system: System, account: str, allocation: Alloca
         with transaction.atomic():
             # The system's change lock: no ingest of this system records rows while the account changes hands.
             seq = next_change_seq(system)
+            state = Allocation.objects.values_list("state", flat=True).get(pk=allocation.pk)
+            if state in (Allocation.State.EXPIRED, Allocation.State.REVOKED):
+                raise UsageError(
+                    f"{allocation.scheduler_account} has ended ({Allocation.State(state).label.lower()}): "
+                    "its usage can no longer be charged there"
+                )
             owner = Allocation.objects.filter(system=system, scheduler_account=account).first()
             if owner is not None and owner.pk != allocation.pk:
                 raise UsageError(f"'{account}' is the scheduler account of {owner}: its usage is charged there")

@@ -222,7 +222,10 @@ def unmatched(request):
     if roles.is_admin(request.user):
         # Each row offers its system's allocations: read once for all the rows, not once a row.
         choices = defaultdict(list)
-        for allocation in Allocation.objects.filter(system__in={row["system"] for row in accounts}).order_by("pk"):
+        offered = Allocation.objects.filter(system__in={row["system"] for row in accounts}).exclude(
+            state__in=[Allocation.State.EXPIRED, Allocation.State.REVOKED]  # refused: see assign_unmatched_account
+        )
+        for allocation in offered.order_by("pk"):
             choices[allocation.system_id].append(allocation)
         for row in accounts:
             row["allocations"] = choices[row["system"]]

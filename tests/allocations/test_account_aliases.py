@@ -253,3 +253,31 @@ def test_an_assignment_on_a_system_whose_time_zone_is_mistyped_is_refused_and_ch
 
     assert JobRecord.objects.get().allocation is None
     assert not SchedulerAccountAlias.objects.exists()
+
+
+@pytest.mark.parametrize("end", ["expire", "revoke"])
+def test_an_ended_allocation_is_refused_and_the_usage_stays_held(system, alice, end):
+    """Its unused hours went back to the pool when it ended: charging it now would spend them twice."""
+    allocation = funded_allocation(system, account="airr-00001")
+    ingest(system, payload(sacct_line(1, account="old-name")))
+    if end == "expire":
+        ledger.expire_allocation(allocation=allocation, idempotency_key="end")
+    else:
+        ledger.revoke_allocation(allocation=allocation, actor=alice, reason="Misuse", idempotency_key="end")
+
+    with pytest.raises(UsageError, match="airr-00001 has ended"):
+        assign_unmatched_account(system=system, account="old-name", allocation=allocation, actor=alice)
+
+    assert not SchedulerAccountAlias.objects.exists()
+    assert JobRecord.objects.get().allocation is None
+
+
+def test_the_unmatched_page_offers_only_allocations_that_have_not_ended(client, admin, system):
+    open_one = funded_allocation(system, account="airr-00001")
+    ended = funded_allocation(system, account="airr-00002")
+    ledger.expire_allocation(allocation=ended, idempotency_key="end")
+    ingest(system, payload(sacct_line(1, account="old-name")))
+
+    row = client.get(reverse("usage:unmatched")).context["accounts"][0]
+
+    assert row["allocations"] == [open_one]
