@@ -88,10 +88,16 @@ def token_create(request):
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def token_revoke(request, pk):
+    """GET asks to confirm (a cluster using the token stops reporting usage at once); POST revokes."""
     _require_admin(request.user)
-    token = get_object_or_404(IngestToken, pk=pk)
+    token = get_object_or_404(IngestToken.objects.select_related("system"), pk=pk)
+    if request.method == "GET":
+        if token.is_revoked:
+            messages.success(request, f"The token '{token.name}' was revoked already")
+            return redirect("usage:token-list")
+        return render(request, "allocations/usage/token_revoke.html", {"token": token})
     revoke_ingest_token(token=token, actor=request.user)
     messages.success(request, f"The token '{token.name}' has been revoked: it no longer works")
     return redirect("usage:token-list")

@@ -180,6 +180,7 @@ def usage_page_routes(world):
             method="post",
             data={"system": world.system.pk, "name": "Made in the matrix"},
         ),
+        Route("usage:token-revoke", revoke, admin_only()),  # asks to confirm
         Route("usage:token-revoke", revoke, admin_only(REDIRECT), "post"),
         Route("usage:batch-list", reverse("usage:batch-list"), _operators()),
         Route("usage:batch-detail", reverse("usage:batch-detail", args=[batch.pk]), _operators()),

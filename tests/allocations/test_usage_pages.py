@@ -18,6 +18,7 @@ from allocations.models import Allocation, IngestBatch, IngestToken, JobRecord, 
 from allocations.selectors import account_statement, start_of_day
 from allocations.usage.ingest import IngestError, batch_summary, ingest_sacct, receive_payload
 from allocations.usage.reconcile import reconcile_system
+from allocations.usage.services import create_ingest_token
 from programmes.models import ProposalMember
 from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
 from tests.factories import AllocationFactory, CallFactory, FundPoolFactory, SystemFactory, make_proposal
@@ -41,6 +42,28 @@ def test_a_token_is_shown_once_and_only_its_hash_is_kept(client, admin, system):
     assert token.key_hash == hash_key(key) and key not in token.key_hash
     assert key in response.content.decode()
     assert key not in client.get(reverse("usage:token-list")).content.decode()
+
+
+def test_a_token_is_revoked_only_after_a_page_that_asks_to_confirm(client, admin, system):
+    token, key = create_ingest_token(system=system, name="cron on login1", actor=admin)
+    revoke = reverse("usage:token-revoke", args=[token.pk])
+    listing = client.get(reverse("usage:token-list")).content.decode()
+    assert f'href="{revoke}"' in listing and f'action="{revoke}"' not in listing
+
+    page = client.get(revoke)
+
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Are you sure you want to revoke" in text and "cron on login1" in text and "Isambard-AI" in text
+    token.refresh_from_db()
+    assert not token.is_revoked
+
+    response = client.post(revoke)
+
+    assert response.status_code == 302
+    token.refresh_from_db()
+    assert token.is_revoked
+    assert client.get(revoke).status_code == 302  # nothing to confirm any more: back to the list
 
 
 def test_a_token_without_a_name_is_refused_with_an_error_summary(client, admin, system):
