@@ -16,6 +16,7 @@ from django.db.models import Max
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from airr_portal import roles
@@ -69,6 +70,7 @@ def token_list(request):
     return render(request, "allocations/usage/token_list.html", {"tokens": tokens, "form": IngestTokenForm()})
 
 
+@never_cache  # its answer shows the key, once
 @login_required
 @require_http_methods(["GET", "POST"])
 def token_create(request):

@@ -44,6 +44,12 @@ def test_a_token_is_shown_once_and_only_its_hash_is_kept(client, admin, system):
     assert key not in client.get(reverse("usage:token-list")).content.decode()
 
 
+def test_the_page_that_shows_a_new_key_is_never_stored_by_a_browser_or_a_proxy(client, admin, system):
+    response = client.post(reverse("usage:token-create"), {"system": system.pk, "name": "cron on login1"})
+
+    assert "no-store" in response["Cache-Control"]
+
+
 def test_a_token_is_revoked_only_after_a_page_that_asks_to_confirm(client, admin, system):
     token, key = create_ingest_token(system=system, name="cron on login1", actor=admin)
     revoke = reverse("usage:token-revoke", args=[token.pk])
