@@ -41,6 +41,12 @@ def test_an_operator_makes_a_token_uploads_a_file_and_reads_its_batch(page, live
     visit(page, "/usage/unmatched/")
     assert "nobody" in page.content()
 
+    visit(page, "/usage/tokens/")
+    page.get_by_role("link", name="Revoke sacct cron on login1").click()
+    check_accessibility(page)
+    page.get_by_role("button", name="Revoke token").click()
+    assert "has been revoked" in page.content()
+
 
 def test_a_pi_reads_the_usage_of_their_allocation(page, live_server, system):
     pi = UserFactory(email="pi@example.ac.uk")
