@@ -247,21 +247,32 @@ def unmatched(request):
 @login_required
 @require_POST
 def unmatched_assign(request, slug):
+    """The unmatched page's choice first shows what the assignment will do; it is made when that is confirmed."""
     _require_admin(request.user)
     system = get_object_or_404(System, slug=slug)
     form = AssignAccountForm(request.POST, system=system)
-    if form.is_valid():
-        account = form.cleaned_data["account"]
-        allocation = form.cleaned_data["allocation"]
-        try:
-            moved = assign_unmatched_account(system=system, account=account, allocation=allocation, actor=request.user)
-        except UsageError as error:
-            messages.error(request, str(error))
+    if not form.is_valid():
+        if "account" in form.errors:
+            messages.error(request, "The scheduler account to assign is missing or longer than 64 characters")
         else:
-            moved_records = _count(moved, "job record")
-            messages.success(request, f"{moved_records} of '{account}' assigned to {allocation.scheduler_account}")
+            messages.error(request, "Choose an allocation of this system")
+        return redirect("usage:unmatched")
+    account = form.cleaned_data["account"]
+    allocation = form.cleaned_data["allocation"]
+    if "confirm" not in request.POST:
+        held = unmatched_accounts(system_ids=[system.pk]).filter(account=account).first()
+        if held is None:
+            messages.error(request, f"No usage of '{account}' is held on {system.name}: it may have been assigned")
+            return redirect("usage:unmatched")
+        context = {"system": system, "account": account, "allocation": allocation, "held": held}
+        return render(request, "allocations/usage/unmatched_assign.html", context)
+    try:
+        moved = assign_unmatched_account(system=system, account=account, allocation=allocation, actor=request.user)
+    except UsageError as error:
+        messages.error(request, str(error))
     else:
-        messages.error(request, "Choose an allocation of this system")
+        moved_records = _count(moved, "job record")
+        messages.success(request, f"{moved_records} of '{account}' assigned to {allocation.scheduler_account}")
     return redirect("usage:unmatched")
 
 

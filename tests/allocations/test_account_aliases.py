@@ -196,7 +196,7 @@ def test_the_page_says_why_an_owned_account_cannot_be_assigned(client, admin, sy
 
     response = client.post(
         reverse("usage:unmatched-assign", args=[system.slug]),
-        {"account": "airr-00001", "allocation": other.pk},
+        {"account": "airr-00001", "allocation": other.pk, "confirm": "yes"},
         follow=True,
     )
 

@@ -156,14 +156,45 @@ def test_an_admin_assigns_an_unmatched_account_and_its_usage_is_charged(
     page = client.get(reverse("usage:unmatched")).content.decode()
     assert "typo-00001" in page and "Assign" in page
 
+    choice = {"account": "typo-00001", "allocation": allocation.pk}
     with django_capture_on_commit_callbacks(execute=True):
-        client.post(
-            reverse("usage:unmatched-assign", args=[system.slug]),
-            {"account": "typo-00001", "allocation": allocation.pk},
-        )
+        asked = client.post(reverse("usage:unmatched-assign", args=[system.slug]), choice)
+
+    # First what it will do, and nothing done yet.
+    assert asked.status_code == 200
+    shown = " ".join(asked.content.decode().split())
+    assert "Are you sure you want to assign 'typo-00001' to airr-00001?" in shown
+    assert "1 GPU-hours, 1 job run" in shown
+    assert ledger.net_usage(ledger.allocation_account(allocation)) == 0
+    assert len(client.get(reverse("usage:unmatched")).context["accounts"]) == 1
+
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("usage:unmatched-assign", args=[system.slug]), {**choice, "confirm": "yes"})
 
     assert ledger.net_usage(ledger.allocation_account(allocation)) == HOUR
     assert client.get(reverse("usage:unmatched")).context["accounts"] == []
+
+
+def test_asking_to_assign_usage_that_was_assigned_meanwhile_says_so(client, admin, system):
+    allocation = funded_allocation(system)
+    ingest_sacct(system=system, payload=payload(sacct_line(1, account="typo-00001")), source="command")
+    choice = {"account": "typo-00001", "allocation": allocation.pk}
+    client.post(reverse("usage:unmatched-assign", args=[system.slug]), {**choice, "confirm": "yes"})
+
+    asked = client.post(reverse("usage:unmatched-assign", args=[system.slug]), choice, follow=True)
+
+    assert f"No usage of &#x27;typo-00001&#x27; is held on {system.name}" in asked.content.decode()
+    assert asked.redirect_chain[-1][0] == reverse("usage:unmatched")
+
+
+def test_an_assignment_without_its_account_names_the_account_as_the_problem(client, admin, system):
+    allocation = funded_allocation(system)
+    response = client.post(
+        reverse("usage:unmatched-assign", args=[system.slug]),
+        {"account": "x" * 65, "allocation": allocation.pk},
+        follow=True,
+    )
+    assert "The scheduler account to assign is missing or longer than 64 characters" in response.content.decode()
 
 
 def test_the_unmatched_page_offers_each_account_its_systems_allocations_in_the_same_queries_however_many(
