@@ -477,17 +477,15 @@ def _record_rows(
     rows: SacctReader,
     seq: int,
     on_rejected: Callable | None = None,
-    keep_later_reports: bool = False,
 ) -> _Counts:
     """Store a batch's rows under change number `seq`; rejected rows go to `on_rejected` when given.
 
-    With `keep_later_reports` (a replay of an older batch's rows), a run whose record was last reported by a
-    batch received after this one keeps that report: it is newer than these rows (counted unchanged).
+    A run whose record was last reported by a batch received after this one keeps that report (counted
+    unchanged): it is newer than these rows. Batches are not always read in the order they came: workers read
+    them side by side, the beat reads again one whose reading was lost, and a replay reads an older batch's rows.
     """
     if connection.vendor == "postgresql":
-        return _record_rows_postgresql(
-            batch=batch, reader=rows, seq=seq, on_rejected=on_rejected, keep_later_reports=keep_later_reports
-        )
+        return _record_rows_postgresql(batch=batch, reader=rows, seq=seq, on_rejected=on_rejected)
     system = batch.system
     matcher = _Matcher(system)
     factor = Decimal(system.charge_factor)
@@ -533,13 +531,13 @@ def _record_rows(
                 )
             )
         if len(chunk) >= CHUNK_ROWS:
-            _store_chunk_portable(chunk, batch=batch, seq=seq, counts=counts, keep_later_reports=keep_later_reports)
+            _store_chunk_portable(chunk, batch=batch, seq=seq, counts=counts)
             chunk = []
         if len(rejected) >= CHUNK_ROWS:
             RejectedRow.objects.bulk_create(rejected)
             rejected = []
     if chunk:
-        _store_chunk_portable(chunk, batch=batch, seq=seq, counts=counts, keep_later_reports=keep_later_reports)
+        _store_chunk_portable(chunk, batch=batch, seq=seq, counts=counts)
     RejectedRow.objects.bulk_create(rejected)
     counts.rejected = batch.rejected_rows.filter(replayed_at__isnull=True).count()
     return counts
@@ -577,7 +575,7 @@ _COLUMNS = (
 )
 
 
-def _store_chunk_portable(chunk, *, batch, seq, counts, keep_later_reports=False):
+def _store_chunk_portable(chunk, *, batch, seq, counts):
     """Upsert through the ORM, a chunk at a time: the path for SQLite (and any database without COPY)."""
     # The last report of a run in one payload wins, as it does across payloads.
     by_key = {(values[0], values[1]): values for values in chunk}
@@ -593,7 +591,7 @@ def _store_chunk_portable(chunk, *, batch, seq, counts, keep_later_reports=False
         if record is None:
             created.append(JobRecord(system=batch.system, changed_seq=seq, last_batch=batch, **fields))
             continue
-        if keep_later_reports and (record.last_batch_id or 0) > batch.pk:
+        if (record.last_batch_id or 0) > batch.pk:
             counts.unchanged += 1  # a batch received after this one reported the run: its report is newer
             continue
         if all(getattr(record, name) == fields[name] for name in _COMPARED) and not (
@@ -626,7 +624,8 @@ def _store_chunk_portable(chunk, *, batch, seq, counts, keep_later_reports=False
 # go to a temporary table instead, merged in set-based SQL at the end: runs not seen before are inserted, runs
 # whose fields changed are updated, and unchanged runs are left alone, so they keep their change number. The
 # rows copied straight in come before the staged ones in the payload, so the last report of a run wins, within
-# a payload as across payloads. Accounts are matched to allocations here, by _Matcher, on both ways.
+# a payload as across payloads (in the order they were received). Accounts are matched to allocations here, by
+# _Matcher, on both ways.
 
 # Rows per chunk: a chunk refused costs what was copied of it, and between two the rejected rows are saved.
 # Each chunk's savepoint is a subtransaction, and PostgreSQL slows other sessions' snapshots once a transaction
@@ -701,9 +700,7 @@ def _copy_statement(table: str) -> str:
     return f"COPY {table} ({columns}) FROM STDIN"
 
 
-def _record_rows_postgresql(
-    *, batch, reader: SacctReader, seq: int, on_rejected: Callable | None, keep_later_reports: bool = False
-) -> _Counts:
+def _record_rows_postgresql(*, batch, reader: SacctReader, seq: int, on_rejected: Callable | None) -> _Counts:
     system = batch.system
     matcher = _Matcher(system)
     factor = Decimal(system.charge_factor)
@@ -790,9 +787,7 @@ def _record_rows_postgresql(
             RejectedRow.objects.bulk_create(rejected, batch_size=5000)
             rejected.clear()
         if staged:
-            new, updated = _merge_staging(
-                cursor, batch=batch, seq=seq, copied_straight=counts.new > 0, keep_later_reports=keep_later_reports
-            )
+            new, updated = _merge_staging(cursor, batch=batch, seq=seq, copied_straight=counts.new > 0)
             counts.new += new
             counts.updated += updated
             counts.unchanged += staged - new - updated
@@ -801,9 +796,7 @@ def _record_rows_postgresql(
     return counts
 
 
-def _merge_staging(
-    cursor, *, batch: IngestBatch, seq: int, copied_straight: bool, keep_later_reports: bool = False
-) -> tuple[int, int]:
+def _merge_staging(cursor, *, batch: IngestBatch, seq: int, copied_straight: bool) -> tuple[int, int]:
     """Insert the staged rows' new runs and update their changed ones; returns (new, updated).
 
     A run this payload copied straight in (`copied_straight`: some were) and reports again is new, counted once:
@@ -811,8 +804,8 @@ def _merge_staging(
     """
     table = JobRecord._meta.db_table
     changed = " OR ".join(f'r."{name}" IS DISTINCT FROM m."{name}"' for name in _COMPARED)
-    # A replay leaves alone a run that a batch received after its own reported since (see _record_rows).
-    newer = "AND (r.last_batch_id IS NULL OR r.last_batch_id <= %(batch)s)" if keep_later_reports else ""
+    # A run that a batch received after this one reported since keeps that report (see _record_rows).
+    newer = "AND (r.last_batch_id IS NULL OR r.last_batch_id <= %(batch)s)"
     updates = ", ".join(f'"{name}" = m."{name}"' for name in _COMPARED)
     columns = ", ".join(f'"{name}"' for name in _COLUMNS)
     # DISTINCT ON sorts the staged rows: let it sort in memory rather than in temporary files.

@@ -190,7 +190,7 @@ def replay_rejected_rows(*, batch: IngestBatch, actor) -> tuple[int, int]:
             failures[line_number - offset - 1] = reason
 
         # A run a later batch reported since keeps that newer report: these rows are older.
-        counts = _record_rows(batch=batch, rows=reader, seq=seq, on_rejected=on_rejected, keep_later_reports=True)
+        counts = _record_rows(batch=batch, rows=reader, seq=seq, on_rejected=on_rejected)
         now = timezone.now()
         for index, row in enumerate(pending):
             if index in failures:

@@ -12,7 +12,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from allocations.models import IngestBatch, JobRecord, RejectedRow
-from allocations.usage.ingest import IngestError, ingest_sacct
+from allocations.usage.ingest import IngestError, ingest_sacct, process_batch, receive_payload
 from tests.allocations.test_sacct_real_data import HABROK_COLUMNS, SNOWMAN, seconds_of, untyped_gpus
 from tests.allocations.usage_helpers import funded_allocation, payload, sacct_line, sacct_sample
 
@@ -178,6 +178,31 @@ def test_a_running_job_reported_again_when_it_ends_is_updated_not_duplicated(sys
     assert (outcome.batch.new, outcome.batch.updated) == (0, 1)
     record = JobRecord.objects.get()
     assert (record.state, record.gpu_seconds, record.is_running) == ("COMPLETED", 3600, False)
+
+
+@pytest.mark.parametrize("newer_chunks", [False, True], ids=["merged", "copied straight"])
+def test_a_batch_read_after_a_batch_received_later_does_not_put_back_its_older_report_of_a_run(
+    system, monkeypatch, newer_chunks
+):
+    # Batches are read by workers in any order (and one whose reading was lost, by the beat up to a day later):
+    # the report of a run by a batch received later is the newer one, whichever was read first.
+    if newer_chunks:
+        monkeypatch.setattr("allocations.usage.ingest.COPY_CHUNK_ROWS", 1)
+        monkeypatch.setattr("allocations.usage.ingest.CHUNK_ROWS", 1)
+    funded_allocation(system)
+    older = receive_payload(
+        system=system,
+        payload=payload(sacct_line(1, state="RUNNING", end="Unknown", elapsed=600), sacct_line(2)),
+        source="api",
+    ).batch
+    ingest(system, payload(sacct_line(1, state="COMPLETED", elapsed=3600)))
+
+    process_batch(batch=older)
+
+    record = JobRecord.objects.get(job_id="1")
+    assert (record.state, record.gpu_seconds, record.is_running) == ("COMPLETED", 3600, False)
+    older.refresh_from_db()
+    assert (older.new, older.updated, older.unchanged) == (1, 0, 1)
 
 
 def test_a_requeued_job_is_one_record_per_start(system):
