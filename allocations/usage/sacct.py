@@ -851,6 +851,14 @@ def _json_job_row(number: int, job: object, raw: str) -> JobRow | _RowKind:
         raise _RowError("time.elapsed is missing")
     if elapsed >= ELAPSED_SECONDS_LIMIT:
         raise _RowError(f"time.elapsed is {ELAPSED_SECONDS_LIMIT} or more, which no job reaches")
+    # Every version prints time.start (0 when the job never ran) and, for a job that ran, tres.allocated: one
+    # missing is a shape this reader does not know, and read as absent it would charge nothing without a word.
+    if "start" not in times:
+        raise _RowError("time.start is missing")
+    start = _epoch(times, "start")
+    tres = _json_object(job, "tres")
+    if start is not None and "allocated" not in tres:
+        raise _RowError("tres.allocated is missing")
     return JobRow(
         number,
         _json_display_job_id(job_id_raw, array_job_id, task_id, _json_object(job, "het")),
@@ -860,10 +868,10 @@ def _json_job_row(number: int, job: object, raw: str) -> JobRow | _RowKind:
         _json_string(job, "user"),
         _state(_json_state(job.get("state"))),
         _epoch(times, "submission"),
-        _epoch(times, "start"),
+        start,
         _epoch(times, "end"),
         elapsed,
-        _json_gpus(_json_object(job, "tres")),
+        _json_gpus(tres),
         _json_string(job, "name"),
         raw,
     )

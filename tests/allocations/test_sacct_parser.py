@@ -819,6 +819,22 @@ def test_it_skips_a_pending_array_range_in_json():
     assert [job.job_id for job in result.jobs] == ["5001"]
 
 
+def test_a_json_job_without_the_fields_that_say_when_it_started_and_what_it_held_is_rejected_not_charged_nothing():
+    # A shape this reader does not know (fields moved or renamed in another Slurm version) must not read as a job
+    # that never ran, or as one that held no GPU: both would charge nothing without a word.
+    started_elsewhere = json_job(time={"elapsed": 3600, "end": 1740826800, "started": 1740823200})
+    held_elsewhere = json_job(tres={"allocation": [{"type": "gres", "name": "gpu", "count": 4}]})
+    never_ran = json_job(time={"elapsed": 0, "start": 0, "end": 0}, tres={"requested": []})
+
+    result = parse_sacct(json_payload(started_elsewhere, held_elsewhere, never_ran))
+
+    assert [(row.line_number, row.reason) for row in result.rejected] == [
+        (1, "time.start is missing"),
+        (2, "tres.allocated is missing"),
+    ]
+    assert [(job.line_number, job.start) for job in result.jobs] == [(3, None)]
+
+
 def test_it_rejects_malformed_json_job_entries_and_reads_the_rest():
     malformed = [
         ("not a job", "the job entry is not a JSON object"),
