@@ -112,6 +112,10 @@ class UsageIngestView(APIView):
         delimiter = request.query_params.get("delimiter") or None
         if delimiter is not None and not 1 <= len(delimiter) <= 4:
             raise exceptions.ValidationError({"delimiter": ["Give the delimiter as 1 to 4 characters"]})
+        # Both are stored on the batch, and the database stores no NUL character.
+        for name in ("delimiter", "columns"):
+            if "\x00" in request.query_params.get(name, ""):
+                raise exceptions.ValidationError({name: [f"The {name} must not contain a NUL character"]})
         columns = [name.strip() for name in request.query_params.get("columns", "").split(",") if name.strip()]
         respond_async = _prefers_async(request)
         body = _read_body(request)

@@ -4,6 +4,7 @@ import gzip
 import io
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 
 from allocations import ledger
@@ -83,6 +84,25 @@ def test_an_empty_body_is_a_400_with_a_reason(client, system, key):
 
     assert response.status_code == 400
     assert response.json()["errors"] == {"body": ["The body is empty: send sacct output"]}
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("delimiter=%00", "delimiter"), ("columns=JobID,Account%00,User", "columns")],
+)
+def test_a_nul_character_in_the_delimiter_or_the_columns_is_a_400_not_a_500(system, key, query, field):
+    client = Client(raise_request_exception=False)
+    response = client.generic(
+        "POST",
+        reverse("usage-ingest", args=[system.slug]) + "?" + query,
+        payload(sacct_line(1)),
+        content_type="text/plain",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+    )
+
+    assert response.status_code == 400
+    assert "NUL" in response.json()["errors"][field][0]
+    assert not IngestBatch.objects.exists()
 
 
 def test_an_unreadable_payload_is_a_400_and_is_kept(client, system, key):
