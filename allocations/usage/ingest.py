@@ -379,12 +379,13 @@ def time_zone_of(system: System) -> zoneinfo.ZoneInfo:
 
 
 def read_batch(batch: IngestBatch, source) -> SacctReader:
-    """A reader over `source` with the batch's settings: its system's time zone, delimiter and columns."""
+    """A reader over `source` with the batch's settings: its system's time zone and cluster, delimiter and columns."""
     tz = time_zone_of(batch.system)
     return iter_sacct(
         source,
         tz=UTC if tz.key == "UTC" else tz,  # the reader's fast path knows UTC by identity
         delimiter=batch.delimiter or None,
+        cluster=batch.system.cluster_name,
         columns=batch.columns.split(",") if batch.columns else None,
     )
 

@@ -186,9 +186,10 @@ def parse_sacct(
     tz: tzinfo = UTC,
     delimiter: str | None = None,
     columns: list[str] | None = None,
+    cluster: str | None = None,
 ) -> ParseResult:
     """Read a whole payload into lists; see `iter_sacct` for the arguments and the rules."""
-    reader = iter_sacct(data, tz=tz, delimiter=delimiter, columns=columns)
+    reader = iter_sacct(data, tz=tz, delimiter=delimiter, columns=columns, cluster=cluster)
     jobs: list[JobRow] = []
     rejected: list[RejectedRow] = []
     for row in reader:
@@ -205,6 +206,7 @@ def iter_sacct(
     tz: tzinfo = UTC,
     delimiter: str | None = None,
     columns: list[str] | None = None,
+    cluster: str | None = None,
 ) -> SacctReader:
     """Read a payload row by row, so that memory stays bounded however long a text payload is.
 
@@ -215,14 +217,27 @@ def iter_sacct(
     Output made with `--noheader` needs `columns`. Account is then optional and reads as "" when absent:
     archives such as Habrok's lack it, and downstream such rows stay unmatched. A header sent by a cluster
     must name Account, because usage without it could never be charged.
+
+    With `cluster` (the system's cluster name), a row whose Cluster names another cluster is rejected: `sacct -M
+    all`, or a token used for the wrong cluster, must not charge one system for another's jobs (an award's
+    account name is the same on every system it runs on). Case is ignored, and a row without a Cluster is read.
     """
-    return SacctReader(data, tz=tz, delimiter=delimiter, columns=columns)
+    return SacctReader(data, tz=tz, delimiter=delimiter, columns=columns, cluster=cluster)
 
 
 class SacctReader:
     """Iterator over the JobRow and RejectedRow of one payload; the skip counters grow as it is consumed."""
 
-    def __init__(self, data: bytes | BinaryIO, *, tz: tzinfo, delimiter: str | None, columns: list[str] | None):
+    def __init__(
+        self,
+        data: bytes | BinaryIO,
+        *,
+        tz: tzinfo,
+        delimiter: str | None,
+        columns: list[str] | None,
+        cluster: str | None = None,
+    ):
+        self.cluster = cluster.lower() if cluster else None
         self.skipped_steps = 0
         self.skipped_pending = 0
         stream = io.BytesIO(data) if isinstance(data, bytes | bytearray | memoryview) else data
@@ -235,7 +250,7 @@ class SacctReader:
             return
         layout, data_lines = _text_layout(first_line_number, first_line, lines, delimiter, columns)
         self.format = "parsable" if layout.has_trailing_delimiter else "parsable2"
-        row_reader = _TextRowReader(layout, tz)
+        row_reader = _TextRowReader(layout, tz, self.cluster)
         self._rows = self._text_rows(data_lines, row_reader.read)
         self._records = self._fast_text_records(data_lines, row_reader)
 
@@ -290,6 +305,8 @@ class SacctReader:
         account_at, user_at, state_at = row_reader.account_at, row_reader.user_at, row_reader.state_at
         submit_at, start_at, end_at = row_reader.submit_at, row_reader.start_at, row_reader.end_at
         elapsed_at, tres_at, name_at = row_reader.elapsed_raw_at, row_reader.tres_at, row_reader.job_name_at
+        # A row naming the system's cluster as given, or none, is read here; any other goes to the full rules.
+        cluster_at, clusters = row_reader.cluster_at, ("", row_reader.cluster)
         if elapsed_at is None:
             yield from self._text_rows(lines, record)
             return
@@ -343,6 +360,7 @@ class SacctReader:
                     and elapsed.isdigit()
                     and elapsed.isascii()
                     and len(elapsed) < elapsed_digits
+                    and (clusters[1] is None or fields[cluster_at] in clusters)
                     and (submit := moment(fields[submit_at])) is not False
                     and (start := moment(fields[start_at])) is not False
                     and (end := moment(fields[end_at])) is not False
@@ -386,6 +404,8 @@ class SacctReader:
             raw = _json_text(job)
             try:
                 outcome = _json_job_row(index + 1, job, raw)
+                if type(outcome) is JobRow:
+                    _check_cluster(outcome.cluster, self.cluster)
             except _RowError as problem:
                 yield RejectedRow(index + 1, raw, str(problem))
                 continue
@@ -550,16 +570,26 @@ def _column_positions(names: list[str], *, account_is_required: bool) -> dict[st
 # --- Reading one text row -------------------------------------------------------------------------------
 
 
+def _check_cluster(value: str, cluster: str | None) -> None:
+    """Refuse a row of another cluster than the system's (`cluster`, lower case; None checks nothing)."""
+    if cluster is not None and value and value.lower() != cluster:
+        raise _RowError(
+            f"Cluster {value!r} is not this system's cluster ({cluster!r}): post each cluster's usage with its "
+            "own system's token, or correct the system's cluster name and replay the row"
+        )
+
+
 class _TextRowReader:
     """Reads the fields of one line; the positions are looked up once, as this runs for every line."""
 
-    def __init__(self, layout: _Layout, tz: tzinfo):
+    def __init__(self, layout: _Layout, tz: tzinfo, cluster: str | None = None):
         positions = layout.column_positions
         self.delimiter = layout.delimiter
         self.field_count = layout.field_count
         self.has_trailing_delimiter = layout.has_trailing_delimiter
         self.job_name_is_last = layout.job_name_is_last
         self.tz = tz
+        self.cluster = cluster
         # Absent optional columns point at -1: every row gets an empty field appended to read them from.
         self.job_id_at = positions["jobid"]
         self.job_id_raw_at = positions.get("jobidraw")
@@ -600,6 +630,7 @@ class _TextRowReader:
                 if kind is not _ALLOCATION:
                     return kind
             fields.append("")
+            _check_cluster(fields[self.cluster_at], self.cluster)
             job_id_raw = self._job_id_raw(fields, job_id)
             account = fields[self.account_at]
             user = fields[self.user_at]
@@ -671,6 +702,7 @@ class _TextRowReader:
 
     def _job_row(self, line_number: int, text: str, fields: list[str], job_id: str) -> JobRow:
         fields.append("")
+        _check_cluster(fields[self.cluster_at], self.cluster)
         return _new_job_row(
             {
                 "line_number": line_number,

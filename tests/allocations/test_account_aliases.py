@@ -89,7 +89,7 @@ def test_the_same_account_name_on_another_system_stays_unmatched(system, alice):
     assign_unmatched_account(system=system, account="old-name", allocation=allocation, actor=alice)
     dawn = SystemFactory(slug="dawn")
 
-    outcome = ingest(dawn, payload(sacct_line(2, account="old-name")))
+    outcome = ingest(dawn, payload(sacct_line(2, account="old-name", cluster=dawn.cluster_name)))
 
     assert outcome.batch.unmatched == 1
     assert JobRecord.objects.get(system=dawn).allocation is None
@@ -98,7 +98,7 @@ def test_the_same_account_name_on_another_system_stays_unmatched(system, alice):
 def test_an_account_whose_usage_is_held_only_on_another_system_is_refused(system, alice):
     allocation = funded_allocation(system, account="airr-00001")
     dawn = SystemFactory(slug="dawn")
-    ingest(dawn, payload(sacct_line(1, account="old-name")))
+    ingest(dawn, payload(sacct_line(1, account="old-name", cluster=dawn.cluster_name)))
 
     with pytest.raises(UsageError, match="No usage of 'old-name' is held on"):
         assign_unmatched_account(system=system, account="old-name", allocation=allocation, actor=alice)
@@ -228,7 +228,7 @@ def test_every_job_record_points_at_its_system_and_an_allocation_that_exist(syst
     allocation = funded_allocation(system, account="airr-00001")
     dawn = SystemFactory(slug="dawn")
     ingest(system, payload(sacct_line(1), sacct_line(2, account="old-name"), sacct_line(3, account="nobody")))
-    ingest(dawn, payload(sacct_line(4)))
+    ingest(dawn, payload(sacct_line(4, cluster=dawn.cluster_name)))
     assign_unmatched_account(system=system, account="old-name", allocation=allocation, actor=alice)
 
     records = JobRecord.objects.all()

@@ -230,7 +230,15 @@ def test_usage_on_one_system_is_matched_to_that_systems_allocation_of_the_accoun
     for on, job in ((system, 1), (dawn, 2)):
         ingest_sacct(
             system=on,
-            payload=payload(sacct_line(job, account=awards.scheduler_account_for(proposal), start=start, end=end)),
+            payload=payload(
+                sacct_line(
+                    job,
+                    account=awards.scheduler_account_for(proposal),
+                    start=start,
+                    end=end,
+                    cluster=on.cluster_name,
+                )
+            ),
             source="command",
         )
     assert dict(JobRecord.objects.values_list("job_id", "allocation")) == {"1": on_isambard.pk, "2": on_dawn.pk}

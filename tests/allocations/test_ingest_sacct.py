@@ -15,6 +15,7 @@ from allocations.models import IngestBatch, JobRecord, RejectedRow
 from allocations.usage.ingest import IngestError, ingest_sacct, process_batch, receive_payload
 from tests.allocations.test_sacct_real_data import HABROK_COLUMNS, SNOWMAN, seconds_of, untyped_gpus
 from tests.allocations.usage_helpers import funded_allocation, payload, sacct_line, sacct_sample
+from tests.factories import SystemFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -387,8 +388,9 @@ def test_whatever_a_cluster_sends_is_recorded_rejected_or_refused_never_an_error
     "name, job_id, elapsed",
     [("tdhock-sacct-allcols.txt", "32650736", 3606), ("tdhock-sacct-manyfields.txt", "32641375", 3629)],
 )
-def test_real_compute_canada_output_records_its_cpu_job_at_zero_gpu_seconds(system, name, job_id, elapsed):
-    outcome = ingest(system, sacct_sample(name).read_bytes())
+def test_real_compute_canada_output_records_its_cpu_job_at_zero_gpu_seconds(name, job_id, elapsed):
+    cedar = SystemFactory(name="Cedar", slug="cedar", cluster_name="cedar")  # allcols names it; manyfields has none
+    outcome = ingest(cedar, sacct_sample(name).read_bytes())
 
     record = JobRecord.objects.get()
     assert (record.job_id, record.account, record.elapsed_seconds) == (job_id, "rpp-kenclark_cpu", elapsed)
@@ -584,3 +586,29 @@ def test_a_job_no_allocation_could_pay_for_is_rejected_and_the_rest_are_charged(
     assert (batch.new, batch.rejected) == (1, 2)
     reconcile_system(system=system)
     assert ledger.net_usage(ledger.allocation_account(allocation)) == 2 * HOUR
+
+
+def test_rows_of_another_cluster_are_rejected_and_read_once_the_systems_cluster_name_is_corrected(system):
+    """`sacct -M all`, or a token used for the wrong cluster, must not charge this system for another's jobs:
+    an award's account (airr-00001) has the same name on every system it runs on."""
+    from allocations.usage.services import replay_rejected_rows
+
+    allocation = funded_allocation(system)
+    outcome = ingest(system, payload(sacct_line(1), sacct_line(2, cluster="isambard-ai-2")))
+
+    assert (outcome.batch.new, outcome.batch.rejected) == (1, 1)
+    rejected = RejectedRow.objects.get()
+    assert (rejected.line_number, rejected.reason.split(":")[0]) == (
+        3,
+        "Cluster 'isambard-ai-2' is not this system's cluster ('isambard-ai')",
+    )
+    assert list(JobRecord.objects.values_list("job_id", flat=True)) == ["1"]
+
+    system.cluster_name = "Isambard-AI-2"  # the system's settings named the wrong cluster, and are corrected
+    system.save()
+    assert replay_rejected_rows(batch=outcome.batch, actor=None) == (1, 0)
+
+    assert sorted(JobRecord.objects.values_list("job_id", "allocation", "system")) == [
+        ("1", allocation.pk, system.pk),
+        ("2", allocation.pk, system.pk),
+    ]

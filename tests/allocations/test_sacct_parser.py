@@ -15,6 +15,7 @@ from allocations.usage.sacct import (
     ELAPSED_SECONDS_LIMIT,
     GPU_COUNT_LIMIT,
     JobRow,
+    RejectedRow,
     SacctFormatError,
     _fields_of_row,
     _new_job_row,
@@ -1071,3 +1072,36 @@ def test_valid_rows_rendered_as_sacct_output_read_back_to_the_same_values(jobs, 
     expected = [{field: value for field, value in job.items() if field != "tres"} for job in jobs]
     assert [{field: getattr(row, field) for field in expected[0]} for row in result.jobs] == expected
     assert [row.raw for row in result.jobs] == lines[1:]
+
+
+# --- The system's cluster ----------------------------------------------------------------------------------
+
+
+def test_a_row_of_another_cluster_is_rejected_and_one_of_this_cluster_or_none_is_read():
+    from tests.allocations.usage_helpers import payload, sacct_line
+
+    data = payload(
+        sacct_line(1),
+        sacct_line(2, cluster="ISAMBARD-AI"),  # sacct prints what slurm.conf says; case is not a different cluster
+        sacct_line(3, cluster=""),
+        sacct_line(4, cluster="dawn"),
+        sacct_line(5, cluster="dawn", start="2026-03-01 10:00:00"),  # beside the fast path's common shape
+    )
+    for tz in (UTC, ZoneInfo("Europe/London")):  # the fast path reads UTC only: both ways
+        result = parse_sacct(data, tz=tz, cluster="isambard-ai")
+        assert [job.job_id for job in result.jobs] == ["1", "2", "3"]
+        assert [row.line_number for row in result.rejected] == [5, 6]
+        assert result.rejected[0].reason.startswith("Cluster 'dawn' is not this system's cluster ('isambard-ai')")
+        records = list(iter_sacct(data, tz=tz, cluster="isambard-ai").records())
+        assert [r.line_number if type(r) is RejectedRow else r[0] for r in records] == [2, 3, 4, 5, 6]
+        assert [type(record) is RejectedRow for record in records] == [False, False, False, True, True]
+
+    assert len(parse_sacct(data).jobs) == 5  # without a cluster to check, every row is read
+
+
+def test_a_json_job_of_another_cluster_is_rejected():
+    result = parse_sacct(json_payload(json_job(), json_job(job_id=5002, cluster="dawn")), cluster="Isambard-AI")
+
+    assert [job.job_id for job in result.jobs] == ["5001"]
+    [rejected] = result.rejected
+    assert (rejected.line_number, rejected.reason[:50]) == (2, "Cluster 'dawn' is not this system's cluster ('isam")

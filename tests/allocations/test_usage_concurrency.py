@@ -422,7 +422,7 @@ def test_reconciliations_of_two_systems_do_not_wait_for_each_other_with_one_acco
     on_isambard = funded_allocation(system, account="airr-00042")
     on_dawn = funded_allocation(dawn, account="airr-00042", pool_options={"programme": on_isambard.pool.programme})
     ingest(system, payload(sacct_line(1, account="airr-00042", gpus=2)))
-    ingest(dawn, payload(sacct_line(1, account="airr-00042", gpus=3)))
+    ingest(dawn, payload(sacct_line(1, account="airr-00042", gpus=3, cluster="dawn")))
     charging = gate(monkeypatch, ledger, "record_usage_in_bulk", thread="isambard")
     gates.append(charging)
     first = start("isambard", lambda: reconcile_system(system=system))

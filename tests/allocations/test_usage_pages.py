@@ -210,7 +210,11 @@ def test_the_unmatched_page_offers_each_account_its_systems_allocations_in_the_s
     def page_queries(accounts: int) -> int:
         for n in range(accounts):
             for on in (system, dawn):
-                ingest_sacct(system=on, payload=payload(sacct_line(100 + n, account=f"typo-{n}")), source="command")
+                ingest_sacct(
+                    system=on,
+                    payload=payload(sacct_line(100 + n, account=f"typo-{n}", cluster=on.cluster_name)),
+                    source="command",
+                )
         with CaptureQueriesContext(connection) as queries:
             client.get(reverse("usage:unmatched"))
         return len(queries)
@@ -300,7 +304,9 @@ def test_an_assessor_sees_the_batches_of_their_system_only_and_cannot_assign(cli
     client.force_login(assessor)
     mine = ingest_sacct(system=system, payload=payload(sacct_line(1)), source="command").batch
     dawn = SystemFactory(slug="dawn")
-    theirs = ingest_sacct(system=dawn, payload=payload(sacct_line(2)), source="command").batch
+    theirs = ingest_sacct(
+        system=dawn, payload=payload(sacct_line(2, cluster=dawn.cluster_name)), source="command"
+    ).batch
 
     assert client.get(reverse("usage:batch-detail", args=[mine.pk])).status_code == 200
     assert client.get(reverse("usage:batch-detail", args=[theirs.pk])).status_code == 404
@@ -622,7 +628,9 @@ def test_usage_that_cannot_be_assigned_says_why_instead_of_offering_a_button(cli
     dawn = SystemFactory(slug="dawn", name="Dawn")
     funded_allocation(system)
     ingest_sacct(system=system, payload=payload(sacct_line(1, account="")), source="command")
-    ingest_sacct(system=dawn, payload=payload(sacct_line(2, account="old-name")), source="command")
+    ingest_sacct(
+        system=dawn, payload=payload(sacct_line(2, account="old-name", cluster=dawn.cluster_name)), source="command"
+    )
 
     page = client.get(reverse("usage:unmatched")).content.decode()
 

@@ -85,7 +85,13 @@ def test_a_payload_posted_asynchronously_is_read_and_charged_by_a_worker_while_t
 def _usage_on(system, allocations_count=4):
     allocations = [funded_allocation(system, account=f"{system.slug}-{n}") for n in range(allocations_count)]
     lines = [
-        sacct_line(100 * n + job, account=allocation.scheduler_account, gpus=job, elapsed=600 * n + 60)
+        sacct_line(
+            100 * n + job,
+            account=allocation.scheduler_account,
+            gpus=job,
+            elapsed=600 * n + 60,
+            cluster=system.cluster_name,
+        )
         for n, allocation in enumerate(allocations)
         for job in range(1, 4)
     ]

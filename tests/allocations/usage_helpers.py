@@ -26,11 +26,12 @@ def sacct_line(
     gpus=1,
     name="train",
     job_id_raw=None,
+    cluster="isambard-ai",
 ):
     tres = f"billing=1,cpu=8,gres/gpu={gpus},node=1" if gpus is not None else "billing=1,cpu=8,node=1"
     raw = job_id_raw or str(job_id).split("_")[0].split("+")[0]
     return (
-        f"{job_id}|{raw}|isambard-ai|{account}|{user}|{state}|2026-03-01T09:00:00|{start}|{end}|{elapsed}|{tres}|{name}"
+        f"{job_id}|{raw}|{cluster}|{account}|{user}|{state}|2026-03-01T09:00:00|{start}|{end}|{elapsed}|{tres}|{name}"
     )
 
 
