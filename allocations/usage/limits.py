@@ -19,6 +19,7 @@ children) or retiring it.
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_FLOOR, Decimal
 
 from allocations import ledger
@@ -71,14 +72,42 @@ def _raw_minutes(charged_seconds: int, factor: Decimal) -> int:
     return int((Decimal(charged_seconds) / factor / 60).to_integral_value(rounding=ROUND_FLOOR))
 
 
+# The names written into a command as they are. The commands are run by a shell, which reads `;`, `$(...)`, quotes
+# and spaces, and sacctmgr reads `name=a,b` as two accounts (`name=airr-00002,root` would cap the whole cluster).
+# Slurm's own account and cluster names are plain; an account name from elsewhere (typed on an allocation, or an
+# assigned account as a cluster posted it) is not trusted to be.
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def _is_plain(name: str) -> bool:
+    return PLAIN_NAME.fullmatch(name) is not None
+
+
+def _shown(name: str) -> str:
+    """A name as a comment may hold it: a newline would end the comment, so one with any is quoted and escaped."""
+    return name if name.isprintable() else repr(name)
+
+
 def sacctmgr_commands(*, system: System, limit: str = "total", target: str = "account") -> str:
-    """One `sacctmgr -i modify` per account; `target` "qos" sets a QOS named like the account instead."""
+    """One `sacctmgr -i modify` per account, to run with `sh`; `target` "qos" sets a QOS named like the account.
+
+    An account (or a cluster) whose name is not plain gets a comment saying so instead of a command.
+    """
     key = "gpu_minutes_limit" if limit == "total" else "remaining_gpu_minutes_limit"
+    cluster = system.cluster_name
     lines = [
-        f"# GPU limits for {system.name} (cluster {system.cluster_name}): absolute, safe to run again.",
+        f"# GPU limits for {_shown(system.name)} (cluster {_shown(cluster)}): absolute, safe to run again. "
+        "Run with sh.",
     ]
     for account in account_limits(system=system):
-        where = f"name={account['account']}" + (f" cluster={account['cluster']}" if target == "account" else "")
+        if not _is_plain(account["account"]) or (target == "account" and not _is_plain(cluster)):
+            odd = "" if not _is_plain(account["account"]) else f"the cluster name {cluster!r} "
+            lines.append(
+                f"# SKIPPED {account['account']!r}: {odd}is not a plain Slurm name (letters, digits, '-', '_', "
+                f"'.'); set its GrpTRESMins=gres/gpu={account[key]} by hand"
+            )
+            continue
+        where = f"name={account['account']}" + (f" cluster={cluster}" if target == "account" else "")
         lines.append(
             f"sacctmgr -i modify {target} where {where} "
             f"set GrpTRESMins=gres/gpu={account[key]}  # {account['state']}"
@@ -87,6 +116,6 @@ def sacctmgr_commands(*, system: System, limit: str = "total", target: str = "ac
                 if account["may_run"] or account["state"] != Allocation.State.ACTIVE
                 else f", ended {account['end_date']}"
             )
-            + (f", charged to {account['alias_of']}" if account["alias_of"] else "")
+            + (f", charged to {_shown(account['alias_of'])}" if account["alias_of"] else "")
         )
     return "\n".join(lines) + "\n"

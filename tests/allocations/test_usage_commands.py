@@ -2,6 +2,8 @@
 
 import gzip
 import json
+import os
+import subprocess
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -118,3 +120,47 @@ def test_ingest_sacct_redraws_each_progress_bar_on_one_line_and_ends_the_reading
     assert [line.split(":")[0].strip("\r") for line in lines] == ["storing", "reading"]
     # Closed once the file is read, so its last figure is the whole uncompressed payload, not where it was drawn.
     assert lines[-1].rsplit("\r", 1)[-1].startswith(f"reading: {tqdm.format_sizeof(len(text))}B ")
+
+
+def run_as_a_shell_script(script: str, directory) -> list[str]:
+    """Run the exported commands with `sh`, as an operator would, against a sacctmgr that records its arguments."""
+    bin_directory = directory / "bin"
+    bin_directory.mkdir()
+    fake = bin_directory / "sacctmgr"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$*" >> "$SACCTMGR_LOG"\n')
+    fake.chmod(0o755)
+    log = directory / "sacctmgr.log"
+    log.touch()
+    environment = {**os.environ, "PATH": f"{bin_directory}:/usr/bin:/bin", "SACCTMGR_LOG": str(log)}
+    subprocess.run(["sh"], input=script, text=True, cwd=directory, env=environment, check=False)
+    return log.read_text().splitlines()
+
+
+def test_export_slurm_limits_never_writes_an_odd_account_name_into_a_command(system, capsys, tmp_path):
+    funded_allocation(system, account="airr-00001", hours=10)
+    # A comma makes sacctmgr read a list (name=a,root would cap the root account, so the whole cluster); a `;` or
+    # a `$(...)` would run in the operator's shell; a newline would end the comment it is named in.
+    for odd in ["airr-00002,root", "x;touch pwned", "$(touch pwned)", "y\ntouch pwned"]:
+        funded_allocation(system, account=odd, hours=10)
+
+    call_command("export_slurm_limits", "--system", "isambard-ai")
+    script = capsys.readouterr().out
+
+    assert run_as_a_shell_script(script, tmp_path) == [
+        "-i modify account where name=airr-00001 cluster=isambard-ai set GrpTRESMins=gres/gpu=600"
+    ]
+    assert not (tmp_path / "pwned").exists()
+    assert script.count("is not a plain Slurm name") == 4
+
+
+def test_export_slurm_limits_writes_no_command_for_a_cluster_name_a_shell_would_split(system, capsys, tmp_path):
+    system.cluster_name = "isambard ai;touch pwned"
+    system.save()
+    funded_allocation(system, account="airr-00001", hours=10)
+
+    call_command("export_slurm_limits", "--system", "isambard-ai")
+    script = capsys.readouterr().out
+
+    assert run_as_a_shell_script(script, tmp_path) == []
+    assert not (tmp_path / "pwned").exists()
+    assert "# SKIPPED 'airr-00001': the cluster name 'isambard ai;touch pwned' is not a plain Slurm name" in script
