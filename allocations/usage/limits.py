@@ -14,7 +14,8 @@ state and limits and `alias_of` naming the allocation's own account: its jobs ar
 so they may run on its terms, and stop when it does. Slurm keeps each account's usage apart, so two accounts
 with the same limit could together use more than the award until the portal's next export after the ledger
 sees it; the README advises moving the alias under the allocation's account (a parent's limit covers its
-children) or retiring it.
+children) or retiring it. For a QOS there is no second limit to set: the assigned account is to run under its
+allocation's QOS, and the commands say so in a comment.
 """
 
 from __future__ import annotations
@@ -105,6 +106,14 @@ def sacctmgr_commands(*, system: System, limit: str = "total", target: str = "ac
             lines.append(
                 f"# SKIPPED {account['account']!r}: {odd}is not a plain Slurm name (letters, digits, '-', '_', "
                 f"'.'); set its GrpTRESMins=gres/gpu={account[key]} by hand"
+            )
+            continue
+        if target == "qos" and account["alias_of"]:
+            # A QOS limit holds whichever accounts run under it: an assigned account shares its allocation's
+            # (and so its one limit), rather than a QOS of its own name, which the set-up never made.
+            lines.append(
+                f"# {account['account']}: charged to {_shown(account['alias_of'])}; give it the QOS "
+                f"{_shown(account['alias_of'])} (as QOS and DefaultQOS), whose limit then covers its jobs too"
             )
             continue
         where = f"name={account['account']}" + (f" cluster={cluster}" if target == "account" else "")

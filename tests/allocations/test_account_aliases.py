@@ -281,3 +281,20 @@ def test_the_unmatched_page_offers_only_allocations_that_have_not_ended(client, 
     row = client.get(reverse("usage:unmatched")).context["accounts"][0]
 
     assert row["allocations"] == [open_one]
+
+
+def test_for_a_qos_an_assigned_account_is_told_to_run_under_its_allocations_qos_not_given_one_of_its_own(
+    system, alice, capsys
+):
+    allocation = funded_allocation(system, account="airr-00001", hours=10)
+    ingest(system, payload(sacct_line(1, account="old-name")))
+    assign_unmatched_account(system=system, account="old-name", allocation=allocation, actor=alice)
+
+    call_command("export_slurm_limits", "--system", "isambard-ai", "--target", "qos")
+    commands = capsys.readouterr().out.splitlines()
+
+    # The allocation's QOS is the only one there is: a limit set on a QOS named old-name would change nothing
+    # (or another QOS of that name), and old-name's jobs would run unlimited.
+    assert commands[1] == "sacctmgr -i modify qos where name=airr-00001 set GrpTRESMins=gres/gpu=600  # active"
+    assert commands[2].startswith("# old-name: charged to airr-00001; give it the QOS airr-00001")
+    assert not any("name=old-name" in command for command in commands if not command.startswith("#"))
