@@ -3,7 +3,7 @@
 Accepted, `|`-separated with a header (`-P`/`--parsable2`):
 - `sshare -P -a -o Account,User,GrpTRESRaw`: account rows (User empty), `gres/gpu=N` in GPU-minutes;
 - `sreport -P -T gres/gpu cluster AccountUtilizationByUser -t minutes`: account rows (Login empty),
-  `Used` in minutes.
+  `Used` in minutes (its banner's "Usage reported in TRES Minutes"; another unit is refused).
 Slurm counts raw GPU-minutes; the ledger charges them times the system's charge factor, so the report is
 converted before comparing. A variance beyond the tolerance is flagged for an operator.
 """
@@ -46,6 +46,11 @@ def parse_usage_report(payload: bytes) -> dict[str, int]:
     except UnicodeDecodeError:
         raise UsageReportError("The report is not valid UTF-8") from None
     lines = [line for line in text.splitlines() if line.strip() and not line.startswith("-")]
+    # sreport's banner names its unit (`-t`); Used is a bare number whatever it is, and only minutes compare.
+    for line in lines:
+        if line.startswith("Usage reported in ") and not line.rstrip().endswith(" Minutes"):
+            unit = line.removeprefix("Usage reported in ").strip()
+            raise UsageReportError(f"The report is in {unit}: run sreport with -t minutes")
     header_at = next((i for i, line in enumerate(lines) if "account" in line.lower().split("|")), None)
     if header_at is None:
         raise UsageReportError("The report has no header line naming an Account column (use -P / --parsable2)")

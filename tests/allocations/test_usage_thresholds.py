@@ -452,3 +452,42 @@ def test_a_notice_left_unsent_is_emailed_by_the_beat_even_once_its_allocation_ha
     assert sorted(m.subject for m in mail.outbox) == [
         f"[AIRR Portal] airr-00001 on Isambard-AI has used {p}% of its GPU-hours" for p in (50, 75, 90)
     ]
+
+
+SREPORT_BANNER = (
+    "--------------------------------------------------------------------------------\n"
+    "Cluster/Account/User Utilization 2020-01-01T00:00:00 - 2026-03-02T23:59:59 (194486400 secs)\n"
+    "Usage reported in TRES {unit}\n"
+    "--------------------------------------------------------------------------------\n"
+    "Cluster|Account|Login|Proper Name|TRES Name|Used\n"
+)
+
+
+def test_sreport_output_as_slurm_prints_it_in_minutes_is_read(system):
+    funded_allocation(system, account="airr-00001")
+    use(system, 2)
+    report = SREPORT_BANNER.format(unit="Minutes") + (
+        "isambard-ai|root||||gres/gpu|120\nisambard-ai|airr-00001|||gres/gpu|120\n"
+        "isambard-ai|airr-00001|alice|Alice Owner|gres/gpu|120\n"
+    )
+
+    response = post_usage_report(system, report.encode())
+
+    assert response.status_code == 201, response.json()
+    assert [(r.account, r.reported_seconds, r.is_flagged) for r in UsageReport.objects.all()] == [
+        ("airr-00001", 2 * HOUR, False)
+    ]
+
+
+@pytest.mark.parametrize("unit", ["Hours", "Seconds", "Percentage of Total", "Minutes/Percentage of Total"])
+def test_sreport_output_in_another_unit_than_minutes_is_a_400_not_a_variance(system, unit):
+    funded_allocation(system, account="airr-00001")
+    use(system, 2)
+    # `-t hours` prints 2 for two GPU-hours: read as minutes, it would record a variance of almost two hours.
+    report = SREPORT_BANNER.format(unit=unit) + "isambard-ai|airr-00001|||gres/gpu|2\n"
+
+    response = post_usage_report(system, report.encode())
+
+    assert response.status_code == 400
+    assert "-t minutes" in response.json()["errors"]["body"][0]
+    assert not UsageReport.objects.exists()
