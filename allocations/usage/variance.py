@@ -4,8 +4,9 @@ Accepted, `|`-separated with a header (`-P`/`--parsable2`):
 - `sshare -P -a -o Account,User,GrpTRESRaw`: account rows (User empty), `gres/gpu=N` in GPU-minutes;
 - `sreport -P -T gres/gpu cluster AccountUtilizationByUser -t minutes`: account rows (Login empty),
   `Used` in minutes (its banner's "Usage reported in TRES Minutes"; another unit is refused).
-Slurm counts raw GPU-minutes; the ledger charges them times the system's charge factor, so the report is
-converted before comparing. A variance beyond the tolerance is flagged for an operator.
+Rows of another cluster (a Cluster column naming another) are left out. Slurm counts raw GPU-minutes; the ledger
+charges them times the system's charge factor, so the report is converted before comparing. A variance beyond the
+tolerance is flagged for an operator.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ def _gpu_minutes_of_tres(value: str) -> int | None:
     return None
 
 
-def parse_usage_report(payload: bytes) -> dict[str, int]:
-    """GPU-minutes per account from sshare or sreport parsable output."""
+def parse_usage_report(payload: bytes, *, cluster: str | None = None) -> dict[str, int]:
+    """GPU-minutes per account from sshare or sreport parsable output; with `cluster`, only that cluster's rows."""
     try:
         text = payload.decode()
     except UnicodeDecodeError:
@@ -57,6 +58,10 @@ def parse_usage_report(payload: bytes) -> dict[str, int]:
     names = [name.strip().lower() for name in lines[header_at].split("|")]
     account_at = names.index("account")
     user_at = next((names.index(n) for n in ("user", "login") if n in names), None)
+    # A slurmdbd can serve several clusters (sreport clusters=all, -M): the same account name on another cluster is
+    # another account, not more usage of this one. Slurm keeps cluster names in lower case.
+    cluster_at = names.index("cluster") if "cluster" in names and cluster is not None else None
+    other_clusters = set()
     tres_at = None  # sreport's TRES Name column, when it has one: only its gres/gpu rows count
     if "grptresraw" in names:
         value_at, read = names.index("grptresraw"), _gpu_minutes_of_tres
@@ -75,6 +80,9 @@ def parse_usage_report(payload: bytes) -> dict[str, int]:
             continue
         if tres_at is not None and fields[tres_at].strip() not in ("gres/gpu", ""):
             continue
+        if cluster_at is not None and fields[cluster_at].strip().lower() not in ("", cluster.lower()):
+            other_clusters.add(fields[cluster_at].strip())
+            continue
         value = read(fields[value_at].strip())
         account = fields[account_at].strip()
         if value is not None and account and account != "root":
@@ -85,6 +93,11 @@ def parse_usage_report(payload: bytes) -> dict[str, int]:
             minutes[account] = minutes.get(account, 0) + value
             if minutes[account] > MINUTES_LIMIT:
                 raise UsageReportError(f"{account} is reported over {MINUTES_LIMIT:,} GPU-minutes: not a real figure")
+    if not minutes and other_clusters:
+        raise UsageReportError(
+            f"The report has no rows of cluster {cluster}, only of {', '.join(sorted(other_clusters))}: "
+            "post each cluster's report to its own system"
+        )
     if not minutes:
         raise UsageReportError("The report has no account rows with GPU usage")
     return minutes
@@ -100,7 +113,7 @@ def _charged_to_jobs_of(alias: SchedulerAccountAlias) -> int:
 
 def record_usage_report(*, system: System, payload: bytes) -> list[UsageReport]:
     """Record the variance of each reported account against the ledger; flag those beyond the tolerance."""
-    minutes = parse_usage_report(payload)
+    minutes = parse_usage_report(payload, cluster=system.cluster_name)
     factor = Decimal(system.charge_factor)
     allocations = {
         a.scheduler_account: a for a in Allocation.objects.filter(system=system, scheduler_account__in=minutes)

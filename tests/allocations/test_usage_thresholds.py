@@ -491,3 +491,31 @@ def test_sreport_output_in_another_unit_than_minutes_is_a_400_not_a_variance(sys
     assert response.status_code == 400
     assert "-t minutes" in response.json()["errors"]["body"][0]
     assert not UsageReport.objects.exists()
+
+
+def test_a_report_covering_several_clusters_counts_only_the_rows_of_this_systems_cluster(system):
+    funded_allocation(system, account="airr-00001")
+    use(system, 2)
+    # sreport clusters=all (or -M), from a slurmdbd shared by two clusters: the same account name on each.
+    report = SREPORT_BANNER.format(unit="Minutes") + (
+        "dawn|airr-00001|||gres/gpu|6000\nisambard-ai|airr-00001|||gres/gpu|120\n"
+    )
+
+    response = post_usage_report(system, report.encode())
+
+    assert response.status_code == 201, response.json()
+    assert [(r.account, r.reported_seconds, r.is_flagged) for r in UsageReport.objects.all()] == [
+        ("airr-00001", 2 * HOUR, False)
+    ]
+
+
+def test_a_report_of_another_cluster_only_is_a_400_that_names_both(system):
+    funded_allocation(system, account="airr-00001")
+    report = SREPORT_BANNER.format(unit="Minutes") + "dawn|airr-00001|||gres/gpu|6000\n"
+
+    response = post_usage_report(system, report.encode())
+
+    assert response.status_code == 400
+    assert "isambard-ai" in response.json()["errors"]["body"][0]
+    assert "dawn" in response.json()["errors"]["body"][0]
+    assert not UsageReport.objects.exists()
