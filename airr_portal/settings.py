@@ -274,6 +274,8 @@ HEALTH_WORKER_TIMEOUT = env.float("HEALTH_WORKER_TIMEOUT", default=5.0)
 # view of an account's usage may differ from the ledger before it is flagged.
 INGEST_MAX_BYTES = env.int("INGEST_MAX_BYTES", default=100 * 1024 * 1024)
 INGEST_MAX_UNCOMPRESSED_BYTES = env.int("INGEST_MAX_UNCOMPRESSED_BYTES", default=1024 * 1024 * 1024)
+# sacct --json is read whole, and held in memory at some 25 times its size: a lower limit than text's.
+INGEST_MAX_JSON_BYTES = env.int("INGEST_MAX_JSON_BYTES", default=64 * 1024 * 1024)
 USAGE_VARIANCE_TOLERANCE_PERCENT = env.float("USAGE_VARIANCE_TOLERANCE_PERCENT", default=2.0)
 # An allocation's scheduler limit is 0 from the day after its end date; its unused hours are returned or
 # forfeited this many days later, so that jobs the cluster reports late (one that ended just before midnight, a

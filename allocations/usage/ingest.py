@@ -47,7 +47,7 @@ from allocations.models import (
 )
 from programmes.models import System
 
-from .sacct import JobRow, SacctFormatError, SacctReader, iter_sacct
+from .sacct import JobRow, JsonPayloadTooLarge, SacctFormatError, SacctReader, iter_sacct
 from .sacct import RejectedRow as SacctRejectedRow
 
 logger = logging.getLogger(__name__)
@@ -381,13 +381,17 @@ def time_zone_of(system: System) -> zoneinfo.ZoneInfo:
 def read_batch(batch: IngestBatch, source) -> SacctReader:
     """A reader over `source` with the batch's settings: its system's time zone and cluster, delimiter and columns."""
     tz = time_zone_of(batch.system)
-    return iter_sacct(
-        source,
-        tz=UTC if tz.key == "UTC" else tz,  # the reader's fast path knows UTC by identity
-        delimiter=batch.delimiter or None,
-        cluster=batch.system.cluster_name,
-        columns=batch.columns.split(",") if batch.columns else None,
-    )
+    try:
+        return iter_sacct(
+            source,
+            tz=UTC if tz.key == "UTC" else tz,  # the reader's fast path knows UTC by identity
+            delimiter=batch.delimiter or None,
+            cluster=batch.system.cluster_name,
+            columns=batch.columns.split(",") if batch.columns else None,
+            max_json_bytes=settings.INGEST_MAX_JSON_BYTES,
+        )
+    except JsonPayloadTooLarge as problem:
+        raise PayloadExpandsTooFar(f"The payload is too large: {problem}") from None
 
 
 def process_batch(*, batch: IngestBatch, progress: Callable[[int], None] | None = None) -> IngestBatch:

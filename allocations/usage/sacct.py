@@ -80,6 +80,10 @@ class SacctFormatError(ValueError):
     """The payload as a whole cannot be read; the message says why."""
 
 
+class JsonPayloadTooLarge(SacctFormatError):
+    """A sacct --json payload over the reader's `max_json_bytes`: JSON is read whole, unlike text."""
+
+
 @dataclass(frozen=True)
 class JobRow:
     """One allocation row of sacct: the unit that is charged."""
@@ -207,6 +211,7 @@ def iter_sacct(
     delimiter: str | None = None,
     columns: list[str] | None = None,
     cluster: str | None = None,
+    max_json_bytes: int | None = None,
 ) -> SacctReader:
     """Read a payload row by row, so that memory stays bounded however long a text payload is.
 
@@ -221,8 +226,13 @@ def iter_sacct(
     With `cluster` (the system's cluster name), a row whose Cluster names another cluster is rejected: `sacct -M
     all`, or a token used for the wrong cluster, must not charge one system for another's jobs (an award's
     account name is the same on every system it runs on). Case is ignored, and a row without a Cluster is read.
+
+    A JSON payload is read whole, and Python holds a JSON document in some 25 times its size (a small gzip body
+    can expand to a gigabyte of `{},`): over `max_json_bytes` it is refused with JsonPayloadTooLarge.
     """
-    return SacctReader(data, tz=tz, delimiter=delimiter, columns=columns, cluster=cluster)
+    return SacctReader(
+        data, tz=tz, delimiter=delimiter, columns=columns, cluster=cluster, max_json_bytes=max_json_bytes
+    )
 
 
 class SacctReader:
@@ -236,6 +246,7 @@ class SacctReader:
         delimiter: str | None,
         columns: list[str] | None,
         cluster: str | None = None,
+        max_json_bytes: int | None = None,
     ):
         self.cluster = cluster.lower() if cluster else None
         self.skipped_steps = 0
@@ -245,7 +256,15 @@ class SacctReader:
         leading_lines, first_line_number, first_line = _first_non_blank_line(lines)
         if first_line.lstrip().startswith(b"{"):
             self.format = "json"
-            jobs = _json_jobs(b"".join(leading_lines) + stream.read())
+            content = b"".join(leading_lines)
+            room = None if max_json_bytes is None else max(0, max_json_bytes + 1 - len(content))
+            content += stream.read(room)
+            if max_json_bytes is not None and len(content) > max_json_bytes:
+                raise JsonPayloadTooLarge(
+                    f"a sacct --json payload is read whole, and this one is over {max_json_bytes // 2**20} MB "
+                    "unzipped: post shorter windows, or --parsable2 output, which is read line by line"
+                )
+            jobs = _json_jobs(content)
             self._rows = self._json_rows(jobs)
             return
         layout, data_lines = _text_layout(first_line_number, first_line, lines, delimiter, columns)

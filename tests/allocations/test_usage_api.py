@@ -338,6 +338,23 @@ def test_a_payload_too_large_once_unzipped_is_a_413_and_is_read_once_the_limit_a
     assert response.status_code == 201 and response.json()["new"] == 199
 
 
+def test_a_json_payload_over_its_own_lower_limit_is_a_413_before_it_is_held_in_memory(client, system, key, settings):
+    """JSON is read whole, at some 25 times its size: a small gzip of `{},` repeated must not take a worker's memory."""
+    bomb = gzip.compress(b'{"jobs": [' + b"{}," * 5_000 + b"{}]}")
+    settings.INGEST_MAX_JSON_BYTES = 10_000
+
+    refused = post(client, system, bomb, key, HTTP_CONTENT_ENCODING="gzip")
+
+    assert refused.status_code == 413
+    assert "sacct --json payload is read whole, and this one is over" in refused.json()["detail"]
+    assert IngestBatch.objects.get().status == "failed"
+    assert not JobRecord.objects.exists()
+    # Text of the same size is read line by line, and goes through.
+    text = payload(*[sacct_line(n) for n in range(1, 200)])
+    assert len(text) > 10_000
+    assert post(client, system, text, key).json()["new"] == 199
+
+
 def test_a_batch_is_read_only_with_its_systems_token_or_by_an_admin(client, system, key):
     dawn = SystemFactory(slug="dawn", name="Dawn")
     _, dawn_key = create_ingest_token(system=dawn, name="dawn cron", actor=None)
