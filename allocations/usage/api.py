@@ -40,7 +40,7 @@ def _too_large() -> PayloadTooLarge:
     )
 
 
-def _read_body(request):
+def _read_body(request, *, expected: str):
     """The request body in a temporary file (in memory up to 8 MB), refused early when over the limit.
 
     Content-Length is checked before a byte is read; the copy stops at the limit too, for bodies without one.
@@ -63,7 +63,7 @@ def _read_body(request):
         body.write(chunk)
     if total == 0:
         body.close()
-        raise exceptions.ValidationError({"body": ["The body is empty: send sacct output"]})
+        raise exceptions.ValidationError({"body": [f"The body is empty: send {expected}"]})
     body.seek(0)
     return body
 
@@ -118,7 +118,7 @@ class UsageIngestView(APIView):
                 raise exceptions.ValidationError({name: [f"The {name} must not contain a NUL character"]})
         columns = [name.strip() for name in request.query_params.get("columns", "").split(",") if name.strip()]
         respond_async = _prefers_async(request)
-        body = _read_body(request)
+        body = _read_body(request, expected="sacct output")
         options = {
             "system": system,
             "payload": body,
@@ -177,7 +177,7 @@ class UsageReportView(APIView):
 
     @extend_schema(request={"text/plain": str}, responses={201: dict})
     def post(self, request, slug):
-        body = _read_body(request)
+        body = _read_body(request, expected="sreport or sshare output")
         try:
             reports = record_usage_report(system=request.auth.system, payload=body.read())
         except UsageReportError as problem:

@@ -86,6 +86,15 @@ def test_an_empty_body_is_a_400_with_a_reason(client, system, key):
     assert response.json()["errors"] == {"body": ["The body is empty: send sacct output"]}
 
 
+def test_an_empty_usage_report_is_a_400_that_names_what_to_send(system):
+    from tests.allocations.usage_helpers import post_usage_report
+
+    response = post_usage_report(system, b"")
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"body": ["The body is empty: send sreport or sshare output"]}
+
+
 @pytest.mark.parametrize(
     ("query", "field"),
     [("delimiter=%00", "delimiter"), ("columns=JobID,Account%00,User", "columns")],
