@@ -275,8 +275,8 @@ class Criterion(models.Model):
 class ProposalQuerySet(models.QuerySet):
     def visible_to(self, user):
         """Admins all; PIs and accepted team members theirs; directors their programmes' (once submitted);
-        assessors those that ask for their systems (once submitted); reviewers those they are assigned to
-        and have not declared a conflict on."""
+        assessors those that ask for their systems (once submitted); reviewers those they have declared no
+        conflict on (until then, their review page shows who leads the proposal and its title, to judge by)."""
         if not user.is_authenticated:
             return self.none()
         if user.is_staff:
@@ -287,7 +287,9 @@ class ProposalQuerySet(models.QuerySet):
         # counts stay right, and the planner never multiplies the proposal table by members × reviewers.
         members = ProposalMember.objects.filter(user=user, accepted_at__isnull=False)
         assessed = ResourceRequest.objects.filter(system__assessors=user)
-        reviewing = ReviewAssignment.objects.filter(reviewer=user, conflict_declared=False)
+        reviewing = ReviewAssignment.objects.filter(
+            reviewer=user, state__in=[ReviewAssignment.State.READY, ReviewAssignment.State.SUBMITTED]
+        )
         return self.filter(
             Q(pi=user)
             | Q(pk__in=members.values("proposal_id"))

@@ -256,6 +256,8 @@ def review_detail(request, pk):
             "form": form,
             "requests": proposal.resource_requests.select_related("system"),
             "scores": assignment.scores.select_related("criterion"),
+            # Who else is on it, for a reviewer to judge a conflict by before reading it.
+            "team": proposal.members.filter(accepted_at__isnull=False, user__isnull=False).select_related("user"),
         },
     )
 

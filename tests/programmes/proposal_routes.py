@@ -1,8 +1,9 @@
 """Expected statuses for the call and proposal pages, for every role.
 
 The world: the applicant leads a draft, a proposal in review (with a PDF, assessed on the world's system and
-assigned to the reviewer persona), an awarded one and a submitted one; someone else leads another submitted
-proposal, which the applicant tries by guessing its id (404, as if it did not exist).
+assigned to the reviewer persona, who has declared no conflict on it), another in review to which the reviewer is
+invited but has not yet declared (they may not read it), an awarded one and a submitted one; someone else leads
+another submitted proposal, which the applicant tries by guessing its id (404, as if it did not exist).
 """
 
 from datetime import date
@@ -65,6 +66,9 @@ def proposal_routes(world):
     )
     others = make_proposal(call=call, pi=UserFactory(), system=system, state=State.SUBMITTED)
     assignment = services.assign_reviewer(proposal=in_review, email=users["reviewer"].email, actor=director)
+    services.declare_conflict(assignment=assignment, actor=users["reviewer"], has_conflict=False)
+    undeclared = make_proposal(call=call, pi=applicant, system=system, state=State.IN_REVIEW)
+    invited = services.assign_reviewer(proposal=undeclared, email=users["reviewer"].email, actor=director)
     member = services.invite_member(proposal=draft, email="co.investigator@example.ac.uk", actor=applicant)
 
     def url(name, *args):
@@ -83,6 +87,7 @@ def proposal_routes(world):
         Route("proposals:proposal-list", url("proposal-list"), signed_in(OK)),
         Route("proposals:proposal-queue", url("proposal-queue"), {**directors, "assessor": OK}),
         Route("proposals:proposal-detail", url("proposal-detail", in_review.pk), _statuses()),
+        Route("proposals:proposal-detail", url("proposal-detail", undeclared.pk), _statuses(reviewer=NOT_FOUND)),
         Route(
             "proposals:proposal-detail",
             url("proposal-detail", others.pk),
@@ -214,10 +219,12 @@ def proposal_routes(world):
             method="post",
         ),
     ]
-    return routes + api_routes(world, call=call, pool=pool, in_review=in_review, assignment=assignment)
+    return routes + api_routes(
+        world, call=call, pool=pool, in_review=in_review, assignment=assignment, undeclared=undeclared, invited=invited
+    )
 
 
-def api_routes(world, *, call, pool, in_review, assignment):
+def api_routes(world, *, call, pool, in_review, assignment, undeclared, invited):
     """The API: the same rules, answered 401 (anonymous), 403 (may see, may not act) or 404 (may not see)."""
     users, system, director = world.users, world.system, world.users["director"]
     applicant, outsider = users["applicant"], UserFactory()
@@ -273,6 +280,7 @@ def api_routes(world, *, call, pool, in_review, assignment):
             api=True,
         ),
         Route("proposal-detail", url("proposal-detail", in_review.pk), api(), api=True),
+        Route("proposal-detail", url("proposal-detail", undeclared.pk), api(reviewer=NOT_FOUND), api=True),
         Route("proposal-detail", url("proposal-detail", others.pk), api(**hidden_from_applicant), api=True),
         Route("proposal-detail", url("proposal-detail", draft.pk), {**team_only, "admin": OK}, api=True),
         Route(
@@ -318,7 +326,7 @@ def api_routes(world, *, call, pool, in_review, assignment):
         Route("review-detail", url("review-detail", assignment.pk), reviewer_only, api=True),
         Route(
             "review-declare-conflict",
-            url("review-declare-conflict", assignment.pk),
+            url("review-declare-conflict", invited.pk),
             reviewer_only,
             method="post",
             data={"has_conflict": False},

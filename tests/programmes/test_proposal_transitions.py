@@ -3,9 +3,10 @@
 import pytest
 from django.core import mail
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.urls import reverse
 
 from programmes import proposals as services
-from programmes.models import Proposal, ProposalTransition, ReviewAssignment, TechnicalAssessment
+from programmes.models import Proposal, ProposalMember, ProposalTransition, ReviewAssignment, TechnicalAssessment
 from programmes.proposals import ProposalStateError
 from tests.factories import UserFactory, complete_proposal, make_proposal
 
@@ -195,10 +196,36 @@ def test_a_reviewer_is_invited_declares_no_conflict_and_scores_every_criterion(
     assert any(charlie.email in message.to for message in mail.outbox)
 
 
+def test_a_reviewer_reads_the_proposal_only_once_they_have_declared_no_conflict(
+    client, call, system, alice, director, charlie
+):
+    proposal = make_proposal(call=call, pi=alice, system=system, state=State.IN_REVIEW)
+    Proposal.objects.filter(pk=proposal.pk).update(case_for_support="Our secret method, for reviewers alone.")
+    proposal.refresh_from_db()
+    bea = UserFactory(email="bea@example.ac.uk", full_name="Bea Colleague", organisation="Elsewhere University")
+    ProposalMember.objects.create(
+        proposal=proposal, email=bea.email, user=bea, token="t", invited_by=alice, accepted_at=proposal.created_at
+    )
+    assignment = services.assign_reviewer(proposal=proposal, email=charlie.email, actor=director)
+    client.force_login(charlie)
+
+    # Invited: their review page names the proposal and who leads it, to judge a conflict by; nothing more.
+    assert not Proposal.objects.visible_to(charlie).filter(pk=proposal.pk).exists()
+    assert client.get(reverse("proposals:proposal-detail", args=[proposal.pk])).status_code == 404
+    page = client.get(reverse("proposals:review-detail", args=[assignment.pk])).content.decode()
+    assert "Declare any conflict of interest" in page and proposal.title in page
+    assert "Bea Colleague (Elsewhere University)" in page  # the team too, to judge a conflict by
+    assert proposal.case_for_support not in page
+
+    services.declare_conflict(assignment=assignment, actor=charlie, has_conflict=False)
+
+    assert Proposal.objects.visible_to(charlie).filter(pk=proposal.pk).exists()
+    assert client.get(reverse("proposals:proposal-detail", args=[proposal.pk])).status_code == 200
+
+
 def test_a_declared_conflict_takes_the_reviewer_off_the_proposal(call, system, alice, director, charlie):
     proposal = make_proposal(call=call, pi=alice, system=system, state=State.IN_REVIEW)
     assignment = services.assign_reviewer(proposal=proposal, email=charlie.email, actor=director)
-    assert Proposal.objects.visible_to(charlie).filter(pk=proposal.pk).exists()
     services.declare_conflict(assignment=assignment, actor=charlie, has_conflict=True, details="My student")
     assert not Proposal.objects.visible_to(charlie).filter(pk=proposal.pk).exists()
     with pytest.raises(ProposalStateError):
