@@ -157,6 +157,10 @@ SOCIALACCOUNT_ONLY = False
 
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
+# A mail server that does not answer is given up on (and retried) well within a sender's claim on an email
+# (airr_portal/mail.py CLAIM, 5 minutes): smtplib would otherwise wait for ever, the claim lapse, and the beat send
+# the same email again.
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=60)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="AIRR Portal <noreply@airr-portal.example.org>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 

@@ -140,3 +140,12 @@ def test_an_invitation_written_while_the_broker_was_down_reaches_its_address(
     [message] = mail.outbox
     assert message.to == ["dana@example.ac.uk"]
     assert message.subject == f"[AIRR Portal] You are invited to direct {programme.name}"
+
+
+def test_a_mail_server_that_hangs_is_given_up_on_before_another_sender_may_claim_the_email(settings):
+    # Without a timeout smtplib waits for ever: the claim would lapse and the beat send the email a second time.
+    from django.core.mail import get_connection
+
+    connection = get_connection("django.core.mail.backends.smtp.EmailBackend")
+
+    assert connection.timeout is not None and connection.timeout < CLAIM.total_seconds() / 2
