@@ -3,7 +3,8 @@ is down delays an email, it does not lose it.
 
 `email_after_commit` writes the emails in the caller's transaction, so they exist exactly when what called for
 them was committed, and queues their sending once it commits. `send_email` sends one, at most once at a time;
-the beat's `send_unsent_emails` hands over again what was left unsent.
+a mail server's refusal is recorded and the email held back for a while, longer after each failure, and the
+beat's `send_unsent_emails` hands over again what was left unsent once it may be tried.
 """
 
 import logging
@@ -26,6 +27,15 @@ CLAIM = timedelta(minutes=5)
 UNSENT_AFTER = timedelta(minutes=10)
 # After this many failed sends an email is left for an admin to see (its last error is kept), not tried again.
 MAX_ATTEMPTS = 10
+# After a failed send the email waits this long, doubled after each further failure up to RETRY_LONGEST: the ten
+# tries then span about a day, so a mail server down for hours delays emails rather than exhausting their tries.
+RETRY_FIRST = timedelta(minutes=5)
+RETRY_LONGEST = timedelta(hours=6)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """How long an email waits after its `attempts`-th failed send."""
+    return min(RETRY_FIRST * 2 ** max(attempts - 1, 0), RETRY_LONGEST)
 
 
 def email_after_commit(subject: str, body: str, to: Iterable[str]) -> list[OutgoingEmail]:
@@ -47,10 +57,11 @@ def email_after_commit(subject: str, body: str, to: Iterable[str]) -> list[Outgo
 
 
 def send_email(email_id: int) -> bool:
-    """Send one owed email; False if it is sent already or another sender holds it.
+    """Send one owed email; False if it is sent already, another sender holds it, or the mail server failed.
 
-    A mail server's error is recorded on the email and raised, for the task to retry. Sending is at least once:
-    a worker that dies between the mail server's answer and the record of it leaves the email to be sent again.
+    A mail server's error (smtplib's are OSErrors) is recorded on the email, which then waits `retry_delay`
+    before the beat tries it again. Sending is at least once: a worker that dies between the mail server's
+    answer and the record of it leaves the email to be sent again.
     """
     now = timezone.now()
     claimed = (
@@ -63,9 +74,16 @@ def send_email(email_id: int) -> bool:
     email = OutgoingEmail.objects.get(pk=email_id)
     try:
         send_mail(email.subject, email.body, None, [email.to])
-    except Exception as problem:
-        OutgoingEmail.objects.filter(pk=email_id).update(claimed_until=None, last_error=str(problem)[:2000])
-        raise
+    except OSError as problem:
+        # Held back until its next try: neither this task nor the beat sends it before then.
+        wait = retry_delay(email.attempts)
+        OutgoingEmail.objects.filter(pk=email_id).update(
+            claimed_until=timezone.now() + wait, last_error=str(problem)[:2000]
+        )
+        logger.warning(
+            "Email %s to %s failed (try %d), tried again in %s: %s", email_id, email.to, email.attempts, wait, problem
+        )
+        return False
     OutgoingEmail.objects.filter(pk=email_id).update(sent_at=timezone.now(), claimed_until=None, last_error="")
     return True
 

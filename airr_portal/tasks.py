@@ -9,9 +9,9 @@ def ping_task(token: str) -> str:
     return f"pong:{token}"
 
 
-# A mail server that is down or refuses for a while (smtplib's errors are OSErrors) is retried with backoff; an
-# email still unsent after the retries is sent again by the beat (`send_unsent_emails_task`).
-@shared_task(autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+# A mail server that fails is not retried here: the email records the failure and waits, longer after each, for
+# the beat (`send_unsent_emails_task`) to hand it over again (airr_portal/mail.py).
+@shared_task
 def send_email_task(email_id: int) -> bool:
     """Send one owed email (airr_portal/mail.py); False if it was sent already or is being sent."""
     from .mail import send_email

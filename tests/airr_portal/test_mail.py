@@ -1,6 +1,5 @@
 """Emails owed are kept until sent: one per address, written with their cause, sent once, never lost."""
 
-import contextlib
 from datetime import timedelta
 from smtplib import SMTPRecipientsRefused
 from unittest import mock
@@ -56,21 +55,54 @@ def test_an_email_is_sent_once_however_often_it_is_handed_over(django_capture_on
     assert len(mail.outbox) == 1
 
 
-def test_a_mail_server_error_is_recorded_and_the_email_sent_on_a_later_try(django_capture_on_commit_callbacks):
+def test_a_mail_server_error_is_recorded_and_the_email_sent_once_its_wait_is_over(django_capture_on_commit_callbacks):
     with BROKER_DOWN, django_capture_on_commit_callbacks(execute=True):
         [email] = email_after_commit("Hello", "Body", ["a@example.ac.uk"])
     refused = SMTPRecipientsRefused({"a@example.ac.uk": (451, b"try again later")})
 
-    with mock.patch("airr_portal.mail.send_mail", side_effect=refused), pytest.raises(SMTPRecipientsRefused):
-        send_email(email.pk)
+    with mock.patch("airr_portal.mail.send_mail", side_effect=refused):
+        assert send_email(email.pk) is False
 
     email.refresh_from_db()
-    assert (email.sent_at, email.attempts, email.claimed_until) == (None, 1, None)
+    assert (email.sent_at, email.attempts) == (None, 1)
     assert "try again later" in email.last_error
-    assert send_email(email.pk) is True
+    assert send_email(email.pk) is False  # held back: not tried again at once
+    with later(4):
+        assert send_email(email.pk) is False
+    with later(6):
+        assert send_email(email.pk) is True
     email.refresh_from_db()
     assert (email.attempts, email.last_error, [m.to for m in mail.outbox]) == (2, "", [["a@example.ac.uk"]])
     assert email.sent_at is not None
+
+
+def test_a_mail_server_down_for_hours_delays_an_email_and_its_tries_span_about_a_day(
+    django_capture_on_commit_callbacks,
+):
+    with BROKER_DOWN, django_capture_on_commit_callbacks(execute=True):
+        [email] = email_after_commit("Hello", "Body", ["a@example.ac.uk"])
+    created = timezone.now()
+    tried_at = []
+
+    def down(*args):
+        tried_at.append(timezone.now())
+        raise ConnectionRefusedError("mail server down")
+
+    # The beat every 5 minutes for two days, against a mail server that never answers.
+    with mock.patch("airr_portal.mail.send_mail", side_effect=down):
+        for minute in range(0, 2 * 24 * 60, 5):
+            with (
+                mock.patch("django.utils.timezone.now", return_value=created + timedelta(minutes=minute)),
+                django_capture_on_commit_callbacks(execute=True),
+            ):
+                send_unsent_emails_task()
+
+    assert len(tried_at) == MAX_ATTEMPTS
+    assert timedelta(hours=20) < tried_at[-1] - created < timedelta(hours=30)
+    gaps = [later_try - earlier for earlier, later_try in zip(tried_at, tried_at[1:], strict=False)]
+    assert gaps == sorted(gaps)  # each wait at least as long as the one before
+    email.refresh_from_db()
+    assert (email.sent_at, email.attempts, email.last_error) == (None, MAX_ATTEMPTS, "mail server down")
 
 
 def test_one_address_refused_is_retried_alone_and_nobody_else_is_told_twice(django_capture_on_commit_callbacks):
@@ -84,8 +116,7 @@ def test_one_address_refused_is_retried_alone_and_nobody_else_is_told_twice(djan
 
     with mock.patch("airr_portal.mail.send_mail", side_effect=refuse_b):
         for email in emails:
-            with contextlib.suppress(SMTPRecipientsRefused):
-                send_email(email.pk)
+            send_email(email.pk)
     with later(11), django_capture_on_commit_callbacks(execute=True):
         assert send_unsent_emails_task() == 1
 
