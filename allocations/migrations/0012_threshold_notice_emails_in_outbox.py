@@ -3,12 +3,28 @@
 from django.db import migrations
 
 
+def write_emails_of_notices_never_handed_over(apps, schema_editor):
+    """Notices recorded while the broker was down were handed over by the beat through `queued_at`, which goes
+    now: their emails are written to the outbox instead, so those who were never told are told now."""
+    ThresholdNotice = apps.get_model("allocations", "ThresholdNotice")
+    unsent = list(ThresholdNotice.objects.filter(queued_at__isnull=True).values_list("pk", flat=True))
+    if not unsent:
+        return  # a new database, or every notice handed over: nothing of today's code is needed
+    from allocations.models import ThresholdNotice as Notice
+    from allocations.usage.thresholds import _email_notice
+
+    for notice in Notice.objects.filter(pk__in=unsent).select_related("allocation__system", "allocation__holder"):
+        _email_notice(notice)
+
+
 class Migration(migrations.Migration):
     dependencies = [
         ("allocations", "0011_threshold_notice_queued_at"),
+        ("airr_portal", "0003_outgoing_email"),
     ]
 
     operations = [
+        migrations.RunPython(write_emails_of_notices_never_handed_over, migrations.RunPython.noop),
         migrations.RemoveField(
             model_name="thresholdnotice",
             name="queued_at",
