@@ -324,8 +324,9 @@ class SacctReader:
         account_at, user_at, state_at = row_reader.account_at, row_reader.user_at, row_reader.state_at
         submit_at, start_at, end_at = row_reader.submit_at, row_reader.start_at, row_reader.end_at
         elapsed_at, tres_at, name_at = row_reader.elapsed_raw_at, row_reader.tres_at, row_reader.job_name_at
-        # A row naming the system's cluster as given, or none, is read here; any other goes to the full rules.
-        cluster_at, clusters = row_reader.cluster_at, ("", row_reader.cluster)
+        # A row naming the system's cluster (Slurm prints it in lower case) is read here; any other, or one without
+        # a cluster, goes to the full rules, which say why it is rejected or read it.
+        cluster_at, cluster = row_reader.cluster_at, row_reader.cluster
         if elapsed_at is None:
             yield from self._text_rows(lines, record)
             return
@@ -379,7 +380,7 @@ class SacctReader:
                     and elapsed.isdigit()
                     and elapsed.isascii()
                     and len(elapsed) < elapsed_digits
-                    and (clusters[1] is None or fields[cluster_at] in clusters)
+                    and (cluster is None or fields[cluster_at] == cluster)
                     and (submit := moment(fields[submit_at])) is not False
                     and (start := moment(fields[start_at])) is not False
                     and (end := moment(fields[end_at])) is not False
