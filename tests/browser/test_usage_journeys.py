@@ -40,6 +40,12 @@ def test_an_operator_makes_a_token_uploads_a_file_and_reads_its_batch(page, live
     visit(page, "/usage/batches/")
     visit(page, "/usage/unmatched/")
     assert "nobody" in page.content()
+    page.get_by_role("button", name="Assign nobody").click()
+    check_accessibility(page)  # what the assignment will do, asked to confirm
+    assert "Are you sure you want to assign 'nobody' to airr-00001?" in page.content()
+    page.get_by_role("button", name="Assign and charge").click()
+    assert "1 job record of 'nobody' assigned to airr-00001" in page.content()
+    assert "All reported usage belongs to an allocation." in page.content()
 
     visit(page, "/usage/tokens/")
     page.get_by_role("link", name="Revoke sacct cron on login1").click()
