@@ -7,9 +7,17 @@ from allocations.models import Allocation
 from programmes.models import System
 
 
-class IngestTokenForm(forms.Form):
+class _ForOperatedSystems:
+    """A form whose system is one the operator runs (`systems`): another's is refused as an invalid choice."""
+
+    def __init__(self, *args, systems, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["system"].queryset = systems
+
+
+class IngestTokenForm(_ForOperatedSystems, forms.Form):
     system = forms.ModelChoiceField(
-        queryset=System.objects.all(), empty_label=None, error_messages={"required": "Choose the system"}
+        queryset=System.objects.none(), empty_label=None, error_messages={"required": "Choose the system"}
     )
     name = forms.CharField(
         label="Name",
@@ -19,9 +27,9 @@ class IngestTokenForm(forms.Form):
     )
 
 
-class UploadForm(forms.Form):
+class UploadForm(_ForOperatedSystems, forms.Form):
     system = forms.ModelChoiceField(
-        queryset=System.objects.all(), empty_label=None, error_messages={"required": "Choose the system"}
+        queryset=System.objects.none(), empty_label=None, error_messages={"required": "Choose the system"}
     )
     file = forms.FileField(
         label="sacct output",

@@ -45,7 +45,9 @@ PAGE_SIZE = 50
 
 
 def _operated_systems(user):
-    """The systems whose usage the user may see as an operator; PermissionDenied for everyone else."""
+    """The systems the user operates: every system for an admin, their own for a system's staff (its technical
+    assessors); PermissionDenied for everyone else. Operators make their systems' ingest tokens, upload, read
+    batches and replay rejected rows; assigning unmatched usage to an allocation is for admins alone."""
     if roles.is_admin(user):
         return System.objects.all()
     if roles.is_technical_assessor(user):
@@ -65,17 +67,18 @@ def _require_admin(user) -> None:
 @login_required
 @require_GET
 def token_list(request):
-    _require_admin(request.user)
-    tokens = IngestToken.objects.select_related("system", "created_by")
-    return render(request, "allocations/usage/token_list.html", {"tokens": tokens, "form": IngestTokenForm()})
+    systems = _operated_systems(request.user)
+    tokens = IngestToken.objects.filter(system__in=systems).select_related("system", "created_by")
+    return render(
+        request, "allocations/usage/token_list.html", {"tokens": tokens, "form": IngestTokenForm(systems=systems)}
+    )
 
 
 @never_cache  # its answer shows the key, once
 @login_required
 @require_http_methods(["GET", "POST"])
 def token_create(request):
-    _require_admin(request.user)
-    form = IngestTokenForm(request.POST or None)
+    form = IngestTokenForm(request.POST or None, systems=_operated_systems(request.user))
     if request.method == "POST" and form.is_valid():
         try:
             token, key = create_ingest_token(
@@ -93,8 +96,8 @@ def token_create(request):
 @require_http_methods(["GET", "POST"])
 def token_revoke(request, pk):
     """GET asks to confirm (a cluster using the token stops reporting usage at once); POST revokes."""
-    _require_admin(request.user)
-    token = get_object_or_404(IngestToken.objects.select_related("system"), pk=pk)
+    operated = IngestToken.objects.filter(system__in=_operated_systems(request.user))
+    token = get_object_or_404(operated.select_related("system"), pk=pk)
     if request.method == "GET":
         if token.is_revoked:
             messages.success(request, f"The token '{token.name}' was revoked already")
@@ -113,7 +116,7 @@ def batch_list(request):
     return render(
         request,
         "allocations/usage/batch_list.html",
-        {"page": page, "can_upload": roles.is_admin(request.user)},
+        {"page": page},
     )
 
 
@@ -153,14 +156,13 @@ def batch_detail(request, pk):
         {
             "batch": batch,
             "rejected": rejected,
-            "can_replay": roles.is_admin(request.user)
-            and batch.rejected_rows.filter(replayed_at__isnull=True).exists(),
+            "can_replay": batch.rejected_rows.filter(replayed_at__isnull=True).exists(),
             "is_stalled": stall is not None and request.GET.get("queued") != "yes",
             "no_run_used_a_gpu": batch.without_gpus
             and batch.without_gpus == batch.new + batch.updated + batch.unchanged,
             "is_given_up": stall == "given up",
-            "can_read": stall is not None and roles.is_admin(request.user),
-            "can_read_again": batch.status == IngestBatch.Status.FAILED and roles.is_admin(request.user),
+            "can_read": stall is not None,
+            "can_read_again": batch.status == IngestBatch.Status.FAILED,
         },
     )
 
@@ -170,8 +172,7 @@ def batch_detail(request, pk):
 def batch_read(request, pk):
     """Queue a batch to be read again: one whose reading was lost (the beat does it for a day, then leaves it
     here), or one that failed, after its system's settings or the size limit were changed."""
-    _require_admin(request.user)
-    batch = get_object_or_404(IngestBatch, pk=pk)
+    batch = get_object_or_404(IngestBatch.objects.filter(system__in=_operated_systems(request.user)), pk=pk)
     reopen_failed_batch(batch, delimiter=batch.delimiter, columns=batch.columns)  # a failed one: received again
     if batch.status != IngestBatch.Status.RECEIVED:
         messages.error(request, "This batch has been read already: nothing was queued")
@@ -185,8 +186,7 @@ def batch_read(request, pk):
 @login_required
 @require_POST
 def batch_replay(request, pk):
-    _require_admin(request.user)
-    batch = get_object_or_404(IngestBatch, pk=pk)
+    batch = get_object_or_404(IngestBatch.objects.filter(system__in=_operated_systems(request.user)), pk=pk)
     try:
         recorded, still = replay_rejected_rows(batch=batch, actor=request.user)
     except UsageError as error:
@@ -199,8 +199,7 @@ def batch_replay(request, pk):
 @login_required
 @require_http_methods(["GET", "POST"])
 def upload(request):
-    _require_admin(request.user)
-    form = UploadForm(request.POST or None, request.FILES or None)
+    form = UploadForm(request.POST or None, request.FILES or None, systems=_operated_systems(request.user))
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         columns = [name.strip() for name in data["columns"].split(",") if name.strip()]

@@ -171,27 +171,27 @@ def usage_page_routes(world):
         "admin": OK,
     }
     return [
-        Route("usage:token-list", reverse("usage:token-list"), admin_only()),
-        Route("usage:token-create", reverse("usage:token-create"), admin_only()),
+        Route("usage:token-list", reverse("usage:token-list"), _operators()),
+        Route("usage:token-create", reverse("usage:token-create"), _operators()),
         Route(
             "usage:token-create",
             reverse("usage:token-create"),
-            admin_only(),
+            _operators(),
             method="post",
             data={"system": world.system.pk, "name": "Made in the matrix"},
         ),
-        Route("usage:token-revoke", revoke, admin_only()),  # asks to confirm
-        Route("usage:token-revoke", revoke, admin_only(REDIRECT), "post"),
+        Route("usage:token-revoke", revoke, _operators()),  # asks to confirm
+        Route("usage:token-revoke", revoke, _operators(REDIRECT), "post"),
         Route("usage:batch-list", reverse("usage:batch-list"), _operators()),
         Route("usage:batch-detail", reverse("usage:batch-detail", args=[batch.pk]), _operators()),
         Route(
             "usage:batch-replay",
             reverse("usage:batch-replay", args=[batch.pk]),
-            admin_only(REDIRECT),
+            _operators(REDIRECT),
             "post",
         ),
-        Route("usage:batch-read", reverse("usage:batch-read", args=[batch.pk]), admin_only(REDIRECT), "post"),
-        Route("usage:upload", reverse("usage:upload"), admin_only()),
+        Route("usage:batch-read", reverse("usage:batch-read", args=[batch.pk]), _operators(REDIRECT), "post"),
+        Route("usage:upload", reverse("usage:upload"), _operators()),
         Route("usage:unmatched", reverse("usage:unmatched"), _operators()),
         Route("usage:variance", reverse("usage:variance"), _operators()),
         Route(

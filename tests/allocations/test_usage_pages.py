@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
@@ -286,31 +287,66 @@ def test_a_batch_being_read_is_not_called_lost(client, admin, system):
     assert "still not read" not in page and "Read this batch now" not in page
 
 
-def test_an_assessor_sees_a_lost_batch_of_their_system_but_cannot_have_it_read(client, make_persona, system):
-    assessor = make_persona("assessor")
+def test_a_systems_staff_have_a_lost_batch_of_their_system_read_and_not_one_of_another(
+    client, make_persona, system, django_capture_on_commit_callbacks
+):
+    assessor = make_persona("assessor")  # staff of `system`
     client.force_login(assessor)
     lost = received_minutes_ago(system, 60)
+    dawn = SystemFactory(slug="dawn")
+    theirs = received_minutes_ago(dawn, 60)
 
     page = client.get(reverse("usage:batch-detail", args=[lost.pk])).content.decode()
 
-    assert "still not read" in page and "Read this batch now" not in page
-    assert "queues it again every five minutes during its first day" in page
-    assert client.post(reverse("usage:batch-read", args=[lost.pk])).status_code == 403
-    assert IngestBatch.objects.get().status == "received"
+    assert "still not read" in page and "Read this batch now" in page
+    assert client.post(reverse("usage:batch-read", args=[theirs.pk])).status_code == 404
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post(reverse("usage:batch-read", args=[lost.pk])).status_code == 302
+    assert dict(IngestBatch.objects.values_list("pk", "status")) == {lost.pk: "ingested", theirs.pk: "received"}
 
 
-def test_an_assessor_sees_the_batches_of_their_system_only_and_cannot_assign(client, make_persona, system):
+def test_a_systems_staff_operate_its_usage_and_no_other_systems_and_cannot_assign(client, make_persona, system):
+    """A system's operators (its technical assessors) make its ingest tokens, upload its sacct output and replay
+    its rejected rows; another system's are out of their reach, and assigning unmatched usage is for admins."""
     assessor = make_persona("assessor")
     client.force_login(assessor)
-    mine = ingest_sacct(system=system, payload=payload(sacct_line(1)), source="command").batch
+    mine = ingest_sacct(system=system, payload=payload(sacct_line(1), "a broken line"), source="command").batch
     dawn = SystemFactory(slug="dawn")
     theirs = ingest_sacct(
-        system=dawn, payload=payload(sacct_line(2, cluster=dawn.cluster_name)), source="command"
+        system=dawn, payload=payload(sacct_line(2, cluster=dawn.cluster_name), "a broken line"), source="command"
     ).batch
+    create_ingest_token(system=dawn, name="Dawn's cron", actor=None)
+    dawn_token = IngestToken.objects.get(system=dawn)
 
     assert client.get(reverse("usage:batch-detail", args=[mine.pk])).status_code == 200
     assert client.get(reverse("usage:batch-detail", args=[theirs.pk])).status_code == 404
     assert "Assign" not in client.get(reverse("usage:unmatched")).content.decode()
+
+    # Tokens: their own system's only.
+    assert "Dawn's cron" not in client.get(reverse("usage:token-list")).content.decode()
+    refused = client.post(reverse("usage:token-create"), {"system": dawn.pk, "name": "Not mine"})
+    assert "Select a valid choice" in refused.content.decode()
+    made = client.post(reverse("usage:token-create"), {"system": system.pk, "name": "Our cron"})
+    key = made.context["key"]
+    assert client.get(reverse("usage:token-revoke", args=[dawn_token.pk])).status_code == 404
+    assert client.post(reverse("usage:token-revoke", args=[dawn_token.pk])).status_code == 404
+    assert not IngestToken.objects.get(pk=dawn_token.pk).is_revoked
+    posted = Client().generic(
+        "POST",
+        reverse("usage-ingest", args=[system.slug]),
+        payload(sacct_line(3)),
+        content_type="text/plain",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+    )
+    assert posted.status_code == 201 and posted.json()["new"] == 1
+
+    # Uploads and replays: their own system's only.
+    refused = client.post(reverse("usage:upload"), {"system": dawn.pk, "file": SimpleUploadedFile("a.txt", b"x")})
+    assert "Select a valid choice" in refused.content.decode()
+    assert client.post(reverse("usage:batch-replay", args=[theirs.pk])).status_code == 404
+    assert client.post(reverse("usage:batch-replay", args=[mine.pk])).status_code == 302
+    assert RejectedRow.objects.get(batch=mine).replay_outcome.startswith("Still rejected")
+    assert RejectedRow.objects.get(batch=theirs).replay_outcome == ""
 
 
 def test_the_pi_sees_usage_per_job_and_per_member_and_the_balance_moving(client, system, alice):
