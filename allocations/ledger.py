@@ -398,7 +398,7 @@ def commit_to_allocation(
     from_account, to_account = pool_account(pool), allocation_account(allocation)
 
     def build(locked):
-        if _current_state(allocation) in (Allocation.State.EXPIRED, Allocation.State.REVOKED):
+        if _current_state(allocation) in Allocation.ENDED_STATES:
             raise WrongState(f"{allocation.scheduler_account} has ended: it cannot receive more hours")
         _check_available(locked[from_account.pk], seconds, f"Committing {format_gpu_hours(seconds)} GPU-hours")
         return Type.COMMIT, [(from_account, -seconds), (to_account, seconds)]
@@ -555,7 +555,7 @@ def _end_allocation(
 
     def build(locked):
         state = _current_state(allocation)
-        if state in (Allocation.State.EXPIRED, Allocation.State.REVOKED):
+        if state in Allocation.ENDED_STATES:
             raise WrongState(f"{allocation.scheduler_account} has already ended ({state})")
         if never_ran and state != Allocation.State.SCHEDULED:
             raise WrongState(f"{allocation.scheduler_account} started meanwhile ({state})")

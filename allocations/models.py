@@ -41,6 +41,9 @@ class Allocation(models.Model):
         EXPIRED = "expired", "Expired"
         REVOKED = "revoked", "Revoked"
 
+    # The states an allocation does not leave: its unused hours have gone back to the pool or been forfeited.
+    ENDED_STATES = (State.EXPIRED, State.REVOKED)
+
     pool = models.ForeignKey(FundPool, on_delete=models.PROTECT, related_name="allocations")
     # Always the pool's system (filled in from it on save): copied here so that the database can hold the
     # account name unique per system.
@@ -86,7 +89,7 @@ class Allocation(models.Model):
 
     @property
     def has_ended(self) -> bool:
-        return self.state in (self.State.EXPIRED, self.State.REVOKED)
+        return self.state in self.ENDED_STATES
 
 
 class LedgerAccount(models.Model):

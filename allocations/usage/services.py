@@ -129,7 +129,7 @@ def assign_unmatched_account(*, system: System, account: str, allocation: Alloca
             # The system's change lock: no ingest of this system records rows while the account changes hands.
             seq = next_change_seq(system)
             state = Allocation.objects.values_list("state", flat=True).get(pk=allocation.pk)
-            if state in (Allocation.State.EXPIRED, Allocation.State.REVOKED):
+            if state in Allocation.ENDED_STATES:
                 raise UsageError(
                     f"{allocation.scheduler_account} has ended ({Allocation.State(state).label.lower()}): "
                     "its usage can no longer be charged there"

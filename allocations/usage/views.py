@@ -230,7 +230,7 @@ def unmatched(request):
         # Each row offers its system's allocations: read once for all the rows, not once a row.
         choices = defaultdict(list)
         offered = Allocation.objects.filter(system__in={row["system"] for row in accounts}).exclude(
-            state__in=[Allocation.State.EXPIRED, Allocation.State.REVOKED]  # refused: see assign_unmatched_account
+            state__in=Allocation.ENDED_STATES  # refused: see assign_unmatched_account
         )
         for allocation in offered.order_by("pk"):
             choices[allocation.system_id].append(allocation)
