@@ -105,7 +105,8 @@ def _email_notice(notice: ThresholdNotice) -> None:
 def threshold_recipients(allocation: Allocation) -> list[str]:
     """Who hears that an allocation passed a threshold: its holder (the PI) and its proposal's accepted team.
 
-    Each address once, the holder first; members who have not accepted their invitation are not the team yet.
+    The holder first; members who have not accepted their invitation are not the team yet. An address on the list
+    twice is written one email (`email_after_commit` writes each address once).
     """
     addresses = []
     if allocation.holder is not None:
@@ -119,13 +120,7 @@ def threshold_recipients(allocation: Allocation) -> list[str]:
             .order_by("accepted_at", "pk")
         )
         addresses.extend(member.user.email if member.user else member.email for member in members)
-    seen: set[str] = set()
-    unique = []
-    for address in addresses:
-        if address and address.lower() not in seen:
-            seen.add(address.lower())
-            unique.append(address)
-    return unique
+    return addresses
 
 
 def _is_past_limit(allocation: Allocation) -> bool:
