@@ -22,7 +22,7 @@ from .authentication import IngestTokenAuthentication, IsIngestTokenOfSystem, Is
 from .ingest import IngestError, PayloadExpandsTooFar, batch_summary, ingest_sacct, receive_payload
 from .limits import account_limits
 from .services import enqueue_ingest, enqueue_reconciliation
-from .variance import UsageReportError, record_usage_report
+from .variance import REPORT_MAX_BYTES, UsageReportError, record_usage_report
 
 READ_CHUNK = 1 << 20
 
@@ -40,18 +40,26 @@ def _too_large() -> PayloadTooLarge:
     )
 
 
-def _read_body(request, *, expected: str):
+def _report_too_large() -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The report is larger than {REPORT_MAX_BYTES // (1024 * 1024)} MB: send account rows only "
+        "(sshare without -a, or sreport AccountUtilizationByUser)"
+    )
+
+
+def _read_body(request, *, expected: str, limit: int | None = None, too_large=_too_large):
     """The request body in a temporary file (in memory up to 8 MB), refused early when over the limit.
 
     Content-Length is checked before a byte is read; the copy stops at the limit too, for bodies without one.
+    The limit is INGEST_MAX_BYTES unless given.
     """
-    limit = settings.INGEST_MAX_BYTES
+    limit = limit or settings.INGEST_MAX_BYTES
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         declared = 0
     if declared > limit:
-        raise _too_large()
+        raise too_large()
     body = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115 (the caller closes it)
     stream = request._request  # the Django request: reading it directly skips DRF's parsers and memory copy
     total = 0
@@ -59,7 +67,7 @@ def _read_body(request, *, expected: str):
         total += len(chunk)
         if total > limit:
             body.close()
-            raise _too_large()
+            raise too_large()
         body.write(chunk)
     if total == 0:
         body.close()
@@ -177,7 +185,9 @@ class UsageReportView(APIView):
 
     @extend_schema(request={"text/plain": str}, responses={201: dict})
     def post(self, request, slug):
-        body = _read_body(request, expected="sreport or sshare output")
+        body = _read_body(
+            request, expected="sreport or sshare output", limit=REPORT_MAX_BYTES, too_large=_report_too_large
+        )
         try:
             reports = record_usage_report(system=request.auth.system, payload=body.read())
         except UsageReportError as problem:

@@ -4,7 +4,8 @@ Accepted, `|`-separated with a header (`-P`/`--parsable2`):
 - `sshare -P -a -o Account,User,GrpTRESRaw`: account rows (User empty), `gres/gpu=N` in GPU-minutes;
 - `sreport -P -T gres/gpu cluster AccountUtilizationByUser -t minutes`: account rows (Login empty),
   `Used` in minutes (its banner's "Usage reported in TRES Minutes"; another unit is refused).
-Rows of another cluster (a Cluster column naming another) are left out. Slurm counts raw GPU-minutes; the ledger
+Rows of another cluster (a Cluster column naming another, or a `CLUSTER: name` line, which `sshare -M` prints
+before each cluster's rows, naming another) are left out. Slurm counts raw GPU-minutes; the ledger
 charges them times the system's charge factor, so the report is converted before comparing. A variance beyond the
 tolerance is flagged for an operator.
 """
@@ -30,6 +31,10 @@ class UsageReportError(ValueError):
 # GPUs for a thousand years) is not a reading, and would overflow the record's seconds.
 ACCOUNT_LIMIT = UsageReport._meta.get_field("account").max_length
 MINUTES_LIMIT = 10**15
+# A report is a line per account: 16 MB holds some 300,000, a hundred times what a national service has. It is read
+# whole, and split into lines that Python holds at several times their size.
+REPORT_MAX_BYTES = 16 * 1024 * 1024
+SSHARE_CLUSTER_LINE = "CLUSTER: "
 
 
 def _gpu_minutes_of_tres(value: str) -> int | None:
@@ -74,7 +79,16 @@ def parse_usage_report(payload: bytes, *, cluster: str | None = None) -> dict[st
     else:
         raise UsageReportError("The report needs a GrpTRESRaw (sshare) or Used (sreport) column")
     minutes: dict[str, int] = {}
-    for line in lines[header_at + 1 :]:
+    block_cluster = ""  # named by the last `CLUSTER:` line (sshare -M), for the rows below it
+    for number, line in enumerate(lines):
+        if line.startswith(SSHARE_CLUSTER_LINE):
+            block_cluster = line.removeprefix(SSHARE_CLUSTER_LINE).strip()
+            continue
+        if number <= header_at:
+            continue
+        if cluster is not None and block_cluster and block_cluster.lower() != cluster.lower():
+            other_clusters.add(block_cluster)
+            continue
         fields = line.split("|")
         if len(fields) < len(names) or (user_at is not None and fields[user_at].strip()):
             continue

@@ -519,3 +519,48 @@ def test_a_report_of_another_cluster_only_is_a_400_that_names_both(system):
     assert "isambard-ai" in response.json()["errors"]["body"][0]
     assert "dawn" in response.json()["errors"]["body"][0]
     assert not UsageReport.objects.exists()
+
+
+def test_sshare_output_of_several_clusters_counts_only_the_block_of_this_systems_cluster(system):
+    funded_allocation(system, account="airr-00001")
+    use(system, 2)
+    # `sshare -M dawn,isambard-ai -P` prints a CLUSTER line and a header before each cluster's rows.
+    report = (
+        "CLUSTER: dawn\n"
+        "Account|User|GrpTRESRaw\n"
+        "airr-00001||cpu=10,gres/gpu=6000\n"
+        "CLUSTER: isambard-ai\n"
+        "Account|User|GrpTRESRaw\n"
+        "airr-00001||cpu=10,gres/gpu=120\n"
+    )
+
+    response = post_usage_report(system, report.encode())
+
+    assert response.status_code == 201, response.json()
+    assert [(r.account, r.reported_seconds, r.is_flagged) for r in UsageReport.objects.all()] == [
+        ("airr-00001", 2 * HOUR, False)
+    ]
+
+
+def test_sshare_output_of_another_cluster_only_is_a_400_that_names_both(system):
+    funded_allocation(system, account="airr-00001")
+
+    response = post_usage_report(system, b"CLUSTER: dawn\nAccount|User|GrpTRESRaw\nairr-00001||gres/gpu=60\n")
+
+    assert response.status_code == 400
+    assert "isambard-ai" in response.json()["errors"]["body"][0]
+    assert "dawn" in response.json()["errors"]["body"][0]
+    assert not UsageReport.objects.exists()
+
+
+def test_a_usage_report_over_its_size_limit_is_a_413_and_records_nothing(system):
+    from allocations.usage.variance import REPORT_MAX_BYTES
+
+    funded_allocation(system, account="airr-00001")
+    rows = b"airr-00001||gres/gpu=60\n" * (REPORT_MAX_BYTES // 24 + 1)
+
+    response = post_usage_report(system, b"Account|User|GrpTRESRaw\n" + rows)
+
+    assert response.status_code == 413
+    assert "account rows only" in response.json()["detail"]
+    assert not UsageReport.objects.exists()
