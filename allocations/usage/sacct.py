@@ -217,7 +217,8 @@ def iter_sacct(
 
     `data` is the payload as bytes or a binary file (a gzip file works). Timestamps without an offset are
     read in `tz`; in the hour a daylight-saving change repeats, the first occurrence is taken (hence the
-    advice to run `TZ=UTC sacct`). The delimiter is detected among `DELIMITER_CANDIDATES` unless given.
+    advice to run `TZ=UTC sacct`), except for an End that would then come before its Start. The delimiter is
+    detected among `DELIMITER_CANDIDATES` unless given.
 
     Output made with `--noheader` needs `columns`. Account is then optional and reads as "" when absent:
     archives such as Habrok's lack it, and downstream such rows stay unmatched. A header sent by a cluster
@@ -667,8 +668,8 @@ class _TextRowReader:
                 user,
                 state,
                 time_text("Submit", fields[self.submit_at]),
-                time_text("Start", fields[self.start_at]),
-                time_text("End", fields[self.end_at]),
+                (start := time_text("Start", fields[self.start_at])),
+                self._end_text(fields[self.end_at], start),
                 self._elapsed_seconds(fields),
                 _gpus_from_tres(fields[self.tres_at]),
                 fields[self.job_name_at],
@@ -733,8 +734,8 @@ class _TextRowReader:
                 "user": fields[self.user_at],
                 "state": _state(fields[self.state_at]),
                 "submit": self._time("Submit", fields[self.submit_at]),
-                "start": self._time("Start", fields[self.start_at]),
-                "end": self._time("End", fields[self.end_at]),
+                "start": (start := self._time("Start", fields[self.start_at])),
+                "end": self._end_time(fields[self.end_at], start),
                 "elapsed_seconds": self._elapsed_seconds(fields),
                 "gpus": _gpus_from_tres(fields[self.tres_at]),
                 "job_name": fields[self.job_name_at],
@@ -762,6 +763,24 @@ class _TextRowReader:
                 pass
         return _timestamp(name, value, self.tz)
 
+    def _end_time(self, value: str, start: datetime | None) -> datetime | None:
+        """End, read as its second occurrence when it falls in the hour a daylight-saving change repeats and its
+        first would put it before Start: a job that started in the first of the two hours and ended in the
+        second, which sacct prints as local times without an offset."""
+        end = self._time("End", value)
+        if end is not None and start is not None and end < start and self.tz is not UTC:
+            second = _timestamp("End", value, self.tz, fold=1)
+            if second >= start:
+                return second
+        return end
+
+    def _end_text(self, value: str, start: str | None) -> str | None:
+        """`_end_time` as UTC ISO text, after `_time_text` read Start."""
+        if self.tz is UTC:
+            return self._time_text("End", value)
+        end = self._end_time(value, None if start is None else datetime.fromisoformat(start))
+        return None if end is None else end.isoformat()
+
     def _elapsed_seconds(self, fields: list[str]) -> int:
         if self.elapsed_raw_at is not None:
             return _elapsed_raw(fields[self.elapsed_raw_at])
@@ -788,13 +807,13 @@ def _state(value: str) -> str:
     raise _RowError(f"State {value!r} is not a Slurm job state")
 
 
-def _timestamp(name: str, value: str, tz: tzinfo) -> datetime:
+def _timestamp(name: str, value: str, tz: tzinfo, *, fold: int = 0) -> datetime:
     if len(value) < 19 or value[10] not in "T ":
         raise _RowError(f"{name} {value!r} is not a date and time")
     try:
         moment = datetime.fromisoformat(value)
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=tz)
+            moment = moment.replace(tzinfo=tz, fold=fold)
         return moment.astimezone(UTC)
     except ValueError:
         raise _RowError(f"{name} {value!r} is not a date and time") from None

@@ -399,6 +399,32 @@ def test_it_reads_naive_timestamps_in_the_given_time_zone():
 
 
 @pytest.mark.parametrize(
+    ("start", "end", "start_utc", "end_utc"),
+    [
+        # 25 October 2026: London's clocks go back at 02:00 BST, so 01:00-02:00 comes twice. Started at 01:50 in
+        # the first, ran 20 minutes, ended at 01:10 in the second: sacct prints both without an offset.
+        ("2026-10-25T01:50:00", "2026-10-25T01:10:00", (0, 50), (1, 10)),
+        # Started and ended in the first: the first occurrence, as for any time in that hour.
+        ("2026-10-25T01:10:00", "2026-10-25T01:30:00", (0, 10), (0, 30)),
+    ],
+)
+def test_an_end_in_the_repeated_autumn_hour_is_read_in_the_occurrence_that_follows_its_start(
+    start, end, start_utc, end_utc
+):
+    data = payload("|".join(COLUMNS), line(Submit=start, Start=start, End=end, ElapsedRaw="1200"))
+    london = ZoneInfo("Europe/London")
+
+    job = only_job(parse_sacct(data, tz=london))
+    (record,) = iter_sacct(data, tz=london).records()
+
+    assert (job.start, job.end) == (
+        datetime(2026, 10, 25, *start_utc, tzinfo=UTC),
+        datetime(2026, 10, 25, *end_utc, tzinfo=UTC),
+    )
+    assert record[8:10] == (job.start.isoformat(), job.end.isoformat())
+
+
+@pytest.mark.parametrize(
     ("printed", "moment"),
     [
         ("2025-03-01T10:00:00+01:00", datetime(2025, 3, 1, 9, tzinfo=UTC)),
