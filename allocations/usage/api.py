@@ -42,8 +42,8 @@ def _too_large() -> PayloadTooLarge:
 
 def _report_too_large() -> PayloadTooLarge:
     return PayloadTooLarge(
-        f"The report is larger than {REPORT_MAX_BYTES // (1024 * 1024)} MB: send account rows only "
-        "(sshare without -a, or sreport AccountUtilizationByUser)"
+        f"The report is larger than {REPORT_MAX_BYTES // (1024 * 1024)} MB, far more than a cluster's accounts "
+        "take: send this cluster's sshare or sreport output alone"
     )
 
 

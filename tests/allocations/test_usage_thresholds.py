@@ -562,5 +562,5 @@ def test_a_usage_report_over_its_size_limit_is_a_413_and_records_nothing(system)
     response = post_usage_report(system, b"Account|User|GrpTRESRaw\n" + rows)
 
     assert response.status_code == 413
-    assert "account rows only" in response.json()["detail"]
+    assert "larger than 16 MB" in response.json()["detail"]
     assert not UsageReport.objects.exists()
