@@ -21,6 +21,7 @@ from . import ledger
 from .dashboards import FORECAST_WINDOW_DAYS, allocation_report, programme_dashboard, usage_per_member
 from .models import Allocation, LedgerEntry, LedgerTransaction
 from .selectors import account_statement, figures_for_pools, start_of_day
+from .usage.team import own_usernames
 
 FIGURES = (
     "capacity",
@@ -440,11 +441,13 @@ class ProgrammeDashboardView(APIView):
 class AllocationUsageView(APIView):
     """An allocation's figures, usage per day (or week), per member and the thresholds reached.
 
-    For its holder, the proposal's accepted team, the programme's directors and admins; anyone else gets 404."""
+    For its holder, the proposal's accepted team, the programme's directors and admins; anyone else gets 404. A
+    co-investigator's per-member figures are their own (allocations/usage/team.py)."""
 
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request, pk):
         allocation = get_object_or_404(
             Allocation.objects.visible_to(request.user).select_related("pool__system"), pk=pk
         )
-        return Response(allocation_usage_data(allocation_report(allocation), usage_per_member(allocation)))
+        per_member = usage_per_member(allocation, usernames=own_usernames(request.user, allocation))
+        return Response(allocation_usage_data(allocation_report(allocation), per_member))

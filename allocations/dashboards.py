@@ -412,11 +412,14 @@ def allocation_report(allocation: Allocation, *, today: date | None = None) -> A
     )
 
 
-def usage_per_member(allocation: Allocation) -> list[dict]:
-    """Per scheduler user: job runs and GPU-seconds charged (from the job charges), most used first."""
+def usage_per_member(allocation: Allocation, *, usernames: list[str] | None = None) -> list[dict]:
+    """Per scheduler user (of `usernames` only, when given): job runs and GPU-seconds charged (from the job
+    charges), most used first."""
+    charges = JobCharge.objects.filter(job_record__allocation=allocation)
+    if usernames is not None:
+        charges = charges.filter(job_record__user__in=usernames)
     rows = (
-        JobCharge.objects.filter(job_record__allocation=allocation)
-        .values(user=F("job_record__user"))
+        charges.values(user=F("job_record__user"))
         .annotate(jobs=Count("job_record", distinct=True), seconds=Sum("seconds"))
         .order_by()
     )

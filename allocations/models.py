@@ -464,6 +464,27 @@ class JobRecord(models.Model):
         return self.end is None
 
 
+class MemberSchedulerUser(models.Model):
+    """A co-investigator's username on an allocation's system, recorded by its PI.
+
+    A team member sees the allocation's usage as a whole and, of its jobs and per-member figures, their own share
+    (DESIGN.md, roles): the jobs run under their usernames here. A name belongs to one member of an allocation.
+    """
+
+    allocation = models.ForeignKey(Allocation, on_delete=models.CASCADE, related_name="member_scheduler_users")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    username = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["allocation", "username"]
+        constraints = [
+            models.UniqueConstraint(fields=["allocation", "username"], name="member_scheduler_user_once"),
+        ]
+
+    def __str__(self):
+        return f"{self.username} on {self.allocation_id}"
+
+
 class SchedulerAccountAlias(models.Model):
     """Another scheduler account whose usage on a system belongs to an allocation, set by an admin.
 

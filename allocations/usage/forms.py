@@ -6,6 +6,8 @@ from django.conf import settings
 from allocations.models import Allocation
 from programmes.models import System
 
+from .team import parse_usernames
+
 
 class _ForOperatedSystems:
     """A form whose system is one the operator runs (`systems`): another's is refused as an invalid choice."""
@@ -61,3 +63,39 @@ class AssignAccountForm(forms.Form):
     def __init__(self, *args, system: System, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["allocation"].queryset = Allocation.objects.filter(system=system)
+
+
+class MemberUsernamesForm(forms.Form):
+    """A field per co-investigator: their usernames on the allocation's system, separated by commas."""
+
+    def __init__(self, *args, allocation: Allocation, members, recorded: dict[int, list[str]], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.members = members
+        for member in members:
+            self.fields[f"member_{member.pk}"] = forms.CharField(
+                label=member.full_name or member.email,
+                required=False,
+                max_length=1000,
+                initial=", ".join(recorded.get(member.pk, [])),
+                help_text=f"{member.email}: their usernames on {allocation.pool.system.name}, separated by commas",
+            )
+
+    def clean(self):
+        cleaned = super().clean()
+        owner: dict[str, str] = {}
+        self.usernames: dict[int, list[str]] = {}
+        for member in self.members:
+            field = f"member_{member.pk}"
+            if field not in cleaned:
+                continue  # its own error is shown already
+            try:
+                names = parse_usernames(cleaned[field])
+            except ValueError as problem:
+                self.add_error(field, str(problem))
+                continue
+            for name in names:
+                if name in owner:
+                    self.add_error(field, f"'{name}' is given to {owner[name]} already: a username is one person's")
+                owner.setdefault(name, member.full_name or member.email)
+            self.usernames[member.pk] = names
+        return cleaned

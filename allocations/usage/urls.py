@@ -18,5 +18,6 @@ urlpatterns = [
     path("unmatched/<slug:slug>/assign/", views.unmatched_assign, name="unmatched-assign"),
     path("allocations/", views.allocation_list, name="allocation-list"),
     path("allocations/<int:pk>/", views.allocation_usage, name="allocation-usage"),
+    path("allocations/<int:pk>/members/", views.allocation_members, name="allocation-members"),
     path("allocations/<int:pk>/statement.csv", views.allocation_statement, name="allocation-statement"),
 ]

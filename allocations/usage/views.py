@@ -28,7 +28,7 @@ from allocations.selectors import account_statement
 from allocations.statements import statement_csv_filename, statement_csv_rows
 from programmes.models import System
 
-from .forms import AssignAccountForm, IngestTokenForm, UploadForm
+from .forms import AssignAccountForm, IngestTokenForm, MemberUsernamesForm, UploadForm
 from .ingest import receive_payload, reopen_failed_batch
 from .services import (
     UsageError,
@@ -40,6 +40,7 @@ from .services import (
     stall_of,
     unmatched_accounts,
 )
+from .team import co_investigators, own_usernames, set_member_usernames, usernames_by_member
 
 PAGE_SIZE = 50
 
@@ -310,7 +311,11 @@ def _statement(allocation: Allocation, form: StatementFilterForm):
 @require_GET
 def allocation_usage(request, pk):
     allocation = _visible_allocation(request.user, pk)
+    # A co-investigator sees the allocation's figures, and of its jobs their own.
+    usernames = own_usernames(request.user, allocation)
     jobs = JobRecord.objects.filter(allocation=allocation).order_by("-start", "job_id_raw")
+    if usernames is not None:
+        jobs = jobs.filter(user__in=usernames)
     form = _statement_form(request)
     statement = _statement(allocation, form)
     # Each pager keeps the other's page; the statement's CSV link needs neither.
@@ -325,7 +330,9 @@ def allocation_usage(request, pk):
         {
             "allocation": allocation,
             "report": allocation_report(allocation),
-            "per_member": usage_per_member(allocation),
+            "per_member": usage_per_member(allocation, usernames=usernames),
+            "own_usernames": usernames,
+            "names_members": _names_members(request.user, allocation),
             "page": Paginator(jobs.with_charged_seconds(), PAGE_SIZE).get_page(request.GET.get("page")),
             "form": form,
             "statement": statement,
@@ -335,6 +342,33 @@ def allocation_usage(request, pk):
             "statement_query": statement_query.urlencode(),
         },
     )
+
+
+def _names_members(user, allocation: Allocation) -> bool:
+    """Whether the user records the co-investigators' scheduler usernames: the allocation's holder and admins."""
+    return allocation.holder_id == user.pk or roles.is_admin(user)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def allocation_members(request, pk):
+    """The PI records which scheduler usernames are whose, so that each co-investigator sees their own jobs."""
+    allocation = _visible_allocation(request.user, pk)
+    if not _names_members(request.user, allocation):
+        raise PermissionDenied
+    members = co_investigators(allocation)
+    form = MemberUsernamesForm(
+        request.POST if request.method == "POST" else None,
+        allocation=allocation,
+        members=members,
+        recorded=usernames_by_member(allocation),
+    )
+    if request.method == "POST" and form.is_valid():
+        set_member_usernames(allocation=allocation, usernames=form.usernames)
+        messages.success(request, "The team's scheduler usernames are saved")
+        return redirect("usage:allocation-usage", pk=allocation.pk)
+    context = {"allocation": allocation, "form": form, "members": members}
+    return render(request, "allocations/usage/allocation_members.html", context)
 
 
 @login_required

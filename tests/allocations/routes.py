@@ -162,6 +162,7 @@ def usage_page_routes(world):
     allocation = AllocationFactory(pool=pool, holder=applicant, scheduler_account="airr-routes")
     revoke = reverse("usage:token-revoke", args=[token.pk])
     usage_page = reverse("usage:allocation-usage", args=[allocation.pk])
+    members_page = reverse("usage:allocation-members", args=[allocation.pk])
     mine_or_managed = {
         "anonymous": REDIRECT,
         "applicant": OK,
@@ -203,6 +204,16 @@ def usage_page_routes(world):
         ),
         Route("usage:allocation-list", reverse("usage:allocation-list"), signed_in(OK)),
         Route("usage:allocation-usage", usage_page, mine_or_managed),
+        # Recording the team's scheduler usernames: the holder and admins; the programme's directors may see the
+        # allocation, not change whose jobs are whose.
+        Route("usage:allocation-members", members_page, {**mine_or_managed, "director": FORBIDDEN}),
+        Route(
+            "usage:allocation-members",
+            members_page,
+            {**mine_or_managed, "applicant": REDIRECT, "director": FORBIDDEN, "admin": REDIRECT},
+            method="post",
+            data={},
+        ),
         Route(
             "usage:allocation-statement",
             reverse("usage:allocation-statement", args=[allocation.pk]),

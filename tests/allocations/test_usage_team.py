@@ -1,0 +1,164 @@
+"""A team member sees the allocation's usage and, of its jobs, their own share (DESIGN.md, roles): the jobs run
+under the scheduler usernames the PI recorded for them."""
+
+import pytest
+from django.urls import reverse
+from django.utils.html import escape
+from django.utils import timezone
+
+from allocations.models import MemberSchedulerUser
+from allocations.usage.ingest import ingest_sacct
+from allocations.usage.reconcile import reconcile_system
+from programmes.models import ProposalMember
+from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
+from tests.factories import CallFactory, UserFactory, give_mfa, make_proposal
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def team(system, alice, bob, charlie):
+    """Alice's allocation, with Bob and Charlie as co-investigators who joined and Dana invited only; Alice ran
+    one GPU-hour as `alice1`, Bob two as `bob.proj`, Charlie four as `cw42`."""
+    proposal = make_proposal(call=CallFactory(), pi=alice, system=system, state="accepted")
+    for member in (bob, charlie):
+        ProposalMember.objects.create(
+            proposal=proposal, email=member.email, user=member, token=f"{member.pk}-token", accepted_at=timezone.now()
+        )
+    dana = UserFactory(email="dana@example.ac.uk")
+    ProposalMember.objects.create(proposal=proposal, email=dana.email, user=dana, token="dana-token")
+    allocation = funded_allocation(system, holder=alice, proposal=proposal)
+    lines = [
+        sacct_line(1, user="alice1", elapsed=HOUR),
+        sacct_line(2, user="bob.proj", elapsed=2 * HOUR),
+        sacct_line(3, user="cw42", elapsed=4 * HOUR),
+    ]
+    ingest_sacct(system=system, payload=payload(*lines), source="command")
+    reconcile_system(system=system)
+    return allocation
+
+
+def _page(client, user, allocation):
+    client.force_login(user)
+    return client.get(reverse("usage:allocation-usage", args=[allocation.pk]))
+
+
+def _shown(response):
+    """(per-member users, job users) on an allocation's usage page."""
+    context = response.context
+    return [row["user"] for row in context["per_member"]], [job.user for job in context["page"].object_list]
+
+
+def test_the_pi_records_each_co_investigators_usernames_on_the_allocations_system(client, team, alice, bob, charlie):
+    client.force_login(alice)
+    url = reverse("usage:allocation-members", args=[team.pk])
+
+    page = client.get(url)
+    response = client.post(url, {f"member_{bob.pk}": "bob.proj, bob-old", f"member_{charlie.pk}": "cw42"})
+
+    assert [field.label for field in page.context["form"]] == ["Bob Teammate", "Charlie Outsider"]
+    assert response.status_code == 302
+    assert sorted(MemberSchedulerUser.objects.values_list("user__email", "username")) == [
+        (bob.email, "bob-old"),
+        (bob.email, "bob.proj"),
+        (charlie.email, "cw42"),
+    ]
+    # Saved again, the page's names replace the old ones.
+    client.post(url, {f"member_{bob.pk}": "bob.proj", f"member_{charlie.pk}": ""})
+    assert list(MemberSchedulerUser.objects.values_list("username", flat=True)) == ["bob.proj"]
+    assert client.get(url).context["form"][f"member_{bob.pk}"].initial == "bob.proj"
+
+
+def test_a_co_investigator_sees_the_allocations_figures_and_of_its_jobs_only_their_own(client, team, bob):
+    MemberSchedulerUser.objects.create(allocation=team, user=bob, username="bob.proj")
+
+    response = _page(client, bob, team)
+    api = client.get(reverse("api-allocation-usage", args=[team.pk])).json()
+
+    assert response.context["report"].used == 7 * HOUR  # the allocation's whole usage
+    assert _shown(response) == (["bob.proj"], ["bob.proj"])
+    assert [row["user"] for row in api["per_member"]] == ["bob.proj"]
+    assert api["figures"]["gpu_seconds"]["used"] == 7 * HOUR
+    html = response.content.decode()
+    assert "cw42" not in html and "alice1" not in html
+    assert "Your own share" in html
+
+
+def test_a_co_investigator_whose_username_is_not_recorded_sees_no_jobs_and_is_told_whom_to_ask(client, team, charlie):
+    response = _page(client, charlie, team)
+
+    assert _shown(response) == ([], [])
+    assert "ask the PI, Alice Owner, to record it" in response.content.decode()
+    assert client.get(reverse("api-allocation-usage", args=[team.pk])).json()["per_member"] == []
+
+
+@pytest.mark.parametrize("viewer", ["alice", "director", "admin"])
+def test_the_pi_the_programmes_directors_and_admins_see_every_members_jobs(client, team, viewer, alice, bob):
+    MemberSchedulerUser.objects.create(allocation=team, user=bob, username="bob.proj")
+    users = {
+        "alice": alice,
+        "director": UserFactory(email="director@example.org"),
+        "admin": UserFactory(email="admin@example.org", is_staff=True),
+    }
+    team.pool.programme.directors.add(users["director"])
+    give_mfa(users["director"])
+    give_mfa(users["admin"])  # as the policy requires of both
+
+    response = _page(client, users[viewer], team)
+
+    per_member, jobs = _shown(response)
+    assert sorted(per_member) == sorted(jobs) == ["alice1", "bob.proj", "cw42"]
+    assert "Your own share" not in response.content.decode()
+
+
+def test_only_the_pi_and_admins_record_usernames(client, team, bob):
+    director = UserFactory(email="director@example.org")
+    team.pool.programme.directors.add(director)
+    give_mfa(director)
+    url = reverse("usage:allocation-members", args=[team.pk])
+
+    for user in (bob, director):
+        client.force_login(user)
+        assert client.get(url).status_code == 403
+        assert client.post(url, {f"member_{bob.pk}": "cw42"}).status_code == 403
+    assert not MemberSchedulerUser.objects.exists()
+    client.force_login(UserFactory(email="stranger@example.org"))
+    assert client.get(url).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("bob_names", "charlie_names", "message"),
+    [
+        ("bob.proj", "bob.proj", "'bob.proj' is given to Bob Teammate already"),
+        ("x" * 65, "", "is longer than 64 characters"),
+        ("bob\x07", "", "not printable"),
+        (" ".join(f"b{n}" for n in range(11)), "", "at most 10 usernames"),
+    ],
+)
+def test_usernames_that_cannot_be_recorded_are_refused_with_the_reason_and_nothing_changes(
+    client, team, alice, bob, charlie, bob_names, charlie_names, message
+):
+    MemberSchedulerUser.objects.create(allocation=team, user=bob, username="earlier")
+    client.force_login(alice)
+
+    response = client.post(
+        reverse("usage:allocation-members", args=[team.pk]),
+        {f"member_{bob.pk}": bob_names, f"member_{charlie.pk}": charlie_names},
+    )
+
+    assert response.status_code == 200
+    assert "govuk-error-summary" in response.content.decode()
+    assert escape(message) in response.content.decode()
+    assert list(MemberSchedulerUser.objects.values_list("username", flat=True)) == ["earlier"]
+
+
+def test_a_field_for_someone_not_on_the_team_is_ignored(client, team, alice, bob):
+    dana = ProposalMember.objects.get(email="dana@example.ac.uk").user  # invited, never joined
+    client.force_login(alice)
+
+    client.post(
+        reverse("usage:allocation-members", args=[team.pk]),
+        {f"member_{bob.pk}": "bob.proj", f"member_{dana.pk}": "cw42"},
+    )
+
+    assert list(MemberSchedulerUser.objects.values_list("user", "username")) == [(bob.pk, "bob.proj")]
