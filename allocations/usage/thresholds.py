@@ -18,6 +18,7 @@ from django.utils import timezone
 from airr_portal.mail import email_after_commit
 from allocations import ledger
 from allocations.models import Allocation, LedgerAccount, ThresholdNotice
+from allocations.usage.reconcile import reconcile_system
 from programmes.models import System
 
 THRESHOLDS = (50, 75, 90, 100)
@@ -188,14 +189,23 @@ def expire_ended_allocations(*, today: date | None = None) -> int:
     limits give it 0 from the next day, `limits.py`), but the cluster may report some of them later; until it
     settles they are charged against the allocation's own hours, not against hours already given back.
 
+    Usage already recorded is charged first, even where its own reconciliation is still queued or was lost: the
+    hours that leave are those left after it.
+
     Without `today`, an allocation's last day ends at midnight in its system's time zone (where ingest says its
     window closes), so a UTC system's allocation is not ended an hour early while London keeps summer time.
     """
     settling = timedelta(days=settings.USAGE_SETTLING_DAYS)
     settled = on_each_systems_day(lambda day: Q(end_date__lt=day - settling), today=today)
-    ended = Allocation.objects.filter(settled, state__in=(*_OPEN_STATES, Allocation.State.SCHEDULED))
+    ended = list(
+        Allocation.objects.filter(settled, state__in=(*_OPEN_STATES, Allocation.State.SCHEDULED))
+        .select_related("pool__system")
+        .order_by("pk")
+    )
+    for system in {allocation.pool.system_id: allocation.pool.system for allocation in ended}.values():
+        reconcile_system(system=system)
     count = 0
-    for allocation in ended.select_related("pool__system"):
+    for allocation in ended:
         try:
             ledger.expire_allocation(allocation=allocation, idempotency_key=f"expire-allocation:{allocation.pk}")
             count += 1

@@ -362,6 +362,26 @@ def test_jobs_reported_after_the_end_date_are_charged_before_the_unused_hours_le
     assert ledger.allocation_account(allocation).balance == 0
 
 
+@pytest.mark.parametrize("policy, kind", [("return", "expire"), ("forfeit", "forfeit")])
+def test_usage_recorded_but_not_yet_charged_when_the_allocation_settles_is_charged_before_its_hours_leave(
+    system, policy, kind
+):
+    """A job recorded during settling whose reconciliation is still queued (or was lost with the broker) when
+    the daily expiry runs: it is charged first, so only what is left leaves, and the pool is not given hours the
+    allocation then spends."""
+    allocation = funded_allocation(system, hours=10, pool_options={"unused_hours_policy": policy})
+    use(system, 4)
+    ingest_sacct(system=system, payload=payload(sacct_line(10, elapsed=HOUR)), source="command")  # not reconciled
+
+    assert expire_ended_allocations(today=allocation.end_date + timedelta(days=settings.USAGE_SETTLING_DAYS + 1)) == 1
+    reconcile_system(system=system)  # the run that was queued: nothing is left to charge
+
+    assert ledger.net_usage(ledger.allocation_account(allocation)) == 5 * HOUR
+    [end] = LedgerTransaction.objects.filter(type=kind)
+    assert max(entry.amount for entry in end.entries.all()) == 5 * HOUR
+    assert ledger.allocation_account(allocation).balance == 0
+
+
 def test_each_threshold_email_states_the_true_figures_when_usage_jumps_past_several(
     system, alice, django_capture_on_commit_callbacks
 ):
