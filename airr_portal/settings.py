@@ -231,8 +231,11 @@ SPECTACULAR_SETTINGS = {
 # Celery: Redis in production; without REDIS_URL a broker in local files, so `make run` needs no server.
 CELERY_BROKER_URL = REDIS_URL or "filesystem://"
 CELERY_RESULT_BACKEND = REDIS_URL or f"file://{VAR_DIR / 'celery' / 'results'}"
+# Tasks are acknowledged when they end (airr_portal/celery.py): Redis hands one still unacknowledged after this long
+# to another worker, so it must outlast the longest a task may run (a report export's hour), or that task runs twice.
+REDIS_VISIBILITY_TIMEOUT = 2 * 3600
 CELERY_BROKER_TRANSPORT_OPTIONS = (
-    {"visibility_timeout": 3600}
+    {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT}
     if REDIS_URL
     else {
         "data_folder_in": str(VAR_DIR / "celery" / "queue"),

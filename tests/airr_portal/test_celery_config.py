@@ -31,3 +31,18 @@ def test_tasks_use_json_are_acknowledged_late_and_have_time_limits():
     assert conf.task_serializer == "json" and conf.accept_content == ["json"]
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert 0 < conf.task_soft_time_limit < conf.task_time_limit
+
+
+def test_redis_hands_a_task_to_another_worker_only_after_the_longest_a_task_may_run(settings):
+    """A task is acknowledged when it ends: Redis gives an unacknowledged one to another worker after the
+    visibility timeout, so a task still running then would run twice (two workers writing one export's file)."""
+    import allocations.tasks  # noqa: F401  (registers the project's tasks)
+
+    longest = max(
+        [celery_app.conf.task_time_limit]
+        + [task.time_limit or 0 for name, task in celery_app.tasks.items() if not name.startswith("celery.")]
+    )
+    assert longest >= 3700  # the report export's
+    assert longest < settings.REDIS_VISIBILITY_TIMEOUT
+    if settings.REDIS_URL:
+        assert settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] == settings.REDIS_VISIBILITY_TIMEOUT
