@@ -65,3 +65,47 @@ def test_a_pi_reads_the_usage_of_their_allocation(page, live_server, system):
     page.get_by_role("link", name=allocation.scheduler_account, exact=False).click()
     check_accessibility(page)
     assert "Per member" in page.content() and "bob" in page.content()
+
+
+def test_a_pi_records_a_co_investigators_username_and_the_co_investigator_sees_their_own_jobs(
+    page, live_server, system
+):
+    from django.utils import timezone
+
+    from programmes.models import ProposalMember
+    from tests.factories import CallFactory, make_proposal
+
+    pi = UserFactory(email="pi@example.ac.uk", full_name="Priya Investigator")
+    bob = UserFactory(email="bob@example.ac.uk", full_name="Bob Teammate")
+    proposal = make_proposal(call=CallFactory(), pi=pi, system=system, state="accepted")
+    ProposalMember.objects.create(
+        proposal=proposal, email=bob.email, user=bob, token="bob-token", accepted_at=timezone.now()
+    )
+    allocation = funded_allocation(system, holder=pi, proposal=proposal)
+    lines = [sacct_line(1, user="priya"), sacct_line(2, user="bob.proj"), sacct_line(3, user="cw42")]
+    ingest_sacct(system=system, payload=payload(*lines), source="api")
+    reconcile_system(system=system)
+    usage = f"/usage/allocations/{allocation.pk}/"
+
+    sign_in(page, live_server, bob)
+    visit(page, usage)
+    assert "ask the PI, Priya Investigator, to record it" in page.content()
+
+    sign_in(page, live_server, pi)
+    visit(page, usage)
+    page.get_by_role("link", name="Record your team's scheduler usernames").click()
+    check_accessibility(page)
+    page.get_by_label("Bob Teammate").fill("x" * 65)
+    page.get_by_role("button", name="Save usernames").click()
+    check_accessibility(page)
+    assert page.locator(".govuk-error-summary").is_visible()
+    page.get_by_label("Bob Teammate").fill("bob.proj")
+    page.get_by_role("button", name="Save usernames").click()
+    check_accessibility(page)
+    assert "The team's scheduler usernames are saved" in page.content()
+
+    sign_in(page, live_server, bob)
+    visit(page, usage)
+    jobs = page.locator("table").filter(has_text="Started")
+    assert jobs.locator("tbody tr").count() == 1
+    assert "bob.proj" in jobs.inner_text() and "cw42" not in page.content()
