@@ -132,11 +132,18 @@ def variance(request):
     if flagged_only:
         shown = shown.filter(is_flagged=True)
     shown = shown.select_related("system", "allocation").order_by("-is_flagged", "system__name", "account")
+    page = Paginator(shown, PAGE_SIZE).get_page(request.GET.get("page"))
+    # A system's staff operate its usage without seeing its allocations' pages: their rows name the allocation
+    # but link only to the pages they may open, never to a 404.
+    openable = Allocation.objects.visible_to(request.user).filter(
+        pk__in=[report.allocation_id for report in page if report.allocation_id]
+    )
     return render(
         request,
         "allocations/usage/variance.html",
         {
-            "page": Paginator(shown, PAGE_SIZE).get_page(request.GET.get("page")),
+            "page": page,
+            "openable": set(openable.values_list("pk", flat=True)),
             "flagged_only": flagged_only,
             "query": "flagged=yes" if flagged_only else "",
             "tolerance": settings.USAGE_VARIANCE_TOLERANCE_PERCENT,

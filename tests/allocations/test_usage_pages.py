@@ -706,6 +706,25 @@ def test_operators_see_each_accounts_latest_usage_report_flagged_first(client, m
     assert [r.account for r in flagged] == ["airr-00002"]
 
 
+def test_the_variance_page_links_only_the_allocations_its_reader_may_open(client, make_persona, system):
+    """A system's staff operate its usage but do not see its allocations' pages: their variance rows name the
+    allocation without a link that would answer 404; an admin's link to the same allocation opens it."""
+    from allocations.usage.variance import record_usage_report
+
+    allocation = funded_allocation(system, account="airr-00001")
+    record_usage_report(system=system, payload=b"Account|User|GrpTRESRaw\nairr-00001||gres/gpu=60\n")
+    usage_page = reverse("usage:allocation-usage", args=[allocation.pk])
+
+    client.force_login(make_persona("assessor"))
+    html = client.get(reverse("usage:variance")).content.decode()
+    assert "airr-00001" in html and usage_page not in html
+    assert client.get(usage_page).status_code == 404
+
+    client.force_login(make_persona("admin"))
+    assert f'href="{usage_page}"' in client.get(reverse("usage:variance")).content.decode()
+    assert client.get(usage_page).status_code == 200
+
+
 def test_a_batch_in_which_no_run_used_a_gpu_warns_that_slurm_may_not_account_gpus(client, admin, system):
     untracked = ingest_sacct(system=system, payload=payload(sacct_line(1, gpus=None)), source="command").batch
     mixed = ingest_sacct(system=system, payload=payload(sacct_line(2, gpus=0), sacct_line(3)), source="command").batch
