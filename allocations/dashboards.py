@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from django.db.models import BigIntegerField, Count, ExpressionWrapper, F, Q, Sum
-from django.db.models.functions import TruncDate
+from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from programmes.models import Call, Decision, FundPool, Programme, Proposal, ResourceRequest
 
 from .ledger import USAGE_TYPES
-from .models import Allocation, JobCharge, LedgerEntry, LedgerTransaction, ThresholdNotice
+from .models import Allocation, JobRecord, LedgerEntry, LedgerTransaction, ThresholdNotice
 from .selectors import PoolFigures, figures_for_pools
 from .usage.thresholds import percent_used
 
@@ -413,14 +413,18 @@ def allocation_report(allocation: Allocation, *, today: date | None = None) -> A
 
 
 def usage_per_member(allocation: Allocation, *, usernames: list[str] | None = None) -> list[dict]:
-    """Per scheduler user (of `usernames` only, when given): job runs and GPU-seconds charged (from the job
-    charges), most used first."""
-    charges = JobCharge.objects.filter(job_record__allocation=allocation)
+    """Per scheduler user (of `usernames` only, when given): job runs reported and GPU-seconds charged (the sum of
+    their job charges), most used first. Runs not charged yet (reconciliation has not reached them, or they used no
+    GPU) count with 0, as on the job list."""
+    records = JobRecord.objects.filter(allocation=allocation)
     if usernames is not None:
-        charges = charges.filter(job_record__user__in=usernames)
+        records = records.filter(user__in=usernames)
     rows = (
-        charges.values(user=F("job_record__user"))
-        .annotate(jobs=Count("job_record", distinct=True), seconds=Sum("seconds"))
+        records.values("user")
+        .annotate(
+            jobs=Count("pk", distinct=True),
+            seconds=Coalesce(Sum("charges__seconds"), 0, output_field=BigIntegerField()),
+        )
         .order_by()
     )
-    return sorted(rows, key=lambda row: (-(row["seconds"] or 0), row["user"]))
+    return sorted(rows, key=lambda row: (-row["seconds"], row["user"]))

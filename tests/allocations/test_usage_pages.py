@@ -370,6 +370,29 @@ def test_the_pi_sees_usage_per_job_and_per_member_and_the_balance_moving(client,
     assert len(response.context["page"].object_list) == 3
 
 
+def test_per_member_counts_every_run_reported_and_adds_up_to_what_the_ledger_charged(client, system, alice):
+    """Runs reported but not yet charged (reconciliation comes every few minutes) and runs with no GPU are still
+    their members' runs: the table never says no job was reported above a list of jobs, and its GPU-hours are
+    what the ledger charged."""
+    allocation = funded_allocation(system, hours=10, holder=alice)
+    client.force_login(alice)
+    ingest_sacct(system=system, payload=payload(sacct_line(1, user="alice", gpus=2)), source="command")
+    reconcile_system(system=system)
+    ingest_sacct(
+        system=system, payload=payload(sacct_line(2, user="bob"), sacct_line(3, user="carol", gpus=0)), source="command"
+    )
+
+    response = client.get(reverse("usage:allocation-usage", args=[allocation.pk]))
+
+    rows = [(row["user"], row["jobs"], row["seconds"]) for row in response.context["per_member"]]
+    assert rows == [("alice", 1, 2 * HOUR), ("bob", 1, 0), ("carol", 1, 0)]
+    assert sum(jobs for _, jobs, _ in rows) == response.context["page"].paginator.count == 3
+    assert sum(seconds for _, _, seconds in rows) == response.context["report"].used
+    assert "No jobs have been reported" not in response.content.decode()
+    api = client.get(reverse("api-allocation-usage", args=[allocation.pk])).json()
+    assert [(row["user"], row["jobs"]) for row in api["per_member"]] == [("alice", 1), ("bob", 1), ("carol", 1)]
+
+
 def test_paging_through_jobs_keeps_the_statements_dates(client, system, alice):
     allocation = funded_allocation(system, hours=1000, holder=alice)
     client.force_login(alice)
