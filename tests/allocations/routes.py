@@ -151,7 +151,7 @@ def usage_page_routes(world):
     from allocations.models import RejectedRow
     from allocations.usage.ingest import receive_payload
     from allocations.usage.services import create_ingest_token
-    from tests.factories import AllocationFactory
+    from tests.factories import AllocationFactory, SystemFactory, UserFactory
 
     token, _ = create_ingest_token(system=world.system, name="Routes token", actor=None)
     header = b"JobID|JobIDRaw|Cluster|Account|User|State|Submit|Start|End|ElapsedRaw|AllocTRES\n"
@@ -171,6 +171,19 @@ def usage_page_routes(world):
         "director": OK,
         "admin": OK,
     }
+    # Another system's batch and token: its own staff's, not the world's assessor's. Another programme's allocation
+    # held by someone else: not the world's applicant's, nor its director's.
+    dawn = SystemFactory(slug="routes-dawn", name="Routes Dawn")
+    dawn_token, _ = create_ingest_token(system=dawn, name="Dawn routes token", actor=None)
+    dawn_batch = receive_payload(system=dawn, payload=header + b"y\n", source="api").batch
+    RejectedRow.objects.create(batch=dawn_batch, line_number=2, raw="y", reason="Routes")
+    dawns = _operators(assessor=NOT_FOUND)
+    elsewhere = AllocationFactory(
+        pool=FundPoolFactory(programme=ProgrammeFactory(), system=world.system, name="Usage routes elsewhere"),
+        holder=UserFactory(),
+        scheduler_account="airr-elsewhere",
+    )
+    not_theirs = {**mine_or_managed, "applicant": NOT_FOUND, "director": NOT_FOUND}
     return [
         Route("usage:token-list", reverse("usage:token-list"), _operators()),
         Route("usage:token-create", reverse("usage:token-create"), _operators()),
@@ -223,6 +236,28 @@ def usage_page_routes(world):
             "api-allocation-usage",
             reverse("api-allocation-usage", args=[allocation.pk]),
             {**mine_or_managed, "anonymous": UNAUTHORISED},
+            api=True,
+        ),
+        Route("usage:token-revoke", reverse("usage:token-revoke", args=[dawn_token.pk]), dawns),
+        Route("usage:batch-detail", reverse("usage:batch-detail", args=[dawn_batch.pk]), dawns),
+        Route(
+            "usage:batch-replay",
+            reverse("usage:batch-replay", args=[dawn_batch.pk]),
+            _operators(REDIRECT, assessor=NOT_FOUND),
+            "post",
+        ),
+        Route(
+            "usage:batch-read",
+            reverse("usage:batch-read", args=[dawn_batch.pk]),
+            _operators(REDIRECT, assessor=NOT_FOUND),
+            "post",
+        ),
+        Route("usage:allocation-usage", reverse("usage:allocation-usage", args=[elsewhere.pk]), not_theirs),
+        Route("usage:allocation-statement", reverse("usage:allocation-statement", args=[elsewhere.pk]), not_theirs),
+        Route(
+            "api-allocation-usage",
+            reverse("api-allocation-usage", args=[elsewhere.pk]),
+            {**not_theirs, "anonymous": UNAUTHORISED},
             api=True,
         ),
     ]
