@@ -41,7 +41,7 @@ def works_on_proposals(user) -> bool:
 
 
 def operates_usage(user) -> bool:
-    """Who sees usage ingestion: admins, and each system's technical assessors (read-only, their system)."""
+    """Who operates usage ingestion: admins, and each system's technical assessors for their own systems."""
     return is_admin(user) or is_technical_assessor(user)
 
 

@@ -1,8 +1,9 @@
-"""Usage pages: operators see batches, rejected rows and unmatched usage; admins manage tokens, upload, replay
-and assign; PIs (and their team, and the programme's directors) see an allocation's usage over time, per member
-and per job, and download its statement. Views parse, call a service or selector, render.
+"""Usage pages: operators manage ingest tokens, upload, see batches, rejected rows and unmatched usage, and replay;
+admins also assign unmatched usage. PIs (and the programme's directors) see an allocation's usage over time, per
+member and per job, and download its statement; its co-investigators see the same, but of the jobs their own
+share (team.py). Views parse, call a service or selector, render.
 
-Operators are admins and, read-only for their own systems, the systems' technical assessors (system staff).
+Operators are admins and, for their own systems, the systems' technical assessors (system staff).
 """
 
 from collections import defaultdict
