@@ -14,6 +14,14 @@ def migrate(target: tuple[str, str]) -> None:
     executor.migrate([target])
 
 
+@pytest.fixture(autouse=True)
+def latest_schema_after():
+    """Put every migration back after the test, so that the tests after it find the tables they expect."""
+    yield
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_emails_of_a_notice_never_handed_over_are_written_when_its_hand_over_mark_goes(system, alice):
     """Before 0012 a notice recorded while the broker was down waited, unmarked (`queued_at` empty), for the beat
