@@ -8,24 +8,30 @@ its users its own way.
 
 from __future__ import annotations
 
-from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from airr_portal import roles
 from allocations.models import Allocation, MemberSchedulerUser
+from programmes.models import ProposalMember
 
 # More than a person needs on one system, few enough to list on the page.
 USERNAMES_PER_MEMBER = 10
 
 
 def co_investigators(allocation: Allocation) -> list:
-    """The accepted co-investigators of the proposal the allocation was awarded to, in the order they joined."""
+    """The accepted co-investigators of the proposal the allocation was awarded to, each once, in the order they
+    joined."""
     if allocation.proposal_id is None:
         return []
-    users = get_user_model().objects.filter(
-        proposal_memberships__proposal_id=allocation.proposal_id, proposal_memberships__accepted_at__isnull=False
+    memberships = (
+        ProposalMember.objects.filter(proposal_id=allocation.proposal_id, accepted_at__isnull=False)
+        .exclude(user=None)
+        .exclude(user_id=allocation.holder_id)
+        .select_related("user")
+        .order_by("accepted_at", "pk")
     )
-    return list(users.exclude(pk=allocation.holder_id).order_by("proposal_memberships__accepted_at", "pk"))
+    # One person may have accepted invitations sent to two of their addresses: they are one member, not two.
+    return list({membership.user_id: membership.user for membership in memberships}.values())
 
 
 def sees_every_member(user, allocation: Allocation) -> bool:

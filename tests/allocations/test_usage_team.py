@@ -3,8 +3,8 @@ under the scheduler usernames the PI recorded for them."""
 
 import pytest
 from django.urls import reverse
-from django.utils.html import escape
 from django.utils import timezone
+from django.utils.html import escape
 
 from allocations.models import MemberSchedulerUser
 from allocations.usage.ingest import ingest_sacct
@@ -161,4 +161,22 @@ def test_a_field_for_someone_not_on_the_team_is_ignored(client, team, alice, bob
         {f"member_{bob.pk}": "bob.proj", f"member_{dana.pk}": "cw42"},
     )
 
+    assert list(MemberSchedulerUser.objects.values_list("user", "username")) == [(bob.pk, "bob.proj")]
+
+
+def test_a_co_investigator_who_accepted_two_invitations_is_one_field_and_their_usernames_are_saved(
+    client, team, alice, bob, charlie
+):
+    """Invited at two addresses, Bob followed both links while signed in as himself: he is still one person."""
+    ProposalMember.objects.create(
+        proposal=team.proposal, email="bob@home.example.org", user=bob, token="bob-home", accepted_at=timezone.now()
+    )
+    client.force_login(alice)
+    url = reverse("usage:allocation-members", args=[team.pk])
+
+    page = client.get(url)
+    response = client.post(url, {f"member_{bob.pk}": "bob.proj", f"member_{charlie.pk}": ""})
+
+    assert [field.label for field in page.context["form"]] == ["Bob Teammate", "Charlie Outsider"]
+    assert response.status_code == 302
     assert list(MemberSchedulerUser.objects.values_list("user", "username")) == [(bob.pk, "bob.proj")]
