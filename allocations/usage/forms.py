@@ -2,6 +2,7 @@
 
 from django import forms
 from django.conf import settings
+from django.utils.html import format_html
 
 from allocations.models import Allocation
 from programmes.models import System
@@ -77,7 +78,11 @@ class MemberUsernamesForm(forms.Form):
                 required=False,
                 max_length=1000,
                 initial=", ".join(recorded.get(member.pk, [])),
-                help_text=f"{member.email}: their usernames on {allocation.pool.system.name}, separated by commas",
+                # Hints are rendered as markup (templates/govuk/forms/hint_and_error.html), and an address's quoted
+                # local part may hold `<`: escaped here.
+                help_text=format_html(
+                    "{}: their usernames on {}, separated by commas", member.email, allocation.pool.system.name
+                ),
             )
 
     def clean(self):

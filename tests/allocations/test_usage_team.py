@@ -180,3 +180,15 @@ def test_a_co_investigator_who_accepted_two_invitations_is_one_field_and_their_u
     assert [field.label for field in page.context["form"]] == ["Bob Teammate", "Charlie Outsider"]
     assert response.status_code == 302
     assert list(MemberSchedulerUser.objects.values_list("user", "username")) == [(bob.pk, "bob.proj")]
+
+
+def test_a_members_email_address_shows_on_the_usernames_page_as_text_never_as_markup(client, team, alice, bob):
+    """An address may quote its local part, and a quoted one may hold `<` and `>`: it is the member's to choose."""
+    bob.email = '"<a/href=//evil.example/>login</a>"@example.org'
+    bob.save(update_fields=["email"])
+    client.force_login(alice)
+
+    html = client.get(reverse("usage:allocation-members", args=[team.pk])).content.decode()
+
+    assert escape(bob.email) in html
+    assert "<a/href=//evil.example/>" not in html
