@@ -25,6 +25,7 @@ from allocations.models import (
     JobCharge,
     JobRecord,
     LedgerAccount,
+    MemberSchedulerUser,
     ReconciliationCursor,
     RejectedRow,
     UsageSequence,
@@ -35,6 +36,7 @@ from allocations.usage import services as services_module
 from allocations.usage.ingest import ingest_sacct
 from allocations.usage.reconcile import reconcile_system
 from allocations.usage.services import assign_unmatched_account, replay_rejected_rows
+from allocations.usage.team import set_member_usernames
 from allocations.usage.thresholds import check_thresholds, expire_ended_allocations
 from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
 from tests.factories import SystemFactory
@@ -551,3 +553,26 @@ def test_a_reconciliation_an_expiry_and_a_threshold_check_on_one_allocation_at_o
     assert ledger.allocation_account(allocation).balance == -HOUR  # the overrun stays in sight
     assert ledger.pool_account(allocation.pool).balance == pool_before  # nothing was left to return
     assert_charged_exactly_what_the_records_cost(system)
+
+
+# A team's scheduler usernames ----------------------------------------------------------------------------------
+
+
+def test_two_saves_of_a_teams_usernames_at_once_leave_the_second_ones_not_a_clash(system, bob, monkeypatch, gates):
+    """The PI and an admin save the usernames page together: the second waits for the first, then replaces its
+    names, instead of inserting beside them and failing on the name the first gave."""
+    allocation = funded_allocation(system)
+    first_wrote = gate(monkeypatch, MemberSchedulerUser.objects, "bulk_create", thread="first")
+    gates.append(first_wrote)
+
+    first = start("first", lambda: set_member_usernames(allocation=allocation, usernames={bob.pk: ["bob.proj"]}))
+    first_wrote.wait_reached()
+    second = start(
+        "second", lambda: set_member_usernames(allocation=allocation, usernames={bob.pk: ["bob.proj", "bob-old"]})
+    )
+    wait_for_lock_waiters()
+    first_wrote.release()
+
+    first.finish()
+    second.finish()
+    assert sorted(MemberSchedulerUser.objects.values_list("username", flat=True)) == ["bob-old", "bob.proj"]
