@@ -192,3 +192,23 @@ def test_a_members_email_address_shows_on_the_usernames_page_as_text_never_as_ma
 
     assert escape(bob.email) in html
     assert "<a/href=//evil.example/>" not in html
+
+
+@pytest.mark.parametrize("also", ["director", "admin"])
+def test_a_co_investigator_who_is_also_the_programmes_director_or_an_admin_sees_every_members_jobs(
+    client, team, bob, also
+):
+    MemberSchedulerUser.objects.create(allocation=team, user=bob, username="bob.proj")
+    if also == "director":
+        team.pool.programme.directors.add(bob)
+    else:
+        bob.is_staff = True
+        bob.save(update_fields=["is_staff"])
+    give_mfa(bob)
+
+    response = _page(client, bob, team)
+    api = client.get(reverse("api-allocation-usage", args=[team.pk])).json()
+
+    per_member, jobs = _shown(response)
+    assert sorted(per_member) == sorted(jobs) == ["alice1", "bob.proj", "cw42"]
+    assert sorted(row["user"] for row in api["per_member"]) == ["alice1", "bob.proj", "cw42"]
