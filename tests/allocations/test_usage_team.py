@@ -6,7 +6,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
 
-from allocations.models import MemberSchedulerUser
+from allocations.models import Allocation, MemberSchedulerUser
 from allocations.usage.ingest import ingest_sacct
 from allocations.usage.reconcile import reconcile_system
 from programmes.models import ProposalMember
@@ -212,3 +212,15 @@ def test_a_co_investigator_who_is_also_the_programmes_director_or_an_admin_sees_
     per_member, jobs = _shown(response)
     assert sorted(per_member) == sorted(jobs) == ["alice1", "bob.proj", "cw42"]
     assert sorted(row["user"] for row in api["per_member"]) == ["alice1", "bob.proj", "cw42"]
+
+
+def test_a_co_investigator_of_an_allocation_nobody_holds_is_told_that_the_admins_record_usernames(
+    client, team, charlie
+):
+    """An admin may leave an allocation without a holder: then only admins can record whose usernames are whose."""
+    Allocation.objects.filter(pk=team.pk).update(holder=None)
+
+    html = _page(client, charlie, team).content.decode()
+
+    assert "ask the PI" not in html
+    assert "ask the service's admins to record it" in html
