@@ -285,6 +285,10 @@ def accept_membership(*, token: str, user) -> ProposalMember:
             raise PermissionDenied
         if member.proposal.pi_id == user.pk:
             raise ValidationError("You are this proposal's principal investigator already")
+        joined = ProposalMember.objects.filter(proposal_id=member.proposal_id, user=user, accepted_at__isnull=False)
+        if member.accepted_at is None and joined.exists():
+            # Invited at two addresses: one person is one member (the PI names each member's scheduler usernames).
+            raise ValidationError("You are on this proposal's team already")
         if member.accepted_at is None:
             member.user = user
             member.accepted_at = timezone.now()

@@ -289,6 +289,20 @@ def test_a_co_investigator_joins_by_invitation_and_may_then_edit_the_draft(
     assert bob.email in mail.outbox[0].to
 
 
+def test_a_co_investigator_invited_at_two_addresses_joins_once(call, alice, bob):
+    proposal = services.create_proposal(call=call, pi=alice)
+    first = services.invite_member(proposal=proposal, email=bob.email, actor=alice)
+    second = services.invite_member(proposal=proposal, email="bob@another.example.org", actor=alice)
+    services.accept_membership(token=first.token, user=bob)
+
+    with pytest.raises(ValidationError, match="on this proposal's team already"):
+        services.accept_membership(token=second.token, user=bob)
+
+    second.refresh_from_db()
+    assert (second.user, second.accepted_at) == (None, None)
+    assert proposal.members.filter(user=bob).count() == 1
+
+
 def test_a_resource_request_must_be_within_the_calls_range(call, system, alice):
     proposal = services.create_proposal(call=call, pi=alice)
     with pytest.raises(ValidationError, match="between 100 and 50,000"):
