@@ -13,6 +13,7 @@ DEMO_TOTP_SECRET = "JBSWY3DPEHPK3PXPAIRRDEMO"
 DEMO_USERS = [
     # role, email, full name, needs MFA
     ("applicant", "applicant@demo.airr.example", "Ada Applicant", False),
+    ("co-investigator", "coinvestigator@demo.airr.example", "Ben Co-investigator", False),
     ("reviewer", "reviewer@demo.airr.example", "Rhys Reviewer", False),
     ("technical assessor", "assessor@demo.airr.example", "Asha Assessor", True),
     ("programme director", "director@demo.airr.example", "Dara Director", True),

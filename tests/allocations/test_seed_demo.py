@@ -66,6 +66,7 @@ def test_seed_demo_opens_a_funded_call_with_a_proposal_the_demo_reviewer_is_aske
 def test_seed_demo_gives_the_applicant_an_active_allocation_with_weeks_of_reconciled_usage():
     from allocations.dashboards import allocation_report
     from allocations.models import Allocation, JobRecord, LedgerEntry
+    from allocations.usage.team import own_usernames
 
     call_command("seed_demo")
     counts = (JobRecord.objects.count(), LedgerEntry.objects.count())
@@ -81,6 +82,11 @@ def test_seed_demo_gives_the_applicant_an_active_allocation_with_weeks_of_reconc
     assert len(days_with_usage) > 5
     assert 0 < report.used < report.committed
     assert report.used == sum(JobRecord.objects.filter(allocation=allocation).values_list("gpu_seconds", flat=True))
+    # Its co-investigator sees the jobs run as the username the applicant recorded for them, and only those.
+    co_investigator = User.objects.get(email="coinvestigator@demo.airr.example")
+    assert list(Allocation.objects.visible_to(co_investigator)) == [allocation]
+    assert own_usernames(co_investigator, allocation) == ["ben"]
+    assert JobRecord.objects.filter(allocation=allocation, user="ben").exists()
 
 
 @pytest.mark.parametrize(

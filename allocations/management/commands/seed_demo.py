@@ -20,6 +20,7 @@ from allocations.ledger import deposit_to_pool, hours_to_seconds
 from allocations.selectors import start_of_day
 from allocations.usage.ingest import ingest_sacct
 from allocations.usage.reconcile import reconcile_system
+from allocations.usage.team import set_member_usernames
 from allocations.usage.thresholds import check_thresholds
 from programmes import proposals
 from programmes.models import Call, Criterion, FundPool, Programme, Proposal, ResourceRequest, System
@@ -195,10 +196,14 @@ def seed_calls_and_proposals(*, programme, system, pool, users) -> Call:
 
 
 def _submit_demo_proposal(
-    *, call, system, applicant, director, title, start_date, answers: dict, resources: dict
+    *, call, system, applicant, director, title, start_date, answers: dict, resources: dict, co_investigator=None
 ) -> Proposal:
-    """A complete six-month proposal on one system, written, submitted and found eligible through the services."""
+    """A complete six-month proposal on one system, written, submitted and found eligible through the services;
+    with `co_investigator`, who is invited and joins its team first."""
     proposal = proposals.create_proposal(call=call, pi=applicant, title=title)
+    if co_investigator is not None:
+        member = proposals.invite_member(proposal=proposal, email=co_investigator.email, actor=applicant)
+        proposals.accept_membership(token=member.token, user=co_investigator)
     proposals.update_proposal(
         proposal=proposal,
         actor=applicant,
@@ -219,6 +224,8 @@ def _submit_demo_proposal(
 
 USAGE_DAYS = 35
 SCHEDULER_USERS = ("amina", "ben", "chen")
+# The demo co-investigator's scheduler username, recorded by the applicant: they see the jobs run as it.
+CO_INVESTIGATOR_USERNAME = "ben"
 
 
 def seed_award_with_usage(*, call, system, pool, users) -> None:
@@ -236,6 +243,7 @@ def seed_award_with_usage(*, call, system, pool, users) -> None:
         director=director,
         title=AWARDED_TITLE,
         start_date=today,
+        co_investigator=users["co-investigator"],
         answers={
             "summary": "Open-source medium-range weather forecasts from graph neural networks trained on reanalysis "
             "data.",
@@ -269,6 +277,7 @@ def seed_award_with_usage(*, call, system, pool, users) -> None:
         effective_at=start_of_day(start),
     )
     accept_award(proposal=proposal, actor=applicant)
+    set_member_usernames(allocation=allocation, usernames={users["co-investigator"].pk: [CO_INVESTIGATOR_USERNAME]})
     # The same jobs every time (a fixed seed), spread over the days since the start, busier on weekdays.
     rng = random.Random(42)  # noqa: S311 (demo data, not security)
     job_id = 7_100_000
