@@ -1,9 +1,9 @@
 """A team member's own share of an allocation's usage: the jobs run under the scheduler usernames its PI recorded
 for them (DESIGN.md, roles: a team member "sees the project, its usage and their own share").
 
-The portal knows its people by email and the scheduler by username, and the two need not match (Isambard-AI
-names a user per project), so the PI says which usernames are whose, per allocation, since each system names
-its users its own way.
+The portal knows its people by email and the scheduler by username, and the two need not match (a site may give
+one person a username per project), so the PI says which usernames are whose, per allocation, since each system
+names its users its own way.
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ def sees_every_member(user, allocation: Allocation) -> bool:
         or allocation.holder_id == user.pk
         or allocation.pool.programme.directors.filter(pk=user.pk).exists()
     )
+
+
+def records_usernames(user, allocation: Allocation) -> bool:
+    """Whether the user records the co-investigators' usernames: the allocation's holder and admins."""
+    return allocation.holder_id == user.pk or roles.is_admin(user)
 
 
 def own_usernames(user, allocation: Allocation) -> list[str] | None:

@@ -41,7 +41,7 @@ from .services import (
     stall_of,
     unmatched_accounts,
 )
-from .team import co_investigators, own_usernames, set_member_usernames, usernames_by_member
+from .team import co_investigators, own_usernames, records_usernames, set_member_usernames, usernames_by_member
 
 PAGE_SIZE = 50
 
@@ -340,7 +340,7 @@ def allocation_usage(request, pk):
             "report": allocation_report(allocation),
             "per_member": usage_per_member(allocation, usernames=usernames),
             "own_usernames": usernames,
-            "names_members": _names_members(request.user, allocation),
+            "records_usernames": records_usernames(request.user, allocation),
             "page": Paginator(jobs.with_charged_seconds(), PAGE_SIZE).get_page(request.GET.get("page")),
             "form": form,
             "statement": statement,
@@ -352,17 +352,12 @@ def allocation_usage(request, pk):
     )
 
 
-def _names_members(user, allocation: Allocation) -> bool:
-    """Whether the user records the co-investigators' scheduler usernames: the allocation's holder and admins."""
-    return allocation.holder_id == user.pk or roles.is_admin(user)
-
-
 @login_required
 @require_http_methods(["GET", "POST"])
 def allocation_members(request, pk):
     """The PI records which scheduler usernames are whose, so that each co-investigator sees their own jobs."""
     allocation = _visible_allocation(request.user, pk)
-    if not _names_members(request.user, allocation):
+    if not records_usernames(request.user, allocation):
         raise PermissionDenied
     members = co_investigators(allocation)
     form = MemberUsernamesForm(
