@@ -57,9 +57,31 @@ class UploadForm(_ForOperatedSystems, forms.Form):
         return file
 
 
+class _AllocationByAccount(forms.ModelChoiceField):
+    """An allocation named by its scheduler account, spaces around the name ignored."""
+
+    def to_python(self, value):
+        return super().to_python(value.strip() if isinstance(value, str) else value)
+
+
 class AssignAccountForm(forms.Form):
+    """An unmatched account and the allocation to give it to, named by its scheduler account.
+
+    Named rather than chosen from a list: a system has thousands of allocations, and a list of them on each row of
+    the unmatched page made the page grow with their product.
+    """
+
     account = forms.CharField(widget=forms.HiddenInput, max_length=64, required=False)
-    allocation = forms.ModelChoiceField(queryset=Allocation.objects.none(), label="Allocation")
+    allocation = _AllocationByAccount(
+        queryset=Allocation.objects.none(),
+        to_field_name="scheduler_account",
+        widget=forms.TextInput,
+        label="Allocation's scheduler account",
+        error_messages={
+            "required": "Enter the scheduler account of the allocation to assign it to",
+            "invalid_choice": "No allocation of this system has that scheduler account",
+        },
+    )
 
     def __init__(self, *args, system: System, **kwargs):
         super().__init__(*args, **kwargs)

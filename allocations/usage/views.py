@@ -6,8 +6,6 @@ share (team.py). Views parse, call a service or selector, render.
 Operators are admins and, for their own systems, the systems' technical assessors (system staff).
 """
 
-from collections import defaultdict
-
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -234,21 +232,19 @@ def upload(request):
 @require_GET
 def unmatched(request):
     systems = _operated_systems(request.user)
-    accounts = list(unmatched_accounts(system_ids=systems))
-    if roles.is_admin(request.user):
-        # Each row offers its system's allocations: read once for all the rows, not once a row.
-        choices = defaultdict(list)
-        offered = Allocation.objects.filter(system__in={row["system"] for row in accounts}).exclude(
-            state__in=Allocation.ENDED_STATES  # refused: see assign_unmatched_account
-        )
-        for allocation in offered.order_by("pk"):
-            choices[allocation.system_id].append(allocation)
-        for row in accounts:
-            row["allocations"] = choices[row["system"]]
+    page = Paginator(unmatched_accounts(system_ids=systems), PAGE_SIZE).get_page(request.GET.get("page"))
+    # The systems with an allocation still open to an assignment (see assign_unmatched_account).
+    assignable = set(
+        Allocation.objects.filter(system__in={row["system"] for row in page})
+        .exclude(state__in=Allocation.ENDED_STATES)
+        .values_list("system", flat=True)
+    )
+    for row in page:
+        row["assignable"] = row["system"] in assignable
     return render(
         request,
         "allocations/usage/unmatched.html",
-        {"accounts": accounts, "can_assign": roles.is_admin(request.user)},
+        {"page": page, "can_assign": roles.is_admin(request.user)},
     )
 
 
@@ -263,7 +259,7 @@ def unmatched_assign(request, slug):
         if "account" in form.errors:
             messages.error(request, "The scheduler account to assign is missing or longer than 64 characters")
         else:
-            messages.error(request, "Choose an allocation of this system")
+            messages.error(request, form.errors["allocation"][0])
         return redirect("usage:unmatched")
     account = form.cleaned_data["account"]
     allocation = form.cleaned_data["allocation"]
@@ -288,7 +284,8 @@ def unmatched_assign(request, slug):
 @require_GET
 def allocation_list(request):
     allocations = Allocation.objects.visible_to(request.user).select_related("pool__system")
-    return render(request, "allocations/usage/allocation_list.html", {"allocations": allocations})
+    page = Paginator(allocations, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "allocations/usage/allocation_list.html", {"page": page})
 
 
 def _visible_allocation(user, pk) -> Allocation:

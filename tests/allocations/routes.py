@@ -213,7 +213,7 @@ def usage_page_routes(world):
             reverse("usage:unmatched-assign", args=[world.system.slug]),
             admin_only(REDIRECT),
             "post",
-            data={"account": "nobody", "allocation": allocation.pk},
+            data={"account": "nobody", "allocation": allocation.scheduler_account},
         ),
         Route("usage:allocation-list", reverse("usage:allocation-list"), signed_in(OK)),
         Route("usage:allocation-usage", usage_page, mine_or_managed),

@@ -168,12 +168,36 @@ def test_the_page_refuses_a_hostile_assignment_with_a_clear_message(client, admi
 
     response = client.post(
         reverse("usage:unmatched-assign", args=[system.slug]),
-        {"account": "old-name", "allocation": theirs.pk},
+        {"account": "old-name", "allocation": theirs.scheduler_account},
         follow=True,
     )
 
     assert response.status_code == 200
-    assert "Choose an allocation of this system" in response.content.decode()
+    assert "No allocation of this system has that scheduler account" in response.content.decode()
+    assert not SchedulerAccountAlias.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("typed", "outcome"),
+    [
+        (" airr-00001 ", "Are you sure you want to assign 'old-name' to airr-00001?"),
+        ("", "Enter the scheduler account of the allocation to assign it to"),
+        ("airr\x00", "Null characters are not allowed"),
+        ("x" * 5000, "No allocation of this system has that scheduler account"),
+    ],
+)
+def test_the_allocation_is_named_by_its_scheduler_account_and_a_name_that_is_none_is_refused(
+    client, admin, system, typed, outcome
+):
+    funded_allocation(system, account="airr-00001")
+    ingest(system, payload(sacct_line(1, account="old-name")))
+
+    response = client.post(
+        reverse("usage:unmatched-assign", args=[system.slug]), {"account": "old-name", "allocation": typed}, follow=True
+    )
+
+    assert response.status_code == 200
+    assert outcome in response.content.decode()
     assert not SchedulerAccountAlias.objects.exists()
 
 
@@ -196,7 +220,7 @@ def test_the_page_says_why_an_owned_account_cannot_be_assigned(client, admin, sy
 
     response = client.post(
         reverse("usage:unmatched-assign", args=[system.slug]),
-        {"account": "airr-00001", "allocation": other.pk, "confirm": "yes"},
+        {"account": "airr-00001", "allocation": other.scheduler_account, "confirm": "yes"},
         follow=True,
     )
 
@@ -272,15 +296,16 @@ def test_an_ended_allocation_is_refused_and_the_usage_stays_held(system, alice, 
     assert JobRecord.objects.get().allocation is None
 
 
-def test_the_unmatched_page_offers_only_allocations_that_have_not_ended(client, admin, system):
-    open_one = funded_allocation(system, account="airr-00001")
+def test_the_unmatched_page_offers_no_assignment_on_a_system_whose_allocations_have_all_ended(client, admin, system):
     ended = funded_allocation(system, account="airr-00002")
-    ledger.expire_allocation(allocation=ended, idempotency_key="end")
     ingest(system, payload(sacct_line(1, account="old-name")))
+    assert client.get(reverse("usage:unmatched")).context["page"].object_list[0]["assignable"]
 
-    row = client.get(reverse("usage:unmatched")).context["accounts"][0]
+    ledger.expire_allocation(allocation=ended, idempotency_key="end")
+    response = client.get(reverse("usage:unmatched"))
 
-    assert row["allocations"] == [open_one]
+    assert not response.context["page"].object_list[0]["assignable"]
+    assert ">Assign<" not in response.content.decode()
 
 
 def test_for_a_qos_an_assigned_account_is_told_to_run_under_its_allocations_qos_not_given_one_of_its_own(

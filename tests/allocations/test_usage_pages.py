@@ -157,7 +157,7 @@ def test_an_admin_assigns_an_unmatched_account_and_its_usage_is_charged(
     page = client.get(reverse("usage:unmatched")).content.decode()
     assert "typo-00001" in page and "Assign" in page
 
-    choice = {"account": "typo-00001", "allocation": allocation.pk}
+    choice = {"account": "typo-00001", "allocation": allocation.scheduler_account}
     with django_capture_on_commit_callbacks(execute=True):
         asked = client.post(reverse("usage:unmatched-assign", args=[system.slug]), choice)
 
@@ -167,19 +167,19 @@ def test_an_admin_assigns_an_unmatched_account_and_its_usage_is_charged(
     assert "Are you sure you want to assign 'typo-00001' to airr-00001?" in shown
     assert "1 GPU-hours, 1 job run" in shown
     assert ledger.net_usage(ledger.allocation_account(allocation)) == 0
-    assert len(client.get(reverse("usage:unmatched")).context["accounts"]) == 1
+    assert len(client.get(reverse("usage:unmatched")).context["page"].object_list) == 1
 
     with django_capture_on_commit_callbacks(execute=True):
         client.post(reverse("usage:unmatched-assign", args=[system.slug]), {**choice, "confirm": "yes"})
 
     assert ledger.net_usage(ledger.allocation_account(allocation)) == HOUR
-    assert client.get(reverse("usage:unmatched")).context["accounts"] == []
+    assert not client.get(reverse("usage:unmatched")).context["page"].object_list
 
 
 def test_asking_to_assign_usage_that_was_assigned_meanwhile_says_so(client, admin, system):
     allocation = funded_allocation(system)
     ingest_sacct(system=system, payload=payload(sacct_line(1, account="typo-00001")), source="command")
-    choice = {"account": "typo-00001", "allocation": allocation.pk}
+    choice = {"account": "typo-00001", "allocation": allocation.scheduler_account}
     client.post(reverse("usage:unmatched-assign", args=[system.slug]), {**choice, "confirm": "yes"})
 
     asked = client.post(reverse("usage:unmatched-assign", args=[system.slug]), choice, follow=True)
@@ -192,21 +192,19 @@ def test_an_assignment_without_its_account_names_the_account_as_the_problem(clie
     allocation = funded_allocation(system)
     response = client.post(
         reverse("usage:unmatched-assign", args=[system.slug]),
-        {"account": "x" * 65, "allocation": allocation.pk},
+        {"account": "x" * 65, "allocation": allocation.scheduler_account},
         follow=True,
     )
     assert "The scheduler account to assign is missing or longer than 64 characters" in response.content.decode()
 
 
-def test_the_unmatched_page_offers_each_account_its_systems_allocations_in_the_same_queries_however_many(
-    client, admin, system
-):
+def test_the_unmatched_page_costs_the_same_queries_however_many_accounts_and_allocations(client, admin, system):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     dawn = SystemFactory(slug="dawn", name="Dawn", cluster_name="dawn")
-    on_isambard = funded_allocation(system, account="airr-00001")
-    on_dawn = funded_allocation(dawn, account="airr-00002")
+    funded_allocation(system, account="airr-00001")
+    funded_allocation(dawn, account="airr-00002")
 
     def page_queries(accounts: int) -> int:
         for n in range(accounts):
@@ -216,14 +214,41 @@ def test_the_unmatched_page_offers_each_account_its_systems_allocations_in_the_s
                     payload=payload(sacct_line(100 + n, account=f"typo-{n}", cluster=on.cluster_name)),
                     source="command",
                 )
+                funded_allocation(on, account=f"{on.slug}-{accounts}-{n}")
         with CaptureQueriesContext(connection) as queries:
             client.get(reverse("usage:unmatched"))
         return len(queries)
 
     assert page_queries(1) == page_queries(5)
-    rows = client.get(reverse("usage:unmatched")).context["accounts"]
-    assert len(rows) == 10
-    assert {row["system"]: row["allocations"] for row in rows} == {system.pk: [on_isambard], dawn.pk: [on_dawn]}
+    rows = client.get(reverse("usage:unmatched")).context["page"].object_list
+    assert len(rows) == 10 and all(row["assignable"] for row in rows)
+
+
+def test_the_unmatched_page_shows_fifty_accounts_a_page(client, admin, system):
+    funded_allocation(system, account="airr-00001")
+    lines = [sacct_line(n, account=f"typo-{n:03d}", elapsed=HOUR + n) for n in range(1, 56)]
+    ingest_sacct(system=system, payload=payload(*lines), source="command")
+
+    first = client.get(reverse("usage:unmatched"))
+    second = client.get(reverse("usage:unmatched"), {"page": "2"})
+
+    # The largest held usage first.
+    assert [row["account"] for row in first.context["page"].object_list][:2] == ["typo-055", "typo-054"]
+    assert len(first.context["page"].object_list) == 50
+    assert [row["account"] for row in second.context["page"].object_list] == [f"typo-{n:03d}" for n in range(5, 0, -1)]
+    assert "Page 1 of 2" in first.content.decode()
+
+
+def test_the_allocation_list_shows_fifty_allocations_a_page(client, admin, system):
+    for n in range(55):
+        funded_allocation(system, account=f"airr-{n:05d}")
+
+    first = client.get(reverse("usage:allocation-list"))
+    second = client.get(reverse("usage:allocation-list"), {"page": "2"})
+
+    assert len(first.context["page"].object_list) == 50
+    assert [a.scheduler_account for a in second.context["page"].object_list] == [f"airr-{n:05d}" for n in range(50, 55)]
+    assert "Page 2 of 2" in second.content.decode()
 
 
 def received_minutes_ago(system, minutes: int, job: int = 1) -> IngestBatch:
@@ -694,7 +719,7 @@ def test_usage_that_cannot_be_assigned_says_why_instead_of_offering_a_button(cli
     page = client.get(reverse("usage:unmatched")).content.decode()
 
     assert "Cannot be assigned: the cluster reported these jobs without an account" in page
-    assert "No allocation on Dawn yet to assign it to" in page
+    assert "No allocation on Dawn open to it: each has ended or none exists yet" in page
     assert page.count(">Assign<") == 0
 
 

@@ -40,6 +40,7 @@ def test_an_operator_makes_a_token_uploads_a_file_and_reads_its_batch(page, live
     visit(page, "/usage/batches/")
     visit(page, "/usage/unmatched/")
     assert "nobody" in page.content()
+    page.get_by_label("Allocation's scheduler account for nobody").fill("airr-00001")
     page.get_by_role("button", name="Assign nobody").click()
     check_accessibility(page)  # what the assignment will do, asked to confirm
     assert "Are you sure you want to assign 'nobody' to airr-00001?" in page.content()
