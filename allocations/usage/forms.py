@@ -96,7 +96,7 @@ class MemberUsernamesForm(forms.Form):
         self.members = members
         for member in members:
             self.fields[f"member_{member.pk}"] = forms.CharField(
-                label=member.full_name or member.email,
+                label=str(member),
                 required=False,
                 max_length=1000,
                 initial=", ".join(recorded.get(member.pk, [])),
@@ -123,6 +123,6 @@ class MemberUsernamesForm(forms.Form):
             for name in names:
                 if name in owner:
                     self.add_error(field, f"'{name}' is given to {owner[name]} already: a username is one person's")
-                owner.setdefault(name, member.full_name or member.email)
+                owner.setdefault(name, str(member))
             self.usernames[member.pk] = names
         return cleaned

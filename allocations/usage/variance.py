@@ -67,6 +67,10 @@ def parse_usage_report(payload: bytes, *, cluster: str | None = None) -> dict[st
     # another account, not more usage of this one. Slurm keeps cluster names in lower case.
     cluster_at = names.index("cluster") if "cluster" in names and cluster is not None else None
     other_clusters = set()
+
+    def of_another_cluster(name: str) -> bool:
+        return cluster is not None and name != "" and name.lower() != cluster.lower()
+
     tres_at = None  # sreport's TRES Name column, when it has one: only its gres/gpu rows count
     if "grptresraw" in names:
         value_at, read = names.index("grptresraw"), _gpu_minutes_of_tres
@@ -86,7 +90,7 @@ def parse_usage_report(payload: bytes, *, cluster: str | None = None) -> dict[st
             continue
         if number <= header_at:
             continue
-        if cluster is not None and block_cluster and block_cluster.lower() != cluster.lower():
+        if of_another_cluster(block_cluster):
             other_clusters.add(block_cluster)
             continue
         fields = line.split("|")
@@ -94,7 +98,7 @@ def parse_usage_report(payload: bytes, *, cluster: str | None = None) -> dict[st
             continue
         if tres_at is not None and fields[tres_at].strip() not in ("gres/gpu", ""):
             continue
-        if cluster_at is not None and fields[cluster_at].strip().lower() not in ("", cluster.lower()):
+        if cluster_at is not None and of_another_cluster(fields[cluster_at].strip()):
             other_clusters.add(fields[cluster_at].strip())
             continue
         value = read(fields[value_at].strip())

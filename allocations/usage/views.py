@@ -55,6 +55,11 @@ def _operated_systems(user):
     raise PermissionDenied
 
 
+def _operated_batches(user):
+    """The ingest batches of the systems the user operates (PermissionDenied for a user who operates none)."""
+    return IngestBatch.objects.filter(system__in=_operated_systems(user)).select_related("system")
+
+
 def _count(number: int, thing: str) -> str:
     return f"{number:,} {thing}{'' if number == 1 else 's'}"
 
@@ -111,8 +116,7 @@ def token_revoke(request, pk):
 @login_required
 @require_GET
 def batch_list(request):
-    batches = IngestBatch.objects.filter(system__in=_operated_systems(request.user)).select_related("system")
-    page = Paginator(batches, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = Paginator(_operated_batches(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
     return render(
         request,
         "allocations/usage/batch_list.html",
@@ -153,8 +157,7 @@ def variance(request):
 @login_required
 @require_GET
 def batch_detail(request, pk):
-    operated = IngestBatch.objects.filter(system__in=_operated_systems(request.user))
-    batch = get_object_or_404(operated.select_related("system"), pk=pk)
+    batch = get_object_or_404(_operated_batches(request.user), pk=pk)
     rejected = Paginator(batch.rejected_rows.all(), PAGE_SIZE).get_page(request.GET.get("page"))
     stall = stall_of(batch)
     return render(
@@ -179,7 +182,7 @@ def batch_detail(request, pk):
 def batch_read(request, pk):
     """Queue a batch to be read again: one whose reading was lost (the beat does it for a day, then leaves it
     here), or one that failed, after its system's settings or the size limit were changed."""
-    batch = get_object_or_404(IngestBatch.objects.filter(system__in=_operated_systems(request.user)), pk=pk)
+    batch = get_object_or_404(_operated_batches(request.user), pk=pk)
     reopen_failed_batch(batch, delimiter=batch.delimiter, columns=batch.columns)  # a failed one: received again
     if batch.status != IngestBatch.Status.RECEIVED:
         messages.error(request, "This batch has been read already: nothing was queued")
@@ -193,7 +196,7 @@ def batch_read(request, pk):
 @login_required
 @require_POST
 def batch_replay(request, pk):
-    batch = get_object_or_404(IngestBatch.objects.filter(system__in=_operated_systems(request.user)), pk=pk)
+    batch = get_object_or_404(_operated_batches(request.user), pk=pk)
     try:
         recorded, still = replay_rejected_rows(batch=batch, actor=request.user)
     except UsageError as error:
