@@ -273,10 +273,16 @@ def ingest_sacct(
 # Reading and recording ------------------------------------------------------------------------------------
 
 
+def hold_changes(system: System) -> UsageSequence:
+    """Take the system's change lock, which every writer of its job records holds until it commits: until the
+    caller's transaction ends, no ingest, replay or assignment of this system records anything."""
+    UsageSequence.objects.get_or_create(system=system)
+    return UsageSequence.objects.select_for_update().get(system=system)
+
+
 def next_change_seq(system: System) -> int:
     """Take the system's next change number; the caller's transaction holds the lock until it commits."""
-    UsageSequence.objects.get_or_create(system=system)
-    sequence = UsageSequence.objects.select_for_update().get(system=system)
+    sequence = hold_changes(system)
     sequence.last_seq += 1
     sequence.save(update_fields=["last_seq"])
     return sequence.last_seq

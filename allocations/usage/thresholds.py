@@ -7,6 +7,7 @@ state change guarded by the current state, and expiry goes through the ledger wi
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import date, timedelta
 
 from django.conf import settings
@@ -18,6 +19,7 @@ from django.utils import timezone
 from airr_portal.mail import email_after_commit
 from allocations import ledger
 from allocations.models import Allocation, LedgerAccount, ThresholdNotice
+from allocations.usage.ingest import hold_changes
 from allocations.usage.reconcile import reconcile_system
 from programmes.models import System
 
@@ -190,7 +192,8 @@ def expire_ended_allocations(*, today: date | None = None) -> int:
     settles they are charged against the allocation's own hours, not against hours already given back.
 
     Usage already recorded is charged first, even where its own reconciliation is still queued or was lost: the
-    hours that leave are those left after it.
+    hours that leave are those left after it. Each system's change lock is held meanwhile, so no usage is
+    recorded or assigned between the charging and the ending; what comes after finds the allocation ended.
 
     Without `today`, an allocation's last day ends at midnight in its system's time zone (where ingest says its
     window closes), so a UTC system's allocation is not ended an hour early while London keeps summer time.
@@ -202,13 +205,22 @@ def expire_ended_allocations(*, today: date | None = None) -> int:
         .select_related("pool__system")
         .order_by("pk")
     )
-    for system in {allocation.pool.system_id: allocation.pool.system for allocation in ended}.values():
-        reconcile_system(system=system)
-    count = 0
+    by_system = defaultdict(list)
     for allocation in ended:
-        try:
-            ledger.expire_allocation(allocation=allocation, idempotency_key=f"expire-allocation:{allocation.pk}")
-            count += 1
-        except ledger.WrongState:
-            continue  # ended meanwhile (revoked, or expired by a concurrent run)
+        by_system[allocation.pool.system].append(allocation)
+    count = 0
+    for system, allocations in by_system.items():
+        with transaction.atomic():
+            # The system's change lock, held from the charging to the ending: an ingest or an assignment of
+            # unmatched usage committed in between would be charged after the unused hours had left.
+            hold_changes(system)
+            reconcile_system(system=system)
+            for allocation in allocations:
+                try:
+                    ledger.expire_allocation(
+                        allocation=allocation, idempotency_key=f"expire-allocation:{allocation.pk}"
+                    )
+                    count += 1
+                except ledger.WrongState:
+                    continue  # ended meanwhile (revoked, or expired by a concurrent run)
     return count

@@ -265,6 +265,33 @@ def test_expiry_waits_for_a_reconciliation_holding_the_allocation_and_returns_on
     assert_charged_exactly_what_the_records_cost(system)
 
 
+def test_an_assignment_during_an_expirys_charging_waits_and_is_refused_once_the_allocation_has_ended(
+    system, monkeypatch, gates
+):
+    allocation = funded_allocation(system, hours=100)
+    pool_before = ledger.pool_account(allocation.pool).balance
+    ingest(system, payload(sacct_line(1, gpus=1, elapsed=30 * HOUR), sacct_line(2, account="lab-gpu", gpus=1)))
+    charging = gate(monkeypatch, ledger, "record_usage_in_bulk", thread="expire")
+    gates.append(charging)
+    expiry = start("expire", lambda: expire_ended_allocations(today=date(2099, 1, 1)))
+    charging.wait_reached()  # expiry charges the recorded usage before ending the allocation
+    assigned = start(
+        "assign",
+        lambda: assign_unmatched_account(system=system, account="lab-gpu", allocation=allocation, actor=None),
+    )
+    # Had the assignment gone through now, its hour would be charged after the unused hours went back.
+    wait_for_lock_waiters()
+    charging.release()
+
+    assert expiry.finish() == 1
+    with pytest.raises(services_module.UsageError, match="has ended"):
+        assigned.finish()
+    assert JobRecord.objects.get(job_id_raw="2").allocation_id is None  # still held, for an open allocation
+    assert ledger.allocation_account(allocation).balance == 0
+    assert ledger.pool_account(allocation.pool).balance == pool_before + 70 * HOUR
+    assert_charged_exactly_what_the_records_cost(system)
+
+
 # Ingests beside ingests ---------------------------------------------------------------------------------------
 
 
