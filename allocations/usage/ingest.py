@@ -492,8 +492,11 @@ def _record_rows(
     """Store a batch's rows under change number `seq`; rejected rows go to `on_rejected` when given.
 
     A run whose record was last reported by a batch received after this one keeps that report (counted
-    unchanged): it is newer than these rows. Batches are not always read in the order they came: workers read
-    them side by side, the beat reads again one whose reading was lost, and a replay reads an older batch's rows.
+    unchanged): it is newer than these rows. So does a run whose record has ended, against a row that reports it
+    running: a run never runs again once it has ended (a requeued job starts a new run, with a new Start).
+    Batches are not always read in the order they came: workers read them side by side, the beat reads again one
+    whose reading was lost, and a replay reads an older batch's rows; nor always made in that order: a file saved
+    earlier may be loaded late.
     """
     if connection.vendor == "postgresql":
         return _record_rows_postgresql(batch=batch, reader=rows, seq=seq, on_rejected=on_rejected)
@@ -604,6 +607,9 @@ def _store_chunk_portable(chunk, *, batch, seq, counts):
             continue
         if (record.last_batch_id or 0) > batch.pk:
             counts.unchanged += 1  # a batch received after this one reported the run: its report is newer
+            continue
+        if record.end is not None and fields["end"] is None:
+            counts.unchanged += 1  # a run that ended never runs again: a report of it running is older
             continue
         if all(getattr(record, name) == fields[name] for name in _COMPARED) and not (
             record.allocation_id is None and fields["allocation_id"] is not None
@@ -815,8 +821,9 @@ def _merge_staging(cursor, *, batch: IngestBatch, seq: int, copied_straight: boo
     """
     table = JobRecord._meta.db_table
     changed = " OR ".join(f'r."{name}" IS DISTINCT FROM m."{name}"' for name in _COMPARED)
-    # A run that a batch received after this one reported since keeps that report (see _record_rows).
-    newer = "AND (r.last_batch_id IS NULL OR r.last_batch_id <= %(batch)s)"
+    # A run that a batch received after this one reported since keeps that report (see _record_rows), and one
+    # that has ended keeps its end: it never runs again, so a report of it running is older, whenever it came.
+    newer = 'AND (r.last_batch_id IS NULL OR r.last_batch_id <= %(batch)s) AND (r."end" IS NULL OR m."end" IS NOT NULL)'
     updates = ", ".join(f'"{name}" = m."{name}"' for name in _COMPARED)
     columns = ", ".join(f'"{name}"' for name in _COLUMNS)
     # DISTINCT ON sorts the staged rows: let it sort in memory rather than in temporary files.

@@ -206,6 +206,25 @@ def test_a_batch_read_after_a_batch_received_later_does_not_put_back_its_older_r
     assert (older.new, older.updated, older.unchanged) == (1, 0, 1)
 
 
+@pytest.mark.parametrize("newer_chunks", [False, True], ids=["merged", "copied straight"])
+def test_a_run_that_has_ended_is_not_put_back_to_running_by_a_stale_report_received_later(
+    system, monkeypatch, newer_chunks
+):
+    # A run (JobIDRaw, Start) that ended never runs again, so a report of it running is older whenever it
+    # arrives: a file saved earlier and loaded late, or a slow sacct whose post lands after a quicker one's.
+    if newer_chunks:
+        monkeypatch.setattr("allocations.usage.ingest.COPY_CHUNK_ROWS", 1)
+        monkeypatch.setattr("allocations.usage.ingest.CHUNK_ROWS", 1)
+    funded_allocation(system)
+    ingest(system, payload(sacct_line(1, state="COMPLETED", elapsed=3600)))
+
+    outcome = ingest(system, payload(sacct_line(2), sacct_line(1, state="RUNNING", end="Unknown", elapsed=600)))
+
+    record = JobRecord.objects.get(job_id="1")
+    assert (record.state, record.gpu_seconds, record.is_running) == ("COMPLETED", 3600, False)
+    assert (outcome.batch.new, outcome.batch.updated, outcome.batch.unchanged) == (1, 0, 1)
+
+
 def test_a_requeued_job_is_one_record_per_start(system):
     outcome = ingest(
         system,
