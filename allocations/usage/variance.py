@@ -3,7 +3,8 @@
 Accepted, `|`-separated with a header (`-P`/`--parsable2`):
 - `sshare -P -a -o Account,User,GrpTRESRaw`: account rows (User empty), `gres/gpu=N` in GPU-minutes;
 - `sreport -P -T gres/gpu cluster AccountUtilizationByUser -t minutes`: account rows (Login empty),
-  `Used` in minutes (its banner's "Usage reported in TRES Minutes"; another unit is refused).
+  `Used` in minutes (its banner's "Usage reported in TRES Minutes"; another unit, or the "CPU Minutes" of a
+  report without -T, is refused).
 Rows of another cluster (a Cluster column naming another, or a `CLUSTER: name` line, which `sshare -M` prints
 before each cluster's rows, naming another) are left out. Slurm counts raw GPU-minutes; the ledger
 charges them times the system's charge factor, so the report is converted before comparing. A variance beyond the
@@ -53,10 +54,16 @@ def parse_usage_report(payload: bytes, *, cluster: str | None = None) -> dict[st
         raise UsageReportError("The report is not valid UTF-8") from None
     lines = [line for line in text.splitlines() if line.strip() and not line.startswith("-")]
     # sreport's banner names its unit (`-t`); Used is a bare number whatever it is, and only minutes compare.
+    # It names what was counted too: without -T (--tres) sreport counts CPUs ("CPU Minutes"), with no TRES Name
+    # column to tell, and CPU-minutes read as GPU-minutes would be a variance of the account's whole CPU usage.
     for line in lines:
-        if line.startswith("Usage reported in ") and not line.rstrip().endswith(" Minutes"):
-            unit = line.removeprefix("Usage reported in ").strip()
+        if not line.startswith("Usage reported in "):
+            continue
+        unit = line.removeprefix("Usage reported in ").strip()
+        if not unit.endswith(" Minutes"):
             raise UsageReportError(f"The report is in {unit}: run sreport with -t minutes")
+        if unit.startswith("CPU "):
+            raise UsageReportError(f"The report is in {unit}, not GPU-minutes: run sreport with -T gres/gpu")
     header_at = next((i for i, line in enumerate(lines) if "account" in line.lower().split("|")), None)
     if header_at is None:
         raise UsageReportError("The report has no header line naming an Account column (use -P / --parsable2)")

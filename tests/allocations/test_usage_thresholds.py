@@ -513,6 +513,22 @@ def test_sreport_output_in_another_unit_than_minutes_is_a_400_not_a_variance(sys
     assert not UsageReport.objects.exists()
 
 
+def test_sreport_output_without_tres_gres_gpu_is_a_400_not_cpu_minutes_read_as_gpu_minutes(system):
+    funded_allocation(system, account="airr-00001")
+    use(system, 2)
+    # Without -T, sreport reports CPU-minutes (its banner says so, and it has no TRES Name column): 72 CPUs for two
+    # hours read as GPU-minutes would record a variance of 142 GPU-hours.
+    report = SREPORT_BANNER.format(unit="Minutes").replace("TRES Minutes", "CPU Minutes").replace(
+        "TRES Name|Used", "Used|Energy"
+    ) + ("isambard-ai|airr-00001|||8640|0\n")
+
+    response = post_usage_report(system, report.encode())
+
+    assert response.status_code == 400
+    assert "-T gres/gpu" in response.json()["errors"]["body"][0]
+    assert not UsageReport.objects.exists()
+
+
 def test_a_report_covering_several_clusters_counts_only_the_rows_of_this_systems_cluster(system):
     funded_allocation(system, account="airr-00001")
     use(system, 2)
