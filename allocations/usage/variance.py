@@ -89,6 +89,12 @@ def parse_usage_report(payload: bytes, *, cluster: str | None = None) -> dict[st
             return int(value) if value.isascii() and value.isdigit() else None
     else:
         raise UsageReportError("The report needs a GrpTRESRaw (sshare) or Used (sreport) column")
+    # A user's row names its account as the account's own row does, and the account's row already holds its users'
+    # usage: only the User (Login) column, empty on the account's row, tells them apart.
+    if user_at is None:
+        raise UsageReportError(
+            "The report needs a User (sshare) or Login (sreport) column to tell account rows from users' rows"
+        )
     minutes: dict[str, int] = {}
     block_cluster = ""  # named by the last `CLUSTER:` line (sshare -M), for the rows below it
     for number, line in enumerate(lines):

@@ -225,6 +225,20 @@ def test_a_usage_report_without_the_columns_is_a_400(system):
     assert "GrpTRESRaw" in response.json()["errors"]["body"][0]
 
 
+def test_a_usage_report_without_a_user_column_is_a_400_not_each_users_usage_added_to_the_accounts(system):
+    funded_allocation(system, account="airr-00001")
+    use(system, 2)
+    # `sshare -P -a -o Account,GrpTRESRaw`: a user's row names its account too, and nothing tells it from the
+    # account's own row, which already holds the users' usage: added up, the account would have used four hours.
+    report = "Account|GrpTRESRaw\nairr-00001|cpu=10,gres/gpu=120\n airr-00001|cpu=10,gres/gpu=120\n"
+
+    response = post_usage_report(system, report.encode())
+
+    assert response.status_code == 400
+    assert "User" in response.json()["errors"]["body"][0]
+    assert not UsageReport.objects.exists()
+
+
 def test_a_usage_report_with_both_sshare_and_sreport_columns_is_read_as_sshare_output(system):
     funded_allocation(system, account="airr-00001")
     response = post_usage_report(system, b"Account|User|GrpTRESRaw|Used\nairr-00001||cpu=1,gres/gpu=60|7\n")
