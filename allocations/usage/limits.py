@@ -60,7 +60,11 @@ def account_limits(*, system: System) -> list[dict]:
             }
         )
     by_allocation = {allocation.pk: limit for allocation, limit in zip(allocations, limits, strict=True)}
-    aliases = SchedulerAccountAlias.objects.filter(system=system, allocation__in=list(by_allocation))
+    # An allocation's own account wins over an alias of the same name (as when usage is matched): the alias is left
+    # out, or its command, printed after the own account's, would set the other allocation's limit on it.
+    aliases = SchedulerAccountAlias.objects.filter(system=system, allocation__in=list(by_allocation)).exclude(
+        account__in=[allocation.scheduler_account for allocation in allocations]
+    )
     for alias_account, allocation_id in aliases.values_list("account", "allocation"):
         own = by_allocation[allocation_id]
         limits.append({**own, "account": alias_account, "alias_of": own["account"]})

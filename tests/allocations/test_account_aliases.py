@@ -10,7 +10,7 @@ from django.urls import reverse
 from allocations import ledger
 from allocations.models import JobRecord, SchedulerAccountAlias
 from allocations.usage.ingest import ingest_sacct
-from allocations.usage.limits import account_limits
+from allocations.usage.limits import account_limits, sacctmgr_commands
 from allocations.usage.reconcile import reconcile_system
 from allocations.usage.services import UsageError, assign_unmatched_account
 from programmes.models import System
@@ -244,6 +244,23 @@ def test_the_limits_list_an_assigned_account_with_its_allocations_limit(system, 
         "sacctmgr -i modify account where name=old-name cluster=isambard-ai "
         "set GrpTRESMins=gres/gpu=600  # active, charged to airr-00001"
     )
+
+
+def test_the_limits_give_an_account_that_became_an_allocations_own_that_allocations_limit_only(system, alice):
+    allocation = funded_allocation(system, account="airr-00001", hours=10)
+    ingest(system, payload(sacct_line(1, account="airr-00002")))
+    assign_unmatched_account(system=system, account="airr-00002", allocation=allocation, actor=alice)
+    # Later an award gets the same account name: its own allocation wins, as it does when usage is matched. Were
+    # the alias listed too, its command would come second and set airr-00001's limit on the new allocation.
+    funded_allocation(system, account="airr-00002", hours=20)
+
+    limits = [limit for limit in account_limits(system=system) if limit["account"] == "airr-00002"]
+    commands = [line for line in sacctmgr_commands(system=system).splitlines() if "name=airr-00002 " in line]
+
+    assert [(limit["alias_of"], limit["gpu_minutes_limit"]) for limit in limits] == [(None, 1200)]
+    assert commands == [
+        "sacctmgr -i modify account where name=airr-00002 cluster=isambard-ai set GrpTRESMins=gres/gpu=1200  # active"
+    ]
 
 
 def test_every_job_record_points_at_its_system_and_an_allocation_that_exist(system, alice):
