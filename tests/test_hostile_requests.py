@@ -173,6 +173,9 @@ def test_json_nested_too_deep_is_a_400(alice):
             b"Cluster|Account|Login|Proper Name|Used\nisambard-ai|airr-00001|||" + str(10**30).encode() + b"\n",
             "not a real",
         ),
+        # Past Python's 4,300 digits int() refuses to read a number at all: still a 400, not a 500.
+        (b"Account|User|GrpTRESRaw\nairr-00001||gres/gpu=" + b"9" * 5000 + b"\n", "not a real figure"),
+        (b"Cluster|Account|Login|Proper Name|Used\nisambard-ai|airr-00001|||" + b"9" * 5000 + b"\n", "not a real"),
         (b"Account|User|GrpTRESRaw\n" + b"a" * 500 + b"||gres/gpu=5\n", "longer than 64 characters"),
         (b"Account|User|GrpTRESRaw\nab\x00c||gres/gpu=5\n", "NUL character"),
     ],

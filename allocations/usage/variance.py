@@ -38,11 +38,24 @@ REPORT_MAX_BYTES = 16 * 1024 * 1024
 SSHARE_CLUSTER_LINE = "CLUSTER: "
 
 
+def _whole_minutes(value: str) -> int | None:
+    """A figure of GPU-minutes, or None when it is not a whole number.
+
+    A figure with more digits than MINUTES_LIMIT is read as just over it, for the caller to refuse: int() itself
+    refuses strings of more than 4,300 digits with a ValueError, which would answer 500.
+    """
+    if not (value.isascii() and value.isdigit()):
+        return None
+    if len(value.lstrip("0")) > len(str(MINUTES_LIMIT)):
+        return MINUTES_LIMIT + 1
+    return int(value)
+
+
 def _gpu_minutes_of_tres(value: str) -> int | None:
     for entry in value.split(","):
         name, _, number = entry.partition("=")
-        if name == "gres/gpu" and number.isascii() and number.isdigit():
-            return int(number)
+        if name == "gres/gpu" and (minutes := _whole_minutes(number)) is not None:
+            return minutes
     return None
 
 
@@ -82,11 +95,8 @@ def parse_usage_report(payload: bytes, *, cluster: str | None = None) -> dict[st
     if "grptresraw" in names:
         value_at, read = names.index("grptresraw"), _gpu_minutes_of_tres
     elif "used" in names:
-        value_at = names.index("used")
+        value_at, read = names.index("used"), _whole_minutes
         tres_at = names.index("tres name") if "tres name" in names else None
-
-        def read(value):
-            return int(value) if value.isascii() and value.isdigit() else None
     else:
         raise UsageReportError("The report needs a GrpTRESRaw (sshare) or Used (sreport) column")
     # A user's row names its account as the account's own row does, and the account's row already holds its users'
