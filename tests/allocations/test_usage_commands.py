@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 from tqdm import tqdm
 
 from allocations import ledger
-from allocations.models import JobRecord
+from allocations.models import IngestBatch, JobRecord
 from tests.allocations.test_ingest_sacct import expected_habrok_seconds, habrok_with_accounts
 from tests.allocations.test_sacct_real_data import HABROK_COLUMNS
 from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
@@ -60,6 +60,16 @@ def test_ingest_sacct_names_an_unknown_system(tmp_path):
 
     with pytest.raises(CommandError, match="No system has the slug 'nowhere'"):
         call_command("ingest_sacct", str(file), "--system", "nowhere")
+
+
+def test_ingest_sacct_refuses_a_delimiter_longer_than_a_batch_keeps_with_a_message_not_a_traceback(system, tmp_path):
+    file = tmp_path / "jobs.txt"
+    file.write_bytes(payload(sacct_line(1)).replace(b"|", b"<sep>"))
+
+    with pytest.raises(CommandError, match="1 to 4 characters"):
+        call_command("ingest_sacct", str(file), "--system", "isambard-ai", "--delimiter", "<sep>", "--quiet")
+
+    assert not IngestBatch.objects.exists()
 
 
 def test_export_slurm_limits_prints_absolute_idempotent_sacctmgr_commands(system, capsys):

@@ -26,6 +26,10 @@ class Command(BaseCommand):
             target = System.objects.get(slug=system)
         except System.DoesNotExist:
             raise CommandError(f"No system has the slug {system!r}") from None
+        # The batch keeps the delimiter in four characters, as the API and the upload page allow: a longer one
+        # would fail as the batch is saved, with a database traceback and the file stored for nothing.
+        if delimiter and len(delimiter) > 4:
+            raise CommandError("Give the delimiter as 1 to 4 characters")
         try:
             size = os.path.getsize(file)
             handle = open(file, "rb")  # noqa: SIM115 (closed below, after the bar)
