@@ -21,6 +21,7 @@ import itertools
 import json
 import re
 import string
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -570,7 +571,10 @@ def _column_positions(names: list[str], *, account_is_required: bool) -> dict[st
     keys = [name.strip().lower() for name in names]
     if "" in keys:
         raise SacctFormatError(f"column {keys.index('') + 1} of the header has no name")
-    repeated = sorted({name for name, key in zip(names, keys, strict=True) if keys.count(key) > 1})
+    # Counted once: a header can hold hundreds of thousands of names, and counting each among all the others
+    # would take hours.
+    uses = Counter(keys)
+    repeated = sorted({name for name, key in zip(names, keys, strict=True) if uses[key] > 1})
     if repeated:
         raise SacctFormatError(f"the header names a column more than once: {', '.join(repeated)}")
     missing = [

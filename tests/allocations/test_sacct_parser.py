@@ -4,6 +4,7 @@ import dataclasses
 import gzip
 import io
 import json
+import signal
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -582,6 +583,25 @@ def test_it_refuses_a_payload_without_a_header(first_line):
 def test_it_refuses_a_header_naming_a_column_twice():
     with pytest.raises(SacctFormatError, match="more than once: User, user"):
         parse_sacct(payload("|".join([*COLUMNS[:-1], "user", "JobName"]), line()))
+
+
+def test_a_header_of_very_many_columns_is_read_in_time_proportional_to_its_length():
+    # 300,000 names are a 2.4 MB header, well inside a post. Checking each name against all the others for repeats
+    # took some half an hour on it, holding a web worker: the check has to count the names once.
+    header = "|".join([*COLUMNS, *(f"extra{number}" for number in range(300_000))])
+
+    def too_slow(signum, frame):
+        raise TimeoutError("reading the header took more than 10 seconds")
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(10)
+    try:
+        result = parse_sacct(payload(header, line()))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+    assert result.jobs == [] and "expected 300012 fields, found 12" in result.rejected[0].reason
 
 
 def test_it_refuses_a_first_line_that_is_not_utf8():
