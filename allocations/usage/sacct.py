@@ -255,10 +255,10 @@ class SacctReader:
         self.skipped_pending = 0
         stream = io.BytesIO(data) if isinstance(data, bytes | bytearray | memoryview) else data
         lines = enumerate(stream, start=1)
-        leading_lines, first_line_number, first_line = _first_non_blank_line(lines)
+        first_line_number, first_line = _first_non_blank_line(lines)
         if first_line.lstrip().startswith(b"{"):
             self.format = "json"
-            content = b"".join(leading_lines)
+            content = first_line  # the blank lines before it are whitespace JSON ignores
             room = None if max_json_bytes is None else max(0, max_json_bytes + 1 - len(content))
             content += stream.read(room)
             if max_json_bytes is not None and len(content) > max_json_bytes:
@@ -458,14 +458,14 @@ class _Layout:
         return self.column_positions.get("jobname") == self.field_count - 1
 
 
-def _first_non_blank_line(lines: Iterator[tuple[int, bytes]]) -> tuple[list[bytes], int, bytes]:
-    leading_lines = []
+def _first_non_blank_line(lines: Iterator[tuple[int, bytes]]) -> tuple[int, bytes]:
+    """The number and text of the first line that is not blank; the blank ones before it are dropped as they are
+    read, since a small gzip body can hold a gigabyte of them, and a list of them would take fifty times that."""
     for line_number, line in lines:
         if line_number == 1 and line.startswith(b"\xef\xbb\xbf"):
             line = line[3:]  # a byte-order mark, as editors on Windows add to uploaded files
-        leading_lines.append(line)
         if line and not line.isspace():
-            return leading_lines, line_number, line
+            return line_number, line
     raise SacctFormatError("the payload is empty")
 
 

@@ -5,6 +5,7 @@ import gzip
 import io
 import json
 import signal
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -602,6 +603,23 @@ def test_a_header_of_very_many_columns_is_read_in_time_proportional_to_its_lengt
         signal.signal(signal.SIGALRM, previous)
 
     assert result.jobs == [] and "expected 300012 fields, found 12" in result.rejected[0].reason
+
+
+@pytest.mark.parametrize("first", [line().encode(), json.dumps({"jobs": []}).encode()])
+def test_blank_lines_before_the_first_are_skipped_without_being_held(first):
+    # A gzip body of a megabyte can hold a gigabyte of blank lines: held as a list until the first line, each
+    # three-byte line took some fifty bytes, and the payload exhausted the worker's memory before the size limit.
+    header = "|".join(COLUMNS).encode() + b"\n" if first[:1] != b"{" else b""
+    data = io.BufferedReader(io.BytesIO(b" \n" * 1_000_000 + header + first + b"\n"))
+    tracemalloc.start()
+    try:
+        result = parse_sacct(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert peak < 10 * 2**20
+    assert len(result.jobs) == (0 if result.format == "json" else 1)
 
 
 def test_it_refuses_a_first_line_that_is_not_utf8():
