@@ -73,6 +73,11 @@ _COMMON_STATES = frozenset(
     }
 )
 _NO_TIME = frozenset(("", "None", "Unknown"))
+# A line sacct prints is a few kilobytes at most, even with every column (SubmitLine, WorkDir, a Comment). A longer
+# one is not sacct's, and read whole it would hold many times its size in memory (a small gzip body can unzip to a
+# gigabyte on one line): it is rejected, and only its beginning is read and kept.
+MAX_LINE_BYTES = 1 << 20
+_KEPT_OF_A_LONG_LINE = 1000  # characters of an over-long line kept in its rejected row, for an operator to see
 # Slurm's NO_VAL and INFINITE for 32-bit fields, which older JSON versions print instead of "not set".
 _SLURM_UNSET_NUMBER = 0xFFFFFFFE
 
@@ -254,7 +259,7 @@ class SacctReader:
         self.skipped_steps = 0
         self.skipped_pending = 0
         stream = io.BytesIO(data) if isinstance(data, bytes | bytearray | memoryview) else data
-        lines = enumerate(stream, start=1)
+        lines = _numbered_lines(stream)
         first_line_number, first_line = _first_non_blank_line(lines)
         if first_line.lstrip().startswith(b"{"):
             self.format = "json"
@@ -294,6 +299,9 @@ class SacctReader:
     def _text_rows(self, lines: Iterable[tuple[int, bytes]], read) -> Iterator:
         for line_number, line in lines:
             if not line or line.isspace():
+                continue
+            if _is_too_long(line):
+                yield _too_long_row(line_number, line)
                 continue
             try:
                 text = line.decode()
@@ -361,8 +369,8 @@ class SacctReader:
                 text = line.decode().rstrip("\r\n")
             except UnicodeDecodeError:
                 text = None
-            if not text or "\x00" in text or text.isspace():
-                # Blank, not UTF-8 or with a NUL: the full rules skip it or say why it is rejected.
+            if not text or "\x00" in text or text.isspace() or len(line) > MAX_LINE_BYTES:
+                # Blank, not UTF-8, with a NUL or too long: the full rules skip it or say why it is rejected.
                 yield from self._text_rows(((line_number, line),), record)
                 continue
             fields = text.split(delimiter)
@@ -458,6 +466,31 @@ class _Layout:
         return self.column_positions.get("jobname") == self.field_count - 1
 
 
+def _numbered_lines(stream: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """The stream's lines, numbered from 1. A line over MAX_LINE_BYTES comes as its first MAX_LINE_BYTES + 1 bytes,
+    with no line end (`_is_too_long`); the rest of it is skipped when the next line is asked for, unkept, so a JSON
+    document on one line can still be read on from the stream after its first line."""
+    readline, limit, number = stream.readline, MAX_LINE_BYTES + 1, 0
+    while line := readline(limit):
+        number += 1
+        yield number, line
+        if len(line) == limit and line[-1] != 10:  # 10: b"\n"
+            while (rest := readline(limit)) and rest[-1] != 10:
+                pass
+
+
+def _is_too_long(line: bytes) -> bool:
+    return len(line) > MAX_LINE_BYTES and line[-1] != 10
+
+
+def _too_long_row(line_number: int, line: bytes) -> RejectedRow:
+    return RejectedRow(
+        line_number,
+        _printable(line[:_KEPT_OF_A_LONG_LINE]) + "\u2026",
+        f"the line is longer than {MAX_LINE_BYTES // 2**20} MB, which no sacct line is; only its beginning is kept",
+    )
+
+
 def _first_non_blank_line(lines: Iterator[tuple[int, bytes]]) -> tuple[int, bytes]:
     """The number and text of the first line that is not blank; the blank ones before it are dropped as they are
     read, since a small gzip body can hold a gigabyte of them, and a list of them would take fifty times that."""
@@ -501,6 +534,11 @@ def _detected_layout(
 ) -> tuple[_Layout, Iterable[tuple[int, bytes]]]:
     if delimiter == "":
         raise SacctFormatError("the delimiter must not be empty")
+    if _is_too_long(first_line):
+        raise SacctFormatError(
+            f"line {first_line_number}, the first line, is longer than {MAX_LINE_BYTES // 2**20} MB: it is not a "
+            "sacct header or job line"
+        )
     try:
         first_text = first_line.decode().rstrip("\r\n")
     except UnicodeDecodeError:
