@@ -266,7 +266,10 @@ def ingest_sacct(
         if outcome.batch.status == IngestBatch.Status.FAILED:
             raise IngestError(outcome.batch.error)
         return outcome
-    process_batch(batch=outcome.batch, progress=progress)
+    if process_batch(batch=outcome.batch, progress=progress) and outcome.is_duplicate:
+        # The same bytes were stored before but still waiting to be read (posted asynchronously, or their reading
+        # lost): this call read them, so for the caller they are new, to be answered and reconciled as such.
+        return IngestOutcome(outcome.batch, is_duplicate=False)
     return outcome
 
 
@@ -400,8 +403,11 @@ def read_batch(batch: IngestBatch, source) -> SacctReader:
         raise PayloadExpandsTooFar(f"The payload is too large: {problem}") from None
 
 
-def process_batch(*, batch: IngestBatch, progress: Callable[[int], None] | None = None) -> IngestBatch:
-    """Read a stored batch and record its rows in one transaction; safe to run again on the same batch."""
+def process_batch(*, batch: IngestBatch, progress: Callable[[int], None] | None = None) -> bool:
+    """Read a stored batch and record its rows in one transaction; safe to run again on the same batch.
+
+    Returns whether this call recorded them: False when another process had read the batch meanwhile (`batch` then
+    holds that reading's counts)."""
     system = batch.system
     try:
         with _compressing(batch), open_raw(batch) as raw:
@@ -419,7 +425,7 @@ def process_batch(*, batch: IngestBatch, progress: Callable[[int], None] | None 
                 # Under the sequence lock: if another process read this batch meanwhile, keep its counts.
                 if IngestBatch.objects.get(pk=batch.pk).status != IngestBatch.Status.RECEIVED:
                     batch.refresh_from_db()
-                    return batch
+                    return False
                 # A re-run of this batch (after a crash) starts its rejected rows afresh.
                 batch.rejected_rows.all().delete()
                 counts = _record_rows(batch=batch, rows=reader, seq=seq)
@@ -441,7 +447,7 @@ def process_batch(*, batch: IngestBatch, progress: Callable[[int], None] | None 
         IngestBatch.objects.filter(pk=batch.pk).update(status=IngestBatch.Status.FAILED, error=message)
         batch.refresh_from_db()
         raise IngestError(message) from None
-    return batch
+    return True
 
 
 class PayloadExpandsTooFar(IngestError):

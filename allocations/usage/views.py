@@ -221,12 +221,13 @@ def upload(request):
             delimiter=data["delimiter"] or None,
             columns=columns or None,
         )
-        if outcome.is_duplicate:
-            messages.success(request, "This file was already received: nothing changed")
-        else:
-            # Large files are read by a worker; the batch page shows its counts when it is done.
+        if outcome.batch.status == IngestBatch.Status.RECEIVED:
+            # Large files are read by a worker; the batch page shows its counts when it is done. The same bytes
+            # still waiting to be read (their reading lost) are queued again: a worker reads a batch once.
             enqueue_ingest(outcome.batch)
             messages.success(request, "File received: its rows are being read")
+        else:
+            messages.success(request, "This file was already received: nothing changed")
         return redirect("usage:batch-detail", pk=outcome.batch.pk)
     return render(request, "allocations/usage/upload.html", {"form": form})
 

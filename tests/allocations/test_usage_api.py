@@ -300,6 +300,23 @@ def test_bytes_still_waiting_are_queued_again_on_the_same_batch(
     assert JobRecord.objects.count() == 1
 
 
+def test_bytes_still_waiting_posted_again_without_waiting_are_read_answered_as_new_and_charged(
+    client, system, key, django_capture_on_commit_callbacks
+):
+    from allocations.usage.ingest import receive_payload
+
+    allocation = funded_allocation(system)
+    data = payload(sacct_line(1))
+    waiting = receive_payload(system=system, payload=data, source="api").batch  # its reading lost, say
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(client, system, data, key)
+
+    assert response.status_code == 201, response.json()
+    assert response.json()["batch"] == waiting.pk and response.json()["duplicate"] is False
+    assert response.json()["new"] == 1
+    assert ledger.net_usage(ledger.allocation_account(allocation)) == HOUR  # reconciled, not left to the beat
+
+
 def test_an_unreadable_payload_shows_failed_with_its_reason(client, system, key, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         response = post_async(client, system, b"\xff\xfe\x00 not sacct", key)

@@ -32,6 +32,22 @@ def test_ingest_sacct_reads_a_file_charges_it_and_prints_the_counts(system, tmp_
     assert ledger.net_usage(ledger.allocation_account(allocation)) == 2 * HOUR
 
 
+def test_ingest_sacct_of_a_file_stored_before_but_never_read_reads_it_charges_it_and_says_so(system, tmp_path, capsys):
+    from allocations.usage.ingest import receive_payload
+
+    allocation = funded_allocation(system)
+    file = tmp_path / "jobs.txt"
+    file.write_bytes(payload(sacct_line(1, gpus=2)))
+    waiting = receive_payload(system=system, payload=file.read_bytes(), source="upload").batch  # never read
+
+    call_command("ingest_sacct", str(file), "--system", "isambard-ai")
+
+    out, _ = capsys.readouterr()
+    assert "nothing changed" not in out
+    assert f"Batch {waiting.pk}: 1 new" in out
+    assert ledger.net_usage(ledger.allocation_account(allocation)) == 2 * HOUR
+
+
 def test_ingest_sacct_charges_the_real_habrok_file_per_account_as_worked_out_from_its_fields(system, tmp_path):
     expected = expected_habrok_seconds()
     allocations = {account: funded_allocation(system, account=account) for account in expected}

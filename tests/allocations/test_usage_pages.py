@@ -98,6 +98,25 @@ def test_an_operator_uploads_a_file_and_its_rows_are_read_and_charged(
     assert ledger.net_usage(ledger.allocation_account(allocation)) == 2 * HOUR
 
 
+def test_uploading_again_a_file_whose_reading_was_lost_has_it_read(
+    client, admin, system, django_capture_on_commit_callbacks
+):
+    from allocations.usage.ingest import receive_payload
+
+    allocation = funded_allocation(system)
+    data = payload(sacct_line(1, gpus=2))
+    waiting = receive_payload(system=system, payload=data, source="upload").batch  # its task never reached a worker
+    upload = SimpleUploadedFile("jobs.txt", data, content_type="text/plain")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("usage:upload"), {"system": system.pk, "file": upload}, follow=True)
+
+    assert "its rows are being read" in response.content.decode()
+    waiting.refresh_from_db()
+    assert (waiting.status, waiting.new) == ("ingested", 1)
+    assert ledger.net_usage(ledger.allocation_account(allocation)) == 2 * HOUR
+
+
 def test_rejected_rows_are_replayed_after_the_system_settings_are_fixed(
     client, admin, system, django_capture_on_commit_callbacks
 ):
