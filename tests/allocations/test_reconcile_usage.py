@@ -228,3 +228,19 @@ def test_every_usage_entry_is_the_sum_of_its_job_charges_and_each_points_at_real
         assert charge.transaction.cause_id == str(charge.run.pk)
         assert charge.job_record.allocation_id in (first.pk, second.pk)
     assert (used(first), used(second)) == (300, 4 * HOUR)
+
+
+def test_after_the_charge_factor_changes_a_run_reported_again_is_repriced_by_the_difference_and_others_keep_theirs(
+    system,
+):
+    allocation = funded_allocation(system)
+    ingest(system, payload(sacct_line(1, gpus=1), sacct_line(2, gpus=1)))
+    reconcile_system(system=system)
+    system.charge_factor = "1.5"
+    system.save()
+
+    ingest(system, payload(sacct_line(2, gpus=1)))  # the next day's window holds job 2 only
+    reconcile_system(system=system)
+
+    assert dict(JobRecord.objects.values_list("job_id", "gpu_seconds")) == {"1": HOUR, "2": HOUR * 3 // 2}
+    assert used(allocation) == HOUR + HOUR * 3 // 2
