@@ -78,6 +78,12 @@ _NO_TIME = frozenset(("", "None", "Unknown"))
 # gigabyte on one line): it is rejected, and only its beginning is read and kept.
 MAX_LINE_BYTES = 1 << 20
 _KEPT_OF_A_LONG_LINE = 1000  # characters of an over-long line kept in its rejected row, for an operator to see
+NOT_UTF8 = "the line is not valid UTF-8"
+HAS_NUL = "the line contains a NUL character"
+TOO_LONG = f"the line is longer than {MAX_LINE_BYTES // 2**20} MB, which no sacct line is; only its beginning is kept"
+# The rows rejected for these are kept as text that is not the line received: its bad bytes replaced, or only its
+# beginning. Read again from that text, they would be recorded as lines the cluster never sent.
+KEPT_ALTERED = frozenset((NOT_UTF8, HAS_NUL, TOO_LONG))
 # Slurm's NO_VAL and INFINITE for 32-bit fields, which older JSON versions print instead of "not set".
 _SLURM_UNSET_NUMBER = 0xFFFFFFFE
 
@@ -306,7 +312,7 @@ class SacctReader:
             try:
                 text = line.decode()
             except UnicodeDecodeError:
-                yield RejectedRow(line_number, _printable(line), "the line is not valid UTF-8")
+                yield RejectedRow(line_number, _printable(line), NOT_UTF8)
                 continue
             outcome = read(line_number, text.rstrip("\r\n"))
             if outcome is _STEP:
@@ -487,7 +493,7 @@ def _too_long_row(line_number: int, line: bytes) -> RejectedRow:
     return RejectedRow(
         line_number,
         _printable(line[:_KEPT_OF_A_LONG_LINE]) + "\u2026",
-        f"the line is longer than {MAX_LINE_BYTES // 2**20} MB, which no sacct line is; only its beginning is kept",
+        TOO_LONG,
     )
 
 
@@ -671,7 +677,7 @@ class _TextRowReader:
     def read(self, line_number: int, text: str) -> JobRow | RejectedRow | _RowKind:
         try:
             if "\x00" in text:
-                raise _RowError("the line contains a NUL character")
+                raise _RowError(HAS_NUL)
             fields = self._fields(text)
             job_id = fields[self.job_id_at]
             kind = _kind_of_job_id(job_id)
@@ -685,7 +691,7 @@ class _TextRowReader:
         """As `read`, with the same checks in the same order, as a plain tuple (see SacctReader.records)."""
         try:
             if "\x00" in text:
-                raise _RowError("the line contains a NUL character")
+                raise _RowError(HAS_NUL)
             fields = self._fields(text)
             job_id = fields[self.job_id_at]
             if not (job_id.isascii() and job_id.isdigit()):

@@ -26,7 +26,7 @@ from allocations.models import (
 from programmes.models import System
 
 from .ingest import IngestError, _record_rows, next_change_seq, open_raw, read_batch, time_zone_of, window_instants
-from .sacct import SacctFormatError
+from .sacct import KEPT_ALTERED, SacctFormatError
 
 TOKEN_PREFIX = "airr_ingest_"
 
@@ -183,30 +183,39 @@ def replay_rejected_rows(*, batch: IngestBatch, actor) -> tuple[int, int]:
         pending = list(batch.rejected_rows.filter(replayed_at__isnull=True).order_by("line_number"))
         if not pending:
             return 0, 0
-        reader, offset = _replay_reader(batch, pending)
+        # A row kept with its bad bytes replaced, or only its beginning, is not the line the cluster sent: read
+        # again, the replacement would be recorded (and charged) as if sent. No setting makes it readable: it stays.
+        altered = [row for row in pending if row.reason in KEPT_ALTERED]
+        readable = [row for row in pending if row.reason not in KEPT_ALTERED]
         failures: dict[int, str] = {}
+        counts = None
+        if readable:
+            reader, offset = _replay_reader(batch, readable)
 
-        def on_rejected(line_number: int, reason: str) -> None:
-            failures[line_number - offset - 1] = reason
+            def on_rejected(line_number: int, reason: str) -> None:
+                failures[line_number - offset - 1] = reason
 
-        # A run a later batch reported since keeps that newer report: these rows are older.
-        counts = _record_rows(batch=batch, rows=reader, seq=seq, on_rejected=on_rejected)
+            # A run a later batch reported since keeps that newer report: these rows are older.
+            counts = _record_rows(batch=batch, rows=reader, seq=seq, on_rejected=on_rejected)
         now = timezone.now()
-        for index, row in enumerate(pending):
+        for index, row in enumerate(readable):
             if index in failures:
                 row.reason = failures[index]
                 row.replay_outcome = f"Still rejected on {now:%d %B %Y %H:%M}"
             else:
                 row.replayed_at = now
                 row.replay_outcome = "Recorded"
+        for row in altered:
+            row.replay_outcome = f"Still rejected on {now:%d %B %Y %H:%M}"
         RejectedRow.objects.bulk_update(pending, ["reason", "replayed_at", "replay_outcome"])
+        still = len(failures) + len(altered)
         # The rows recorded now join the batch's counts, as if they had read the first time.
         read = ("new", "updated", "unchanged", "unmatched", "never_started", "without_gpus")
-        IngestBatch.objects.filter(pk=batch.pk).update(
-            rejected=len(failures), **{name: F(name) + getattr(counts, name) for name in read}
-        )
-        enqueue_reconciliation(system)
-    return len(pending) - len(failures), len(failures)
+        added = {name: F(name) + getattr(counts, name) for name in read} if counts is not None else {}
+        IngestBatch.objects.filter(pk=batch.pk).update(rejected=still, **added)
+        if counts is not None:
+            enqueue_reconciliation(system)
+    return len(pending) - still, still
 
 
 def _replay_reader(batch: IngestBatch, pending: list[RejectedRow]):

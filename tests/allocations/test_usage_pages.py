@@ -157,6 +157,33 @@ def test_a_row_still_unreadable_on_replay_keeps_its_place_with_the_new_reason(cl
     assert batch.rejected == 1
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        sacct_line(2, name="n" * (2 * 1024 * 1024)).encode(),  # kept only in part: its first thousand characters
+        sacct_line(2).encode() + b"\xff",  # not UTF-8
+        sacct_line(2, name="a\x00b").encode(),  # a NUL character
+    ],
+    ids=["over 1 MB", "not UTF-8", "NUL"],
+)
+def test_a_row_whose_kept_text_is_not_the_line_received_stays_rejected_on_replay(client, admin, system, line):
+    funded_allocation(system)
+    batch = ingest_sacct(system=system, payload=payload(sacct_line(1)) + line + b"\n", source="command").batch
+    assert batch.rejected == 1
+    reason = RejectedRow.objects.get().reason
+
+    response = client.post(reverse("usage:batch-replay", args=[batch.pk]), follow=True)
+
+    # Its kept text has the bad bytes replaced, or is only the beginning of the line: read again, it would be
+    # recorded (and charged) as a line the cluster never sent.
+    assert "0 rows recorded; 1 still rejected" in response.content.decode()
+    row = RejectedRow.objects.get()
+    assert row.replayed_at is None and row.replay_outcome.startswith("Still rejected") and row.reason == reason
+    assert JobRecord.objects.count() == 1
+    batch.refresh_from_db()
+    assert (batch.new, batch.rejected) == (1, 1)
+
+
 def test_a_payload_opening_with_a_blank_line_replays_with_its_header(client, admin, system):
     data = b"\n" + payload(sacct_line(1), sacct_line(2, start="2026-03-01 10:00"))
     batch = ingest_sacct(system=system, payload=data, source="command").batch
