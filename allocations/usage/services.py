@@ -128,24 +128,12 @@ def assign_unmatched_account(*, system: System, account: str, allocation: Alloca
         with transaction.atomic():
             # The system's change lock: no ingest of this system records rows while the account changes hands.
             seq = next_change_seq(system)
-            state = Allocation.objects.values_list("state", flat=True).get(pk=allocation.pk)
-            if state in Allocation.ENDED_STATES:
-                raise UsageError(
-                    f"{allocation.scheduler_account} has ended ({Allocation.State(state).label.lower()}): "
-                    "its usage can no longer be charged there"
-                )
-            owner = Allocation.objects.filter(system=system, scheduler_account=account).first()
-            if owner is not None and owner.pk != allocation.pk:
-                raise UsageError(f"'{account}' is the scheduler account of {owner}: its usage is charged there")
-            alias = SchedulerAccountAlias.objects.filter(system=system, account=account).first()
-            if alias is not None:
-                raise UsageError(
-                    f"'{account}' on {system} was already assigned to {alias.allocation} on {alias.created_at:%d %B %Y}"
-                )
+            if (problem := assignment_refusal(system=system, account=account, allocation=allocation)) is not None:
+                raise UsageError(problem)
             records = JobRecord.objects.filter(system=system, account=account, allocation__isnull=True)
             if not records.exists():
                 raise UsageError(f"No usage of '{account}' is held on {system}: there is nothing to assign")
-            if owner is None:
+            if account != allocation.scheduler_account:  # no other allocation owns it (assignment_refusal)
                 SchedulerAccountAlias.objects.create(
                     system=system, account=account, allocation=allocation, created_by=actor
                 )
@@ -165,6 +153,27 @@ def assign_unmatched_account(*, system: System, account: str, allocation: Alloca
         # Another admin assigned the same account at the same moment; theirs stands.
         raise UsageError(f"'{account}' on {system} was assigned by someone else meanwhile") from None
     return moved
+
+
+def assignment_refusal(*, system: System, account: str, allocation: Allocation) -> str | None:
+    """Why an account's held usage on `system` cannot go to `allocation` (see assign_unmatched_account), or None.
+
+    Asked again under the system's lock when the assignment is made; asked first before the page asks to confirm,
+    so that it never asks to confirm an assignment it will refuse.
+    """
+    state = Allocation.objects.values_list("state", flat=True).get(pk=allocation.pk)
+    if state in Allocation.ENDED_STATES:
+        return (
+            f"{allocation.scheduler_account} has ended ({Allocation.State(state).label.lower()}): "
+            "its usage can no longer be charged there"
+        )
+    owner = Allocation.objects.filter(system=system, scheduler_account=account).first()
+    if owner is not None and owner.pk != allocation.pk:
+        return f"'{account}' is the scheduler account of {owner}: its usage is charged there"
+    alias = SchedulerAccountAlias.objects.filter(system=system, account=account).select_related("allocation").first()
+    if alias is not None:
+        return f"'{account}' on {system} was already assigned to {alias.allocation} on {alias.created_at:%d %B %Y}"
+    return None
 
 
 def replay_rejected_rows(*, batch: IngestBatch, actor) -> tuple[int, int]:

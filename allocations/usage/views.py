@@ -32,6 +32,7 @@ from .ingest import receive_payload, reopen_failed_batch
 from .services import (
     UsageError,
     assign_unmatched_account,
+    assignment_refusal,
     create_ingest_token,
     enqueue_ingest,
     replay_rejected_rows,
@@ -271,6 +272,10 @@ def unmatched_assign(request, slug):
         held = unmatched_accounts(system_ids=[system.pk]).filter(account=account).first()
         if held is None:
             messages.error(request, f"No usage of '{account}' is held on {system.name}: it may have been assigned")
+            return redirect("usage:unmatched")
+        # Not asked to confirm what would be refused: an ended allocation, an account another owns or was given.
+        if (problem := assignment_refusal(system=system, account=account, allocation=allocation)) is not None:
+            messages.error(request, problem)
             return redirect("usage:unmatched")
         context = {"system": system, "account": account, "allocation": allocation, "held": held}
         return render(request, "allocations/usage/unmatched_assign.html", context)

@@ -1,5 +1,6 @@
 """Assigning an unmatched scheduler account lasts: later usage of that account is charged to the allocation."""
 
+import html
 from datetime import timedelta
 
 import pytest
@@ -340,3 +341,33 @@ def test_for_a_qos_an_assigned_account_is_told_to_run_under_its_allocations_qos_
     assert commands[1] == "sacctmgr -i modify qos where name=airr-00001 set GrpTRESMins=gres/gpu=600  # active"
     assert commands[2].startswith("# old-name: charged to airr-00001; give it the QOS airr-00001")
     assert not any("name=old-name" in command for command in commands if not command.startswith("#"))
+
+
+@pytest.mark.parametrize(
+    ("refused", "account", "message"),
+    [
+        ("ended", "old-name", "airr-00001 has ended (expired)"),
+        ("owned", "airr-00002", "'airr-00002' is the scheduler account of airr-00002"),
+        ("assigned", "old-name", "'old-name' on Isambard-AI was already assigned to airr-00002"),
+    ],
+)
+def test_the_page_never_asks_to_confirm_an_assignment_it_will_refuse(client, admin, system, refused, account, message):
+    allocation = funded_allocation(system, account="airr-00001")
+    other = funded_allocation(system, account="airr-00002")
+    ingest(system, payload(sacct_line(1, account=account)))
+    if refused == "ended":
+        ledger.expire_allocation(allocation=allocation, idempotency_key="end")
+    elif refused == "assigned":
+        assign_unmatched_account(system=system, account=account, allocation=other, actor=admin)
+    # Held (again), as rows recorded before an assignment or an allocation can be, e.g. by a replay.
+    JobRecord.objects.update(allocation=None)
+
+    response = client.post(
+        reverse("usage:unmatched-assign", args=[system.slug]),
+        {"account": account, "allocation": "airr-00001"},
+        follow=True,
+    )
+
+    text = html.unescape(response.content.decode())
+    assert "Are you sure" not in text and message in text
+    assert not SchedulerAccountAlias.objects.filter(allocation=allocation).exists()
