@@ -800,6 +800,29 @@ def test_operators_see_each_accounts_latest_usage_report_flagged_first(client, m
     assert [r.account for r in flagged] == ["airr-00002"]
 
 
+def test_the_variance_page_says_a_variance_is_flagged_only_beyond_both_the_tolerance_and_one_gpu_hour(
+    client, admin, system
+):
+    """1.5 GPU-hours off is within 2 % of a hundred charged, so it is not flagged; off an account with nothing
+    charged it is. The page states the rule it applies, not "the tolerance or one GPU-hour", which reads as
+    flagging the first."""
+    from allocations.usage.variance import record_usage_report
+
+    funded_allocation(system, account="airr-00001", hours=1000)
+    funded_allocation(system, account="airr-00002")
+    ingest_sacct(system=system, payload=payload(sacct_line(1, gpus=100)), source="command")
+    reconcile_system(system=system)
+
+    record_usage_report(
+        system=system, payload=b"Account|User|GrpTRESRaw\nairr-00001||gres/gpu=6090\nairr-00002||gres/gpu=90\n"
+    )
+    page = client.get(reverse("usage:variance"))
+
+    rows = [(r.account, r.variance_seconds, r.is_flagged) for r in page.context["page"].object_list]
+    assert rows == [("airr-00002", 90 * 60, True), ("airr-00001", 90 * 60, False)]
+    assert "beyond both 2.0&nbsp;% of the ledger's figure and one GPU-hour" in page.content.decode()
+
+
 def test_the_variance_page_links_only_the_allocations_its_reader_may_open(client, make_persona, system):
     """A system's staff operate its usage but do not see its allocations' pages: their variance rows name the
     allocation without a link that would answer 404; an admin's link to the same allocation opens it."""
