@@ -735,6 +735,8 @@ def test_an_allocation_not_yet_started_counts_its_days_from_its_start(client, sy
 def test_the_upload_form_marks_its_optional_fields_once_and_names_what_is_missing(client, admin, system):
     page = client.get(reverse("usage:upload")).content.decode()
     assert "Delimiter (optional)" in page and "(optional) (optional)" not in page
+    # The example lists every run of a requeued job and no step rows, as the cron's command does.
+    assert "sacct --allusers --allocations --duplicates --parsable2" in page
 
     response = client.post(reverse("usage:upload"), {"system": system.pk})
 
