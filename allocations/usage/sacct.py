@@ -304,10 +304,10 @@ class SacctReader:
 
     def _text_rows(self, lines: Iterable[tuple[int, bytes]], read) -> Iterator:
         for line_number, line in lines:
-            if not line or line.isspace():
-                continue
-            if _is_too_long(line):
+            if _is_too_long(line):  # before the blank test: only its beginning is here, and it may be all spaces
                 yield _too_long_row(line_number, line)
+                continue
+            if not line or line.isspace():
                 continue
             try:
                 text = line.decode()
@@ -503,7 +503,7 @@ def _first_non_blank_line(lines: Iterator[tuple[int, bytes]]) -> tuple[int, byte
     for line_number, line in lines:
         if line_number == 1 and line.startswith(b"\xef\xbb\xbf"):
             line = line[3:]  # a byte-order mark, as editors on Windows add to uploaded files
-        if line and not line.isspace():
+        if (line and not line.isspace()) or _is_too_long(line):  # a long line's beginning may be all spaces
             return line_number, line
     raise SacctFormatError("the payload is empty")
 

@@ -1214,3 +1214,18 @@ def test_a_json_job_of_another_cluster_is_rejected():
     assert [job.job_id for job in result.jobs] == ["5001"]
     [rejected] = result.rejected
     assert (rejected.line_number, rejected.reason[:50]) == (2, "Cluster 'dawn' is not this system's cluster ('isam")
+
+
+@pytest.mark.parametrize("as_first_line", [False, True], ids=["a row", "the first line"])
+def test_a_line_longer_than_any_sacct_line_that_begins_with_blanks_is_rejected_not_dropped_as_blank(as_first_line):
+    # Its first megabyte is spaces and the rest a job: read as blank, it vanished with no row to say so.
+    too_long = " " * (MAX_LINE_BYTES + 10) + line(JobID="1002", JobIDRaw="1002")
+    if as_first_line:
+        with pytest.raises(SacctFormatError, match="the first line, is longer than 1 MB"):
+            parse_sacct(payload(too_long, "|".join(COLUMNS), line()))
+        return
+    result = parse_sacct(payload("|".join(COLUMNS), too_long, line()))
+
+    assert [job.job_id for job in result.jobs] == ["1001"]
+    [rejected] = result.rejected
+    assert (rejected.line_number, "longer than 1 MB" in rejected.reason) == (2, True)
