@@ -157,6 +157,13 @@ def _lock(accounts: Iterable[LedgerAccount]) -> dict[int, LedgerAccount]:
     return locked
 
 
+def hold_pools(pools: Iterable[FundPool]) -> None:
+    """Lock the pools' accounts until the caller's transaction ends, for a caller that charges usage (allocation
+    and sink accounts) before it moves hours to these pools in the same transaction, as expiry does: taken
+    first, they keep the module's order, where taken after they would wait holding accounts that come later."""
+    _lock(pool_account(pool) for pool in pools)
+
+
 def _already_recorded(key: str, types: tuple[str, ...]) -> LedgerTransaction | None:
     existing = LedgerTransaction.objects.filter(idempotency_key=key).first()
     if existing is not None and existing.type not in types:

@@ -214,6 +214,9 @@ def expire_ended_allocations(*, today: date | None = None) -> int:
             # The system's change lock, held from the charging to the ending: an ingest or an assignment of
             # unmatched usage committed in between would be charged after the unused hours had left.
             hold_changes(system)
+            # The pools before the charging: it locks allocation and sink accounts, which the ledger's order puts
+            # after the pools the endings lock (a revocation holding a pool would wait for them, and they for it).
+            ledger.hold_pools({allocation.pool for allocation in allocations})
             reconcile_system(system=system)
             for allocation in allocations:
                 try:

@@ -251,7 +251,7 @@ def test_expiry_waits_for_a_reconciliation_holding_the_allocation_and_returns_on
     gates.append(charging)
     run = start("reconcile", lambda: reconcile_system(system=system))
     charging.wait_reached()  # the charge is written, uncommitted, under the allocation account's lock
-    # Expiry takes the pool's lock, then waits for the allocation's (the ledger's order: no deadlock).
+    # Expiry takes the system's change lock and the pool's, then waits for the reconciliation's cursor.
     expiry = start("expire", lambda: expire_ended_allocations(today=date(2099, 1, 1)))
     wait_for_lock_waiters()
     charging.release()
@@ -288,6 +288,32 @@ def test_an_assignment_during_an_expirys_charging_waits_and_is_refused_once_the_
         assigned.finish()
     assert JobRecord.objects.get(job_id_raw="2").allocation_id is None  # still held, for an open allocation
     assert ledger.allocation_account(allocation).balance == 0
+    assert ledger.pool_account(allocation.pool).balance == pool_before + 70 * HOUR
+    assert_charged_exactly_what_the_records_cost(system)
+
+
+def test_a_revocation_during_an_expirys_charging_waits_for_it_without_a_deadlock(system, monkeypatch, gates):
+    allocation = funded_allocation(system, hours=100)
+    pool_before = ledger.pool_account(allocation.pool).balance
+    ingest(system, payload(sacct_line(1, gpus=1, elapsed=30 * HOUR)))
+    charging = gate(monkeypatch, ledger, "record_usage_in_bulk", thread="expire")
+    gates.append(charging)
+    expiry = start("expire", lambda: expire_ended_allocations(today=date(2099, 1, 1)))
+    charging.wait_reached()  # expiry holds the allocation's account (and the usage sink) until it has ended it
+    # A revocation takes the pool's lock, then waits for the allocation's. Expiry, ending the allocation next, needs
+    # the pool's: unless it took it before charging (the ledger's order), each waits for the other.
+    revocation = start(
+        "revoke",
+        lambda: ledger.revoke_allocation(allocation=allocation, actor=None, reason="Withdrawn", idempotency_key="r"),
+    )
+    wait_for_lock_waiters()
+    charging.release()
+
+    assert expiry.finish() == 1
+    with pytest.raises(ledger.WrongState, match="already ended"):
+        revocation.finish()
+    allocation.refresh_from_db()
+    assert allocation.state == Allocation.State.EXPIRED
     assert ledger.pool_account(allocation.pool).balance == pool_before + 70 * HOUR
     assert_charged_exactly_what_the_records_cost(system)
 
