@@ -541,10 +541,20 @@ def _detected_layout(
     if delimiter == "":
         raise SacctFormatError("the delimiter must not be empty")
     if _is_too_long(first_line):
-        raise SacctFormatError(
+        too_long = SacctFormatError(
             f"line {first_line_number}, the first line, is longer than {MAX_LINE_BYTES // 2**20} MB: it is not a "
             "sacct header or job line"
         )
+        if columns is None:
+            raise too_long
+        # Output made with --noheader: the first line is a job's, rejected as any other too long one is, and the
+        # layout is read from the next line, so that the jobs after it are still read.
+        try:
+            next_line_number, next_line = _first_non_blank_line(lines)
+        except SacctFormatError:
+            raise too_long from None
+        layout, data_lines = _detected_layout(next_line_number, next_line, lines, delimiter, columns)
+        return layout, itertools.chain([(first_line_number, first_line)], data_lines)
     try:
         first_text = first_line.decode().rstrip("\r\n")
     except UnicodeDecodeError:

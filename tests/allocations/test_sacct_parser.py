@@ -1229,3 +1229,14 @@ def test_a_line_longer_than_any_sacct_line_that_begins_with_blanks_is_rejected_n
     assert [job.job_id for job in result.jobs] == ["1001"]
     [rejected] = result.rejected
     assert (rejected.line_number, "longer than 1 MB" in rejected.reason) == (2, True)
+
+
+@pytest.mark.parametrize("delimiter", [None, "|"])
+def test_output_made_with_noheader_whose_first_line_is_longer_than_any_sacct_line_rejects_that_line_only(delimiter):
+    # Without a header its first line is a job's, rejected as any other too long one: the rest is still read.
+    too_long = line(JobID="1002", JobIDRaw="1002", JobName="n" * (MAX_LINE_BYTES + 10))
+    result = parse_sacct(payload(too_long, line()), columns=COLUMNS, delimiter=delimiter)
+
+    assert [job.job_id for job in result.jobs] == ["1001"]
+    [rejected] = result.rejected
+    assert (rejected.line_number, "longer than 1 MB" in rejected.reason) == (1, True)
