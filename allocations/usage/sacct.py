@@ -473,10 +473,10 @@ class _Layout:
 
 
 def _numbered_lines(stream: BinaryIO) -> Iterator[tuple[int, bytes]]:
-    """The stream's lines, numbered from 1. A line over MAX_LINE_BYTES comes as its first MAX_LINE_BYTES + 1 bytes,
-    with no line end (`_is_too_long`); the rest of it is skipped when the next line is asked for, unkept, so a JSON
-    document on one line can still be read on from the stream after its first line."""
-    readline, limit, number = stream.readline, MAX_LINE_BYTES + 1, 0
+    """The stream's lines, numbered from 1. A line over MAX_LINE_BYTES (not counting its end, "\n" or "\r\n")
+    comes as its beginning (`_is_too_long`); the rest of it is skipped when the next line is asked for, unkept, so
+    a JSON document on one line can still be read on from the stream after its first line."""
+    readline, limit, number = stream.readline, MAX_LINE_BYTES + 2, 0  # room for a longest line and "\r\n"
     while line := readline(limit):
         number += 1
         yield number, line
@@ -486,7 +486,11 @@ def _numbered_lines(stream: BinaryIO) -> Iterator[tuple[int, bytes]]:
 
 
 def _is_too_long(line: bytes) -> bool:
-    return len(line) > MAX_LINE_BYTES and line[-1] != 10
+    """Whether a line of `_numbered_lines` is over MAX_LINE_BYTES, not counting its end ("\n" or "\r\n")."""
+    if len(line) <= MAX_LINE_BYTES:
+        return False
+    ending = 2 if line.endswith(b"\r\n") else 1 if line.endswith(b"\n") else 0
+    return len(line) - ending > MAX_LINE_BYTES
 
 
 def _too_long_row(line_number: int, line: bytes) -> RejectedRow:

@@ -1240,3 +1240,21 @@ def test_output_made_with_noheader_whose_first_line_is_longer_than_any_sacct_lin
     assert [job.job_id for job in result.jobs] == ["1001"]
     [rejected] = result.rejected
     assert (rejected.line_number, "longer than 1 MB" in rejected.reason) == (1, True)
+
+
+def test_a_line_of_exactly_the_longest_length_ending_as_on_windows_is_read():
+    # "\r\n" ends the line as "\n" does: its length is the same line's, not one byte more.
+    name = "n" * (MAX_LINE_BYTES - len(line(JobName="")))
+    data = "\r\n".join(["|".join(COLUMNS), line(JobName=name), ""]).encode()
+    result = parse_sacct(data)
+
+    assert result.rejected == [] and len(result.jobs) == 1
+
+
+def test_a_line_cut_at_the_longest_length_just_after_carriage_returns_is_rejected_whole():
+    # Its beginning ends in "\r"s: they are not its end, and the job on the rest of the line is not read apart.
+    too_long = "x" * (MAX_LINE_BYTES - 5) + "\r" * 7 + line(JobID="1002", JobIDRaw="1002")
+    result = parse_sacct(payload("|".join(COLUMNS), too_long, line()))
+
+    assert [job.job_id for job in result.jobs] == ["1001"]
+    assert [(row.line_number, "longer than 1 MB" in row.reason) for row in result.rejected] == [(2, True)]
