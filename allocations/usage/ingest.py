@@ -595,10 +595,18 @@ _COLUMNS = (
 )
 
 
+_END_AT = _COLUMNS.index("end")
+
+
 def _store_chunk_portable(chunk, *, batch, seq, counts):
     """Upsert through the ORM, a chunk at a time: the path for SQLite (and any database without COPY)."""
-    # The last report of a run in one payload wins, as it does across payloads.
-    by_key = {(values[0], values[1]): values for values in chunk}
+    # The last report of a run in one payload wins, as it does across payloads, unless it reports the run running
+    # after one that reported it ended (see _record_rows).
+    by_key = {}
+    for values in chunk:
+        earlier = by_key.get((values[0], values[1]))
+        if earlier is None or earlier[_END_AT] is None or values[_END_AT] is not None:
+            by_key[(values[0], values[1])] = values
     counts.unchanged += len(chunk) - len(by_key)
     existing = {
         (record.job_id_raw, record.start): record
@@ -834,11 +842,11 @@ def _merge_staging(cursor, *, batch: IngestBatch, seq: int, copied_straight: boo
     columns = ", ".join(f'"{name}"' for name in _COLUMNS)
     # DISTINCT ON sorts the staged rows: let it sort in memory rather than in temporary files.
     cursor.execute("SET LOCAL work_mem = '256MB'")
-    # The last report of a run wins.
+    # The last report of a run wins, of those that report it ended if any do (see _record_rows).
     latest = f"""
         SELECT DISTINCT ON (s.job_id_raw, s.start) {columns}
         FROM usage_staging s
-        ORDER BY s.job_id_raw, s.start, s.id DESC
+        ORDER BY s.job_id_raw, s.start, s."end" IS NULL, s.id DESC
     """  # noqa: S608
     values = {"system": batch.system_id, "seq": seq, "batch": batch.pk}
     # Two statements rather than one with both: each reads the rows straight from their sort. The update first,

@@ -225,6 +225,25 @@ def test_a_run_that_has_ended_is_not_put_back_to_running_by_a_stale_report_recei
     assert (outcome.batch.new, outcome.batch.updated, outcome.batch.unchanged) == (1, 0, 1)
 
 
+@pytest.mark.parametrize("chunk_rows", [1, 5000], ids=["a chunk each", "one chunk"])
+def test_a_payload_reporting_a_run_ended_then_running_keeps_it_ended_wherever_the_chunks_fall(
+    system, monkeypatch, chunk_rows
+):
+    # Two sacct outputs joined in one file: the later line is the older report, as it would be across payloads.
+    monkeypatch.setattr("allocations.usage.ingest.COPY_CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr("allocations.usage.ingest.CHUNK_ROWS", chunk_rows)
+    funded_allocation(system)
+
+    outcome = ingest(
+        system,
+        payload(sacct_line(1, elapsed=3600), sacct_line(1, state="RUNNING", end="Unknown", elapsed=600)),
+    )
+
+    record = JobRecord.objects.get(job_id="1")
+    assert (record.state, record.gpu_seconds, record.is_running) == ("COMPLETED", 3600, False)
+    assert (outcome.batch.new, outcome.batch.updated, outcome.batch.unchanged) == (1, 0, 1)
+
+
 def test_a_requeued_job_is_one_record_per_start(system):
     outcome = ingest(
         system,
