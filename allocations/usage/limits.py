@@ -24,7 +24,7 @@ import re
 from decimal import ROUND_FLOOR, Decimal
 
 from allocations import ledger
-from allocations.models import Allocation, SchedulerAccountAlias
+from allocations.models import Allocation, LedgerAccount, SchedulerAccountAlias
 from allocations.usage.thresholds import today_on
 from programmes.models import System
 
@@ -32,6 +32,11 @@ from programmes.models import System
 def account_limits(*, system: System) -> list[dict]:
     allocations = list(Allocation.objects.filter(system=system).select_related("pool").order_by("scheduler_account"))
     figures = ledger.usage_and_commitments([a.pk for a in allocations])
+    # What each allocation's ledger account holds, as its usage page says: once it has ended, the award less what
+    # was used *and* what was returned or forfeited (then 0, or less for usage reported after it settled).
+    balances = dict(
+        LedgerAccount.objects.filter(allocation__in=allocations).values_list("allocation", "balance").order_by()
+    )
     factor = Decimal(system.charge_factor)
     today = today_on(system)
     limits = []
@@ -53,7 +58,7 @@ def account_limits(*, system: System) -> list[dict]:
                 "remaining_gpu_minutes_limit": remaining_minutes if may_run else 0,
                 "committed_gpu_seconds": committed,
                 "used_gpu_seconds": used,
-                "remaining_gpu_seconds": committed - used,
+                "remaining_gpu_seconds": balances.get(allocation.pk, 0),
                 "start_date": allocation.start_date.isoformat(),
                 "end_date": allocation.end_date.isoformat(),
                 "alias_of": None,

@@ -167,6 +167,19 @@ def test_at_its_end_unused_hours_are_returned_or_forfeited_once(system, policy, 
     assert ledger.allocation_account(allocation).balance == 0
 
 
+@pytest.mark.parametrize("policy", ["return", "forfeit"])
+def test_the_limits_give_an_ended_allocation_what_its_ledger_account_holds_not_its_unused_award(system, policy):
+    allocation = funded_allocation(system, hours=10, pool_options={"unused_hours_policy": policy})
+    use(system, 4)
+    expire_ended_allocations(today=allocation.end_date.replace(year=allocation.end_date.year + 1))
+    use(system, 1, start_id=2)  # reported after it settled: an overrun of its own
+
+    [limit] = account_limits(system=system)
+
+    assert (limit["committed_gpu_seconds"], limit["used_gpu_seconds"]) == (10 * HOUR, 5 * HOUR)
+    assert limit["remaining_gpu_seconds"] == ledger.allocation_account(allocation).balance == -1 * HOUR
+
+
 def test_the_charge_factor_is_divided_back_out_of_the_slurm_limit(system):
     system.charge_factor = "2"
     system.save()
