@@ -11,7 +11,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Max
+from django.db.models import Max, Sum
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -22,7 +22,7 @@ from airr_portal import roles
 from allocations import ledger
 from allocations.dashboards import allocation_report, usage_per_member
 from allocations.forms import StatementFilterForm
-from allocations.models import Allocation, IngestBatch, IngestToken, JobRecord, UsageReport
+from allocations.models import Allocation, IngestBatch, IngestToken, JobRecord, LedgerTransaction, UsageReport
 from allocations.selectors import account_statement
 from allocations.statements import statement_csv_filename, statement_csv_rows
 from programmes.models import System
@@ -321,6 +321,15 @@ def _statement(allocation: Allocation, form: StatementFilterForm):
     )
 
 
+def _usage_movement(allocation: Allocation, transaction_id: str | None) -> LedgerTransaction | None:
+    """The allocation's usage transaction of that id (made by a reconciliation run), or None."""
+    if not (transaction_id or "").isdigit():
+        return None
+    return LedgerTransaction.objects.filter(
+        pk=transaction_id, cause_type="reconciliation_run", entries__account__allocation=allocation
+    ).first()
+
+
 @login_required
 @require_GET
 def allocation_usage(request, pk):
@@ -330,6 +339,10 @@ def allocation_usage(request, pk):
     jobs = JobRecord.objects.filter(allocation=allocation).order_by("-start", "job_id_raw")
     if usernames is not None:
         jobs = jobs.filter(user__in=usernames)
+    # A usage movement of the statement leads here: its jobs, each with its part of it (their JobCharge rows).
+    movement = _usage_movement(allocation, request.GET.get("transaction"))
+    if movement is not None:
+        jobs = jobs.filter(charges__transaction=movement).annotate(movement_seconds=Sum("charges__seconds"))
     form = _statement_form(request)
     statement = _statement(allocation, form)
     # Each pager keeps the other's page; the statement's CSV link needs neither.
@@ -348,6 +361,7 @@ def allocation_usage(request, pk):
             "own_usernames": usernames,
             "records_usernames": records_usernames(request.user, allocation),
             "page": Paginator(jobs.with_charged_seconds(), PAGE_SIZE).get_page(request.GET.get("page")),
+            "movement": movement,
             "form": form,
             "statement": statement,
             "statement_page": Paginator(statement.movements, PAGE_SIZE).get_page(request.GET.get("statement_page")),

@@ -15,7 +15,15 @@ from django.utils import timezone
 
 from airr_portal.services import hash_key
 from allocations import ledger
-from allocations.models import Allocation, IngestBatch, IngestToken, JobRecord, RejectedRow, ThresholdNotice
+from allocations.models import (
+    Allocation,
+    IngestBatch,
+    IngestToken,
+    JobCharge,
+    JobRecord,
+    RejectedRow,
+    ThresholdNotice,
+)
 from allocations.selectors import account_statement, start_of_day
 from allocations.usage.ingest import IngestError, batch_summary, ingest_sacct, receive_payload
 from allocations.usage.reconcile import reconcile_system
@@ -439,6 +447,31 @@ def test_the_pi_sees_usage_per_job_and_per_member_and_the_balance_moving(client,
     ]
     assert response.context["report"].remaining == 6 * HOUR
     assert len(response.context["page"].object_list) == 3
+
+
+def test_each_usage_movement_of_the_statement_leads_to_the_jobs_it_charged_or_refunded(client, system, alice):
+    allocation = funded_allocation(system, hours=10, holder=alice)
+    client.force_login(alice)
+    ingest_sacct(system=system, payload=payload(sacct_line(1, gpus=2), sacct_line(2)), source="command")
+    first = reconcile_system(system=system)
+    ingest_sacct(system=system, payload=payload(sacct_line(2, elapsed=HOUR // 2), sacct_line(3)), source="command")
+    second = reconcile_system(system=system)
+    page = reverse("usage:allocation-usage", args=[allocation.pk])
+    movements = {}
+    for run in (first, second):
+        for charge in JobCharge.objects.filter(run=run).select_related("transaction", "job_record"):
+            movements.setdefault(charge.transaction, []).append((charge.job_record.job_id, charge.seconds))
+    assert sorted(len(jobs) for jobs in movements.values()) == [1, 1, 2]  # a charge, then a charge and a refund
+
+    statement = client.get(page).content.decode()
+
+    for movement, jobs in movements.items():
+        link = f'href="{page}?transaction={movement.pk}#jobs"'
+        assert link in statement, movement.reason
+        shown = client.get(f"{page}?transaction={movement.pk}")
+        rows = [(job.job_id, job.movement_seconds) for job in shown.context["page"].object_list]
+        assert sorted(rows) == sorted(jobs)
+        assert -sum(seconds for _, seconds in rows) == movement.entries.get(account__allocation=allocation).amount
 
 
 def test_per_member_counts_every_run_reported_and_adds_up_to_what_the_ledger_charged(client, system, alice):
