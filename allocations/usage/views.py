@@ -323,7 +323,8 @@ def _statement(allocation: Allocation, form: StatementFilterForm):
 
 def _usage_movement(allocation: Allocation, transaction_id: str | None) -> LedgerTransaction | None:
     """The allocation's usage transaction of that id (made by a reconciliation run), or None."""
-    if not (transaction_id or "").isdigit():
+    # ASCII digits, and few enough for a bigint: int() refuses other digits (²) and over 4,300 of them.
+    if not (transaction_id and transaction_id.isascii() and transaction_id.isdigit() and len(transaction_id) <= 18):
         return None
     return LedgerTransaction.objects.filter(
         pk=transaction_id, cause_type="reconciliation_run", entries__account__allocation=allocation

@@ -474,6 +474,19 @@ def test_each_usage_movement_of_the_statement_leads_to_the_jobs_it_charged_or_re
         assert -sum(seconds for _, seconds in rows) == movement.entries.get(account__allocation=allocation).amount
 
 
+@pytest.mark.parametrize("value", ["9" * 5000, "9" * 30, "\u00b2", "\uff11", "-1", "0", "abc", ""])
+def test_a_movement_that_is_not_one_of_the_allocations_shows_all_its_jobs(client, system, alice, value):
+    allocation = funded_allocation(system, holder=alice)
+    client.force_login(alice)
+    ingest_sacct(system=system, payload=payload(sacct_line(1)), source="command")
+
+    response = client.get(reverse("usage:allocation-usage", args=[allocation.pk]), {"transaction": value})
+
+    assert response.status_code == 200
+    assert response.context["movement"] is None
+    assert [job.job_id for job in response.context["page"].object_list] == ["1"]
+
+
 def test_per_member_counts_every_run_reported_and_adds_up_to_what_the_ledger_charged(client, system, alice):
     """Runs reported but not yet charged (reconciliation comes every few minutes) and runs with no GPU are still
     their members' runs: the table never says no job was reported above a list of jobs, and its GPU-hours are
