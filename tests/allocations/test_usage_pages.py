@@ -487,6 +487,18 @@ def test_a_movement_that_is_not_one_of_the_allocations_shows_all_its_jobs(client
     assert [job.job_id for job in response.context["page"].object_list] == ["1"]
 
 
+def test_the_usage_page_says_how_far_past_the_award_the_pools_grace_lets_jobs_run(client, system, alice, bob):
+    graced = funded_allocation(system, holder=alice, pool_options={"grace_percent": 10})
+    strict = funded_allocation(system, account="airr-00002", holder=bob, pool_options={"grace_percent": 0})
+    client.force_login(alice)
+
+    page = client.get(reverse("usage:allocation-usage", args=[graced.pk])).content.decode()
+
+    assert "until 110% of it is used: the fund pool allows 10% over" in page
+    client.force_login(bob)
+    assert 'id="grace"' not in client.get(reverse("usage:allocation-usage", args=[strict.pk])).content.decode()
+
+
 def test_per_member_counts_every_run_reported_and_adds_up_to_what_the_ledger_charged(client, system, alice):
     """Runs reported but not yet charged (reconciliation comes every few minutes) and runs with no GPU are still
     their members' runs: the table never says no job was reported above a list of jobs, and its GPU-hours are
