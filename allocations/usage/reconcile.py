@@ -42,8 +42,10 @@ from allocations.models import (
 from programmes.models import System
 
 # Tests of a worker dying mid-run set this: the run pauses after writing the ledger, before moving the records
-# and the cursor, so it can be killed half done.
+# and the cursor, so it can be killed half done. While paused, its database session shows PAUSED_APPLICATION_NAME
+# (pg_stat_activity), so the test kills it there, and only there, however slow the machine.
 PAUSE_ENVIRONMENT_VARIABLE = "AIRR_TEST_RECONCILE_PAUSE_SECONDS"
+PAUSED_APPLICATION_NAME = "airr-reconcile-paused"
 
 
 def reconcile_system(*, system: System, effective_at: datetime | None = None) -> ReconciliationRun | None:
@@ -95,6 +97,8 @@ def reconcile_system(*, system: System, effective_at: datetime | None = None) ->
         )
         net = sum(seconds for _, seconds, _, _ in movements)
         if pause := float(os.environ.get(PAUSE_ENVIRONMENT_VARIABLE) or 0):
+            with connection.cursor() as db:
+                db.execute("SET LOCAL application_name = %s", [PAUSED_APPLICATION_NAME])
             time.sleep(pause)
         changes.insert_job_charges(run.pk, {part: transactions[key].pk for part, key in keys.items()})
         cursor.reconciled_seq = to_seq

@@ -16,7 +16,7 @@ from allocations import ledger
 from allocations.models import JobCharge, JobRecord, LedgerTransaction, ReconciliationCursor
 from allocations.tasks import reconcile_system_task
 from allocations.usage.ingest import ingest_sacct
-from allocations.usage.reconcile import PAUSE_ENVIRONMENT_VARIABLE, reconcile_system
+from allocations.usage.reconcile import PAUSE_ENVIRONMENT_VARIABLE, PAUSED_APPLICATION_NAME, reconcile_system
 from allocations.usage.services import create_ingest_token
 from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
 from tests.factories import SystemFactory
@@ -116,22 +116,41 @@ def _ledger_picture(allocations):
 
 @pytest.fixture
 def paused_worker(request, monkeypatch):
-    """A worker that pauses 5 s after writing the ledger and before moving the records and the cursor."""
-    monkeypatch.setenv(PAUSE_ENVIRONMENT_VARIABLE, "5")
+    """A worker that pauses after writing the ledger and before moving the records and the cursor.
+
+    The pause outlasts any wait of the test: it is killed there, never let through to its commit by a slow machine.
+    """
+    monkeypatch.setenv(PAUSE_ENVIRONMENT_VARIABLE, "600")
     worker = request.getfixturevalue("celery_worker_process")
     monkeypatch.delenv(PAUSE_ENVIRONMENT_VARIABLE)
     return worker
 
 
-def _charges_in_flight() -> bool:
-    """The worker's reconciliation transaction is open and has written ledger rows (not yet committed)."""
+def _paused_session() -> int | None:
+    """The worker's database session once its run has written the ledger and paused, its transaction open."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-            "WHERE c.relname = 'allocations_ledgertransaction' AND l.mode = 'RowExclusiveLock' "
-            "AND l.pid <> pg_backend_pid()"
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND state = 'idle in transaction'",
+            [PAUSED_APPLICATION_NAME],
         )
-        return cursor.fetchone()[0] > 0
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def _tables_written_by(pid: int) -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+            "WHERE l.pid = %s AND l.mode = 'RowExclusiveLock'",
+            [pid],
+        )
+        return {name for (name,) in cursor.fetchall()}
+
+
+def _session_alive(pid: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid])
+        return cursor.fetchone() is not None
 
 
 @requires_postgres
@@ -143,13 +162,17 @@ def test_a_worker_killed_mid_reconciliation_leaves_the_ledger_as_an_uninterrupte
     reconcile_system(system=calm_system)  # the uninterrupted run, in this process
 
     reconcile_system_task.delay(killed_system.pk)
-    wait_for(_charges_in_flight, message="the worker never started charging")
+    wait_for(_paused_session, message="the worker never paused after charging")
+    session = _paused_session()
     # Now the ledger rows are written inside the worker's open transaction, the records and cursor not yet.
+    written = _tables_written_by(session)
+    assert {"allocations_ledgertransaction", "allocations_ledgerentry"} <= written
+    assert not written & {"allocations_jobcharge", "allocations_reconciliationcursor"}
     os.kill(paused_worker.pid, signal.SIGKILL)
     paused_worker.wait(timeout=20)
 
     # The dead worker's transaction rolled back whole: nothing charged, the cursor where it was.
-    wait_for(lambda: not _charges_in_flight(), message="the dead worker's transaction is still open")
+    wait_for(lambda: not _session_alive(session), message="the dead worker's transaction is still open")
     assert [picture[0] for picture in _ledger_picture(killed)] == [0, 0, 0, 0]
     assert ReconciliationCursor.objects.get(system=killed_system).reconciled_seq == 0
 
