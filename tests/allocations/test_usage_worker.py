@@ -13,7 +13,7 @@ from django.db import connection
 from django.urls import reverse
 
 from allocations import ledger
-from allocations.models import JobCharge, JobRecord, LedgerTransaction, ReconciliationCursor
+from allocations.models import JobCharge, JobRecord, LedgerEntry, LedgerTransaction, ReconciliationCursor
 from allocations.tasks import reconcile_system_task
 from allocations.usage.ingest import ingest_sacct
 from allocations.usage.reconcile import PAUSE_ENVIRONMENT_VARIABLE, PAUSED_APPLICATION_NAME, reconcile_system
@@ -100,12 +100,17 @@ def _usage_on(system, allocations_count=4):
 
 
 def _ledger_picture(allocations):
-    """What a reader of the ledger sees: per allocation its usage, balance, charges and per-job parts."""
+    """What a reader of the ledger sees: per allocation its usage, balance, every entry of every transaction that
+    touches it (both sides, so the consumed sink's too), and its per-job parts."""
     return [
         (
             used(allocation),
             ledger.allocation_account(allocation).balance,
-            LedgerTransaction.objects.filter(type="charge", entries__account__allocation=allocation).count(),
+            sorted(
+                LedgerEntry.objects.filter(
+                    transaction__in=LedgerTransaction.objects.filter(entries__account__allocation=allocation)
+                ).values_list("transaction__type", "account__kind", "amount")
+            ),
             sorted(
                 JobCharge.objects.filter(job_record__allocation=allocation).values_list("job_record__job_id", "seconds")
             ),
