@@ -2,6 +2,7 @@
 
 import pytest
 
+from airr_portal.celery import QUEUES
 from airr_portal.celery import app as celery_app
 from tests.factories import ProgrammeFactory, SystemFactory, UserFactory, give_mfa
 
@@ -110,7 +111,7 @@ def celery_worker_process(settings):
             "--loglevel",
             "WARNING",
             "--queues",
-            "default,ingest,reconcile,reports",
+            ",".join(QUEUES),
             "--hostname",
             f"test-{os.getpid()}@%h",
             "--without-heartbeat",

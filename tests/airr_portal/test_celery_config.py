@@ -1,6 +1,9 @@
 """The Celery app's configuration: queues split by work, JSON only, tasks acknowledged late."""
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from airr_portal.celery import QUEUES
 from airr_portal.celery import app as celery_app
@@ -9,7 +12,7 @@ from airr_portal.celery import app as celery_app
 @pytest.mark.parametrize(
     ("task_name", "queue"),
     [
-        ("allocations.tasks.ingest_payload_task", "ingest"),
+        ("allocations.tasks.ingest_batch_task", "ingest"),
         ("allocations.tasks.reconcile_system_task", "reconcile"),
         ("allocations.tasks.report_export_task", "reports"),
         ("airr_portal.tasks.ping_task", "default"),
@@ -19,6 +22,24 @@ def test_tasks_are_routed_to_the_queue_of_their_kind(task_name, queue):
     route = celery_app.amqp.router.route({}, task_name)
     assert route["queue"].name == queue
     assert route["queue"].routing_key == queue
+
+
+def test_every_task_goes_to_a_queue_the_deployed_worker_consumes():
+    """A task sent to a queue no worker listens on would wait for ever: docker-compose.yml's worker (as the README
+    says) consumes every queue a task of the project is routed to, and `make run`'s worker consumes QUEUES."""
+    compose = yaml.safe_load((Path(__file__).resolve().parents[2] / "docker-compose.yml").read_text())
+    command = compose["services"]["worker"]["command"]
+    consumed = set(command[command.index("--queues") + 1].split(","))
+    celery_app.loader.import_default_modules()  # as a worker does on starting: every task of the project
+    routes = {
+        name: celery_app.amqp.router.route({}, name)["queue"].name
+        for name in celery_app.tasks
+        if not name.startswith("celery.")
+    }
+
+    assert {"allocations.tasks.reconcile_system_task", "allocations.tasks.report_export_task"} <= set(routes)
+    assert {name: queue for name, queue in routes.items() if queue not in consumed} == {}
+    assert set(routes.values()) <= set(QUEUES) <= consumed
 
 
 def test_every_queue_has_its_own_routing_key():
