@@ -97,8 +97,9 @@ def reconcile_system(*, system: System, effective_at: datetime | None = None) ->
         )
         net = sum(seconds for _, seconds, _, _ in movements)
         if pause := float(os.environ.get(PAUSE_ENVIRONMENT_VARIABLE) or 0):
-            with connection.cursor() as db:
-                db.execute("SET LOCAL application_name = %s", [PAUSED_APPLICATION_NAME])
+            if connection.vendor == "postgresql":
+                with connection.cursor() as db:
+                    db.execute("SET LOCAL application_name = %s", [PAUSED_APPLICATION_NAME])
             time.sleep(pause)
         changes.insert_job_charges(run.pk, {part: transactions[key].pk for part, key in keys.items()})
         cursor.reconciled_seq = to_seq
