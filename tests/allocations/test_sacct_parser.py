@@ -606,18 +606,23 @@ def test_a_header_of_very_many_columns_is_read_in_time_proportional_to_its_lengt
     assert result.jobs == [] and "expected 80012 fields, found 12" in result.rejected[0].reason
 
 
+def parsed_with_peak_memory(data: bytes):
+    """The payload read from a file as ingest reads it, and the most memory the reading held, in bytes."""
+    stream = io.BufferedReader(io.BytesIO(data))
+    tracemalloc.start()
+    try:
+        result = parse_sacct(stream)
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 @pytest.mark.parametrize("first", [line().encode(), json.dumps({"jobs": []}).encode()])
 def test_blank_lines_before_the_first_are_skipped_without_being_held(first):
     # A gzip body of a megabyte can hold a gigabyte of blank lines: held as a list until the first line, each
     # three-byte line took some fifty bytes, and the payload exhausted the worker's memory before the size limit.
     header = "|".join(COLUMNS).encode() + b"\n" if first[:1] != b"{" else b""
-    data = io.BufferedReader(io.BytesIO(b" \n" * 1_000_000 + header + first + b"\n"))
-    tracemalloc.start()
-    try:
-        result = parse_sacct(data)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    result, peak = parsed_with_peak_memory(b" \n" * 1_000_000 + header + first + b"\n")
 
     assert peak < 10 * 2**20
     assert len(result.jobs) == (0 if result.format == "json" else 1)
@@ -627,15 +632,9 @@ def test_a_line_longer_than_any_sacct_line_is_rejected_without_being_read_whole_
     # 20 MB on one line (a gzip body of some 20 KB): read whole and split at its delimiters, it took hundreds of MB.
     too_long = b"1002|" + b"x|" * (10 * 2**20)
     header = "|".join(COLUMNS).encode()
-    data = io.BufferedReader(
-        io.BytesIO(b"\n".join([header, line().encode(), too_long, line(JobID="1003", JobIDRaw="1003").encode()]))
+    result, peak = parsed_with_peak_memory(
+        b"\n".join([header, line().encode(), too_long, line(JobID="1003", JobIDRaw="1003").encode()])
     )
-    tracemalloc.start()
-    try:
-        result = parse_sacct(data)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
 
     assert peak < 20 * 2**20
     assert [job.job_id for job in result.jobs] == ["1001", "1003"]
