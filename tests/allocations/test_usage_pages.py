@@ -21,6 +21,7 @@ from allocations.models import (
     IngestToken,
     JobCharge,
     JobRecord,
+    MemberSchedulerUser,
     RejectedRow,
     ThresholdNotice,
 )
@@ -472,6 +473,33 @@ def test_each_usage_movement_of_the_statement_leads_to_the_jobs_it_charged_or_re
         rows = [(job.job_id, job.movement_seconds) for job in shown.context["page"].object_list]
         assert sorted(rows) == sorted(jobs)
         assert -sum(seconds for _, seconds in rows) == movement.entries.get(account__allocation=allocation).amount
+
+
+def test_a_movement_shows_a_co_investigator_only_their_jobs_and_another_allocations_nothing(
+    client, system, alice, bob, charlie
+):
+    proposal = make_proposal(call=CallFactory(), pi=alice, system=system, state="accepted")
+    ProposalMember.objects.create(
+        proposal=proposal, email=bob.email, user=bob, token="bob-token", accepted_at=timezone.now()
+    )
+    allocation = funded_allocation(system, holder=alice, proposal=proposal)
+    other = funded_allocation(system, account="airr-00002", holder=charlie)
+    MemberSchedulerUser.objects.create(allocation=allocation, user=bob, username="bob")
+    lines = (sacct_line(1, user="alice"), sacct_line(2, user="bob"), sacct_line(3, account="airr-00002"))
+    ingest_sacct(system=system, payload=payload(*lines), source="command")
+    run = reconcile_system(system=system)
+    [mine] = {charge.transaction for charge in JobCharge.objects.filter(run=run, job_record__allocation=allocation)}
+    [theirs] = {charge.transaction for charge in JobCharge.objects.filter(run=run, job_record__allocation=other)}
+    page = reverse("usage:allocation-usage", args=[allocation.pk])
+
+    client.force_login(bob)
+    shown = client.get(page, {"transaction": mine.pk})
+    assert [(job.job_id, job.movement_seconds) for job in shown.context["page"].object_list] == [("2", HOUR)]
+    client.force_login(alice)
+    foreign = client.get(page, {"transaction": theirs.pk})
+    assert foreign.context["movement"] is None
+    assert "The jobs of the movement" not in foreign.content.decode()
+    assert sorted(job.job_id for job in foreign.context["page"].object_list) == ["1", "2"]
 
 
 @pytest.mark.parametrize("value", ["9" * 5000, "9" * 30, "\u00b2", "\uff11", "-1", "0", "abc", ""])
