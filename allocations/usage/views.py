@@ -346,12 +346,16 @@ def allocation_usage(request, pk):
         jobs = jobs.filter(charges__transaction=movement).annotate(movement_seconds=Sum("charges__seconds"))
     form = _statement_form(request)
     statement = _statement(allocation, form)
-    # Each pager keeps the other's page; the statement's CSV link needs neither.
+    # Each pager keeps the other's page; the statement's CSV link needs neither. A movement's link, and the way
+    # back to every job, keep the statement as it is shown and open the jobs at their first page.
     query, jobs_query, statement_query = request.GET.copy(), request.GET.copy(), request.GET.copy()
+    movement_query = request.GET.copy()
     for name in ("page", "statement_page"):
         query.pop(name, None)
     jobs_query.pop("page", None)
     statement_query.pop("statement_page", None)
+    for name in ("page", "transaction"):
+        movement_query.pop(name, None)
     return render(
         request,
         "allocations/usage/allocation_usage.html",
@@ -369,6 +373,7 @@ def allocation_usage(request, pk):
             "query": query.urlencode(),
             "jobs_query": jobs_query.urlencode(),
             "statement_query": statement_query.urlencode(),
+            "movement_query": movement_query.urlencode(),
         },
     )
 

@@ -475,6 +475,23 @@ def test_each_usage_movement_of_the_statement_leads_to_the_jobs_it_charged_or_re
         assert -sum(seconds for _, seconds in rows) == movement.entries.get(account__allocation=allocation).amount
 
 
+def test_a_movements_link_and_the_way_back_keep_the_statements_dates_and_page(client, system, alice):
+    allocation = funded_allocation(system, hours=1000, holder=alice)
+    client.force_login(alice)
+    ingest_sacct(system=system, payload=payload(sacct_line(1)), source="command")
+    run = reconcile_system(system=system)
+    [movement] = {charge.transaction for charge in JobCharge.objects.filter(run=run)}
+    page = reverse("usage:allocation-usage", args=[allocation.pk])
+    window = "start_day=1&start_month=3&start_year=2026&statement_page=1"
+    kept = window.replace("&", "&amp;")
+
+    statement = client.get(f"{page}?{window}&page=1").content.decode()
+    jobs = client.get(f"{page}?{window}&transaction={movement.pk}").content.decode()
+
+    assert f'href="{page}?{kept}&amp;transaction={movement.pk}#jobs"' in statement
+    assert f'href="{page}?{kept}#jobs">Show every job' in jobs
+
+
 def test_a_movement_shows_a_co_investigator_only_their_jobs_and_another_allocations_nothing(
     client, system, alice, bob, charlie
 ):
