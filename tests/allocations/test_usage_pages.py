@@ -492,6 +492,23 @@ def test_a_movements_link_and_the_way_back_keep_the_statements_dates_and_page(cl
     assert f'href="{page}?{kept}#jobs">Show every job' in jobs
 
 
+def test_both_pagers_keep_the_movement_whose_jobs_are_shown(client, system, alice):
+    from allocations.usage.views import PAGE_SIZE
+
+    allocation = funded_allocation(system, hours=1000, holder=alice)
+    client.force_login(alice)
+    ingest_sacct(system=system, payload=payload(*(sacct_line(n) for n in range(1, PAGE_SIZE + 2))), source="command")
+    run = reconcile_system(system=system)
+    [movement] = {charge.transaction for charge in JobCharge.objects.filter(run=run)}
+    page = reverse("usage:allocation-usage", args=[allocation.pk])
+
+    second = client.get(page, {"transaction": movement.pk, "page": 2})  # PAGE_SIZE + 1 jobs: one on page 2
+
+    assert len(second.context["page"].object_list) == 1
+    jobs = second.content.decode().split('aria-label="Job pages"')[1].split("</nav>")[0]
+    assert f"transaction={movement.pk}&amp;page=1" in jobs
+
+
 def test_a_movement_shows_a_co_investigator_only_their_jobs_and_another_allocations_nothing(
     client, system, alice, bob, charlie
 ):
