@@ -552,13 +552,17 @@ def _detected_layout(
         if columns is None:
             raise too_long
         # Output made with --noheader: the first line is a job's, rejected as any other too long one is, and the
-        # layout is read from the next line, so that the jobs after it are still read.
-        try:
-            next_line_number, next_line = _first_non_blank_line(lines)
-        except SacctFormatError:
-            raise too_long from None
-        layout, data_lines = _detected_layout(next_line_number, next_line, lines, delimiter, columns)
-        return layout, itertools.chain([(first_line_number, first_line)], data_lines)
+        # layout is read from the first line that is not, so that the jobs after it are still read. A loop, not a
+        # call for each: a gigabyte payload holds a thousand such lines, more than Python's recursion allows.
+        held = []
+        while _is_too_long(first_line):
+            held.append((first_line_number, first_line))
+            try:
+                first_line_number, first_line = _first_non_blank_line(lines)
+            except SacctFormatError:
+                raise too_long from None
+        layout, data_lines = _detected_layout(first_line_number, first_line, lines, delimiter, columns)
+        return layout, itertools.chain(held, data_lines)
     try:
         first_text = first_line.decode().rstrip("\r\n")
     except UnicodeDecodeError:

@@ -1241,6 +1241,17 @@ def test_output_made_with_noheader_whose_first_line_is_longer_than_any_sacct_lin
     assert (rejected.line_number, "longer than 1 MB" in rejected.reason) == (1, True)
 
 
+def test_output_made_with_noheader_opening_with_more_too_long_lines_than_python_recurses_rejects_them_only(
+    monkeypatch,
+):
+    # A gigabyte holds a thousand lines of a megabyte: lines of a kilobyte stand for them here.
+    monkeypatch.setattr("allocations.usage.sacct.MAX_LINE_BYTES", 1024)
+    result = parse_sacct(payload(*["x" * 2000] * 1500, line()), columns=COLUMNS)
+
+    assert [job.job_id for job in result.jobs] == ["1001"]
+    assert [row.line_number for row in result.rejected] == list(range(1, 1501))
+
+
 def test_a_line_of_exactly_the_longest_length_ending_as_on_windows_is_read():
     # "\r\n" ends the line as "\n" does: its length is the same line's, not one byte more.
     name = "n" * (MAX_LINE_BYTES - len(line(JobName="")))
