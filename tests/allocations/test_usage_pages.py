@@ -536,6 +536,27 @@ def test_a_movement_shows_a_co_investigator_only_their_jobs_and_another_allocati
     assert sorted(job.job_id for job in foreign.context["page"].object_list) == ["1", "2"]
 
 
+def test_a_movement_of_none_of_a_co_investigators_jobs_says_so_rather_than_showing_an_empty_table(
+    client, system, alice, bob
+):
+    proposal = make_proposal(call=CallFactory(), pi=alice, system=system, state="accepted")
+    ProposalMember.objects.create(
+        proposal=proposal, email=bob.email, user=bob, token="bob-token", accepted_at=timezone.now()
+    )
+    allocation = funded_allocation(system, holder=alice, proposal=proposal)
+    MemberSchedulerUser.objects.create(allocation=allocation, user=bob, username="bob")
+    ingest_sacct(system=system, payload=payload(sacct_line(1, user="alice")), source="command")
+    run = reconcile_system(system=system)
+    [movement] = {charge.transaction for charge in JobCharge.objects.filter(run=run)}
+    client.force_login(bob)
+
+    page = client.get(reverse("usage:allocation-usage", args=[allocation.pk]), {"transaction": movement.pk})
+
+    html = page.content.decode()
+    assert "None of your jobs is in this movement." in html
+    assert "Job runs, newest first" not in html
+
+
 @pytest.mark.parametrize("value", ["9" * 5000, "9" * 30, "\u00b2", "\uff11", "-1", "0", "abc", ""])
 def test_a_movement_that_is_not_one_of_the_allocations_shows_all_its_jobs(client, system, alice, value):
     allocation = funded_allocation(system, holder=alice)
