@@ -77,6 +77,7 @@ _NO_TIME = frozenset(("", "None", "Unknown"))
 # one is not sacct's, and read whole it would hold many times its size in memory (a small gzip body can unzip to a
 # gigabyte on one line): it is rejected, and only its beginning is read and kept.
 MAX_LINE_BYTES = 1 << 20
+_TOO_LONG_LINES_BEFORE_THE_FIRST = 10  # in output made with --noheader, before a line that is not too long
 _KEPT_OF_A_LONG_LINE = 1000  # characters of an over-long line kept in its rejected row, for an operator to see
 NOT_UTF8 = "the line is not valid UTF-8"
 HAS_NUL = "the line contains a NUL character"
@@ -553,9 +554,15 @@ def _detected_layout(
             raise too_long
         # Output made with --noheader: the first line is a job's, rejected as any other too long one is, and the
         # layout is read from the first line that is not, so that the jobs after it are still read. A loop, not a
-        # call for each: a gigabyte payload holds a thousand such lines, more than Python's recursion allows.
+        # call for each: a gigabyte payload holds a thousand such lines, more than Python's recursion allows. Each
+        # is held (a megabyte) until the layout is known, so a payload opening with more than a few is refused.
         held = []
         while _is_too_long(first_line):
+            if len(held) == _TOO_LONG_LINES_BEFORE_THE_FIRST:
+                raise SacctFormatError(
+                    f"the first {len(held) + 1} lines are all longer than {MAX_LINE_BYTES // 2**20} MB: this is not "
+                    "sacct output"
+                )
             held.append((first_line_number, first_line))
             try:
                 first_line_number, first_line = _first_non_blank_line(lines)

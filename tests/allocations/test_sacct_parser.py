@@ -1241,15 +1241,20 @@ def test_output_made_with_noheader_whose_first_line_is_longer_than_any_sacct_lin
     assert (rejected.line_number, "longer than 1 MB" in rejected.reason) == (1, True)
 
 
-def test_output_made_with_noheader_opening_with_more_too_long_lines_than_python_recurses_rejects_them_only(
-    monkeypatch,
-):
-    # A gigabyte holds a thousand lines of a megabyte: lines of a kilobyte stand for them here.
-    monkeypatch.setattr("allocations.usage.sacct.MAX_LINE_BYTES", 1024)
-    result = parse_sacct(payload(*["x" * 2000] * 1500, line()), columns=COLUMNS)
+def test_output_made_with_noheader_opening_with_a_few_too_long_lines_rejects_them_and_reads_the_rest(monkeypatch):
+    monkeypatch.setattr("allocations.usage.sacct.MAX_LINE_BYTES", 1024)  # lines of a kilobyte stand for a megabyte
+    result = parse_sacct(payload(*["x" * 2000] * 10, line()), columns=COLUMNS)
 
     assert [job.job_id for job in result.jobs] == ["1001"]
-    assert [row.line_number for row in result.rejected] == list(range(1, 1501))
+    assert [row.line_number for row in result.rejected] == list(range(1, 11))
+
+
+def test_output_made_with_noheader_opening_with_many_too_long_lines_is_refused_without_holding_them(monkeypatch):
+    # Each is held until a line shows the layout: a gigabyte payload holds a thousand of a megabyte, and read one call
+    # deeper each, they also passed Python's recursion limit.
+    monkeypatch.setattr("allocations.usage.sacct.MAX_LINE_BYTES", 1024)
+    with pytest.raises(SacctFormatError, match="the first 11 lines are all longer than"):
+        parse_sacct(payload(*["x" * 2000] * 1500, line()), columns=COLUMNS)
 
 
 def test_a_line_of_exactly_the_longest_length_ending_as_on_windows_is_read():
