@@ -548,7 +548,9 @@ class JobCharge(models.Model):
     # checks would cost more than the rest of the run, so the references are kept by construction and
     # checked by the tests, not by constraints. Only a record's charges are looked up one by one, so only they
     # are indexed: an index on the transaction took a million-record run a second more (its inserts land all
-    # over it), for a lookup no page makes; the report by user joins the charges to transactions in bulk.
+    # over it). No page looks charges up by transaction alone: the allocation page finds a movement's jobs among
+    # the allocation's own records, whose charges this index gives, and the report by user joins charges to
+    # transactions in bulk.
     run = models.ForeignKey(
         ReconciliationRun,
         on_delete=models.DO_NOTHING,

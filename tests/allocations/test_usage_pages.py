@@ -580,6 +580,10 @@ def test_the_usage_page_says_how_far_past_the_award_the_pools_grace_lets_jobs_ru
     assert "until 110% of it is used: the fund pool allows 10% over" in page
     client.force_login(bob)
     assert 'id="grace"' not in client.get(reverse("usage:allocation-usage", args=[strict.pk])).content.decode()
+    # Once it has ended no job runs: the grace is not offered.
+    ledger.expire_allocation(allocation=graced, idempotency_key="expire-graced")
+    client.force_login(alice)
+    assert 'id="grace"' not in client.get(reverse("usage:allocation-usage", args=[graced.pk])).content.decode()
 
 
 def test_per_member_counts_every_run_reported_and_adds_up_to_what_the_ledger_charged(client, system, alice):
