@@ -321,6 +321,14 @@ def _statement(allocation: Allocation, form: StatementFilterForm):
     )
 
 
+def _query_without(request, *names: str) -> str:
+    """The request's query string less the parameters named, for a link that sets them anew."""
+    query = request.GET.copy()
+    for name in names:
+        query.pop(name, None)
+    return query.urlencode()
+
+
 def _usage_movement(allocation: Allocation, transaction_id: str | None) -> LedgerTransaction | None:
     """The allocation's usage transaction of that id (made by a reconciliation run), or None."""
     # ASCII digits, and few enough for a bigint: int() refuses other digits (²) and over 4,300 of them.
@@ -348,14 +356,6 @@ def allocation_usage(request, pk):
     statement = _statement(allocation, form)
     # Each pager keeps the other's page; the statement's CSV link needs neither. A movement's link, and the way
     # back to every job, keep the statement as it is shown and open the jobs at their first page.
-    query, jobs_query, statement_query = request.GET.copy(), request.GET.copy(), request.GET.copy()
-    movement_query = request.GET.copy()
-    for name in ("page", "statement_page"):
-        query.pop(name, None)
-    jobs_query.pop("page", None)
-    statement_query.pop("statement_page", None)
-    for name in ("page", "transaction"):
-        movement_query.pop(name, None)
     return render(
         request,
         "allocations/usage/allocation_usage.html",
@@ -370,10 +370,10 @@ def allocation_usage(request, pk):
             "form": form,
             "statement": statement,
             "statement_page": Paginator(statement.movements, PAGE_SIZE).get_page(request.GET.get("statement_page")),
-            "query": query.urlencode(),
-            "jobs_query": jobs_query.urlencode(),
-            "statement_query": statement_query.urlencode(),
-            "movement_query": movement_query.urlencode(),
+            "query": _query_without(request, "page", "statement_page"),
+            "jobs_query": _query_without(request, "page"),
+            "statement_query": _query_without(request, "statement_page"),
+            "movement_query": _query_without(request, "page", "transaction"),
         },
     )
 
