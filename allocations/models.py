@@ -549,7 +549,7 @@ class JobCharge(models.Model):
     # checked by the tests, not by constraints. Only a record's charges are looked up one by one, so only they
     # are indexed: an index on the transaction took a million-record run a second more (its inserts land all
     # over it). No page looks charges up by transaction alone: the allocation page finds a movement's jobs among
-    # the allocation's own records, whose charges this index gives, and the report by user joins charges to
+    # the allocation's own records, whose charges the key gives, and the report by user joins charges to
     # transactions in bulk.
     run = models.ForeignKey(
         ReconciliationRun,
@@ -566,14 +566,15 @@ class JobCharge(models.Model):
     )
     seconds = models.BigIntegerField()
 
+    # A run charges a record at most once, and the key says so. It is also the one index: a record's charges, in
+    # run order. On PostgreSQL it carries the seconds as well (migration 0014, which Django cannot express), so
+    # the raw report export reads a record's charge "as of" a time from the index alone, a million records a
+    # second instead of a million heap reads (see allocations/reports/selectors.py). A serial id and its index
+    # beside it cost a million-record reconciliation a second and a half more and served no reader.
+    pk = models.CompositePrimaryKey("job_record", "run")
+
     class Meta:
-        ordering = ["pk"]
-        indexes = [
-            # A record's charges, with their run and seconds in the index itself: the raw report export reads a
-            # record's charge "as of" a time from the index alone, a million records a second instead of a
-            # million heap reads (see allocations/reports/selectors.py).
-            models.Index(fields=["job_record"], include=["run", "seconds"], name="job_charge_record"),
-        ]
+        ordering = ["job_record", "run"]
 
     def __str__(self):
         return f"{self.seconds:+d} s for job record {self.job_record_id} in run {self.run_id}"

@@ -1,12 +1,14 @@
 """Migrations that move data: what they keep."""
 
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 
 from airr_portal.models import OutgoingEmail
-from allocations.models import ThresholdNotice
-from tests.allocations.usage_helpers import HOUR, funded_allocation
+from allocations.models import JobCharge, ThresholdNotice
+from allocations.usage.ingest import ingest_sacct
+from allocations.usage.reconcile import reconcile_system
+from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
 
 
 def migrate(target: tuple[str, str]) -> None:
@@ -41,3 +43,34 @@ def test_the_emails_of_a_notice_never_handed_over_are_written_when_its_hand_over
         "[AIRR Portal] airr-00001 on Isambard-AI has used 50% of its GPU-hours",
     )
     assert "5 of its 10 GPU-hours (50%)" in email.body
+
+
+def _charges() -> list[tuple[int, int, int, int]]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT job_record_id, run_id, transaction_id, seconds FROM allocations_jobcharge "
+            "ORDER BY job_record_id, run_id"
+        )
+        return cursor.fetchall()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_job_charges_keep_every_row_when_their_key_becomes_record_and_run_and_back(system):
+    """0014 replaces the charges' serial id with the key (record, run), copying the table on SQLite."""
+    funded_allocation(system, hours=10)
+    ingest_sacct(system=system, payload=payload(sacct_line(1, gpus=2, elapsed=600), sacct_line(2)), source="command")
+    reconcile_system(system=system)
+    ingest_sacct(system=system, payload=payload(sacct_line(1, gpus=2, elapsed=300)), source="command")
+    reconcile_system(system=system)
+    charges = _charges()
+    assert [seconds for *_, seconds in charges] == [1200, -600, 3600]
+
+    migrate(("allocations", "0013_member_scheduler_user"))
+    assert _charges() == charges
+    migrate(("allocations", "0014_job_charge_key_is_record_and_run"))
+    assert _charges() == charges
+
+    # The key holds: a run charges a record once.
+    record, run, movement, _ = charges[0]
+    with pytest.raises(IntegrityError), transaction.atomic():
+        JobCharge.objects.create(job_record_id=record, run_id=run, transaction_id=movement, seconds=1)
