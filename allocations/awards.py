@@ -243,14 +243,19 @@ def decline_award(*, proposal: Proposal, actor, reason: str = "") -> list[Alloca
     return allocations
 
 
+def starting_allocations(*, today: date | None = None):
+    """The allocations activation makes active: scheduled, accepted (or made by hand), and their window holding
+    their system's today (an award not yet accepted waits)."""
+    # Each system's today, where its allocations' days begin (see `expire_ended_allocations`).
+    in_window = on_each_systems_day(lambda day: Q(start_date__lte=day, end_date__gte=day), today=today)
+    return Allocation.objects.filter(in_window, state=Allocation.State.SCHEDULED).filter(
+        Q(proposal__isnull=True) | Q(proposal__state=State.ACCEPTED)
+    )
+
+
 def activate_started_allocations(*, today: date | None = None) -> int:
-    """Make active every accepted allocation whose start date has come (an award not yet accepted waits).
+    """Make active every allocation `starting_allocations` names.
 
     Safe to run any number of times: each allocation moves only from `scheduled`, under a guarded update.
     """
-    # Each system's today, where its allocations' days begin (see `expire_ended_allocations`).
-    in_window = on_each_systems_day(lambda day: Q(start_date__lte=day, end_date__gte=day), today=today)
-    due = Allocation.objects.filter(in_window, state=Allocation.State.SCHEDULED).filter(
-        Q(proposal__isnull=True) | Q(proposal__state=State.ACCEPTED)
-    )
-    return due.update(state=Allocation.State.ACTIVE)
+    return starting_allocations(today=today).update(state=Allocation.State.ACTIVE)

@@ -7,7 +7,9 @@ without the portal's charge factor). Two ways to set it, for the two Slurm set-u
 - `remaining`: the award plus grace minus what the ledger has charged. Right just after Slurm reset its usage
   (PriorityDecayHalfLife=0 with a PriorityUsageResetPeriod): apply it right after each reset.
 Absolute values make the commands idempotent; an account that may not run (scheduled, exhausted, expired,
-revoked, or past its end date while it settles) gets 0.
+revoked, or past its end date while it settles) gets 0. An allocation due to start today (accepted, its start
+date come in its system's time zone) is listed as active with its full limit even before the hourly activation
+has made it so: its jobs may run from the first minute of its first day.
 
 An account an admin assigned to an allocation (a SchedulerAccountAlias) is listed too, with its allocation's
 state and limits and `alias_of` naming the allocation's own account: its jobs are charged to that allocation,
@@ -24,6 +26,7 @@ import re
 from decimal import ROUND_FLOOR, Decimal
 
 from allocations import ledger
+from allocations.awards import starting_allocations
 from allocations.models import Allocation, LedgerAccount, SchedulerAccountAlias
 from allocations.usage.thresholds import today_on
 from programmes.models import System
@@ -39,12 +42,16 @@ def account_limits(*, system: System) -> list[dict]:
     )
     factor = Decimal(system.charge_factor)
     today = today_on(system)
+    # By the same rule and the same today as the activation, which runs hourly: until it has, these would be 0.
+    # Only read here, so an activation running meanwhile changes nothing of what is listed.
+    starting = set(starting_allocations(today=today).filter(system=system).values_list("pk", flat=True))
     limits = []
     for allocation in allocations:
         used, committed = figures[allocation.pk]
+        state = Allocation.State.ACTIVE if allocation.pk in starting else allocation.state
         # Active and within its days: an allocation past its end date stays active (its hours not yet returned)
         # until it settles, USAGE_SETTLING_DAYS later, but no job of it may start.
-        may_run = allocation.state == Allocation.State.ACTIVE and today <= allocation.end_date
+        may_run = state == Allocation.State.ACTIVE and today <= allocation.end_date
         allowed = committed * (100 + allocation.pool.grace_percent) // 100
         raw_minutes = _raw_minutes(allowed, factor)
         remaining_minutes = _raw_minutes(max(0, allowed - used), factor)
@@ -52,7 +59,7 @@ def account_limits(*, system: System) -> list[dict]:
             {
                 "account": allocation.scheduler_account,
                 "cluster": system.cluster_name,
-                "state": allocation.state,
+                "state": state,
                 "may_run": may_run,
                 "gpu_minutes_limit": raw_minutes if may_run else 0,
                 "remaining_gpu_minutes_limit": remaining_minutes if may_run else 0,

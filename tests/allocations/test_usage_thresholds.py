@@ -627,3 +627,60 @@ def test_a_usage_report_over_its_size_limit_is_a_413_and_records_nothing(system)
     assert response.status_code == 413
     assert "larger than 16 MB" in response.json()["detail"]
     assert not UsageReport.objects.exists()
+
+
+def test_an_allocation_starting_today_has_its_limit_before_the_hourly_activation_runs(client, system):
+    """Its first day begins at midnight in its system's time zone (London here, an hour ahead of UTC in summer);
+    the activation runs hourly, and until then the cluster must not be told 0. One starting tomorrow still gets 0,
+    and neither is made active by the limits being read."""
+    from datetime import UTC, date, datetime
+    from io import StringIO
+    from unittest import mock
+
+    from django.core.management import call_command
+    from django.urls import reverse
+    from django.utils import timezone
+
+    from allocations.usage.services import create_ingest_token
+
+    system.time_zone = "Europe/London"
+    system.save()
+    year = timezone.localdate().year + 1
+    window = {"valid_from": date(year, 1, 1), "valid_until": date(year, 12, 31)}
+    starting = funded_allocation(
+        system,
+        hours=10,
+        state="scheduled",
+        start_date=date(year, 7, 1),
+        end_date=date(year, 7, 31),
+        pool_options=window,
+    )
+    funded_allocation(
+        system,
+        account="airr-00002",
+        hours=10,
+        state="scheduled",
+        start_date=date(year, 7, 2),
+        end_date=date(year, 7, 31),
+        pool_options=window,
+    )
+    _, key = create_ingest_token(system=system, name="limits agent", actor=None)
+
+    def limits_at(*moment):
+        with mock.patch("django.utils.timezone.now", return_value=datetime(*moment, tzinfo=UTC)):
+            response = client.get(reverse("system-limits", args=[system.slug]), HTTP_AUTHORIZATION=f"Bearer {key}")
+            out = StringIO()
+            call_command("export_slurm_limits", "--system", system.slug, stdout=out)
+        commands = out.getvalue().splitlines()[1:]
+        return [(a["account"], a["state"], a["gpu_minutes_limit"]) for a in response.json()["accounts"]], commands
+
+    # 23:30 on 30 June in London: not yet its day.
+    assert limits_at(year, 6, 30, 22, 30)[0] == [("airr-00001", "scheduled", 0), ("airr-00002", "scheduled", 0)]
+
+    # 00:30 on 1 July in London (23:30 UTC on 30 June): its day, the activation not yet run.
+    api, commands = limits_at(year, 6, 30, 23, 30)
+    assert api == [("airr-00001", "active", 600), ("airr-00002", "scheduled", 0)]
+    assert commands[0].endswith("set GrpTRESMins=gres/gpu=600  # active")
+    assert commands[1].endswith("set GrpTRESMins=gres/gpu=0  # scheduled")
+    starting.refresh_from_db()
+    assert starting.state == Allocation.State.SCHEDULED  # the activation's to make so
