@@ -248,8 +248,12 @@ def starting_allocations(*, today: date | None = None):
     their system's today (an award not yet accepted waits)."""
     # Each system's today, where its allocations' days begin (see `expire_ended_allocations`).
     in_window = on_each_systems_day(lambda day: Q(start_date__lte=day, end_date__gte=day), today=today)
+    # The proposal as a subquery, not a join: an update over a join becomes `id IN (select ...)`, and a row changed
+    # while the update waited for its lock (revoked) would be updated on what the select saw before. Without the
+    # join, PostgreSQL checks `state` again on the row as it is once the lock is free.
+    accepted = Proposal.objects.filter(state=State.ACCEPTED).values("pk")
     return Allocation.objects.filter(in_window, state=Allocation.State.SCHEDULED).filter(
-        Q(proposal__isnull=True) | Q(proposal__state=State.ACCEPTED)
+        Q(proposal__isnull=True) | Q(proposal__in=accepted)
     )
 
 

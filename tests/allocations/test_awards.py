@@ -290,3 +290,38 @@ def test_an_award_declined_while_the_daily_expiry_ends_it_is_declined_not_a_500(
     allocation.refresh_from_db()
     assert (proposal.state, allocation.state) == (State.DECLINED, Allocation.State.EXPIRED)
     assert pool_figures(pool).available == 10_000 * HOUR
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_allocation_revoked_while_the_activation_runs_stays_revoked(call, pool, system, alice, director):
+    """The activation's update waits for the revocation's row lock, then must see the row as the revocation left
+    it: a revoked allocation made active would run with its hours already back in the pool."""
+    import time
+
+    from django.db import transaction
+
+    from allocations import ledger
+
+    proposal = _in_review(call, system, alice)
+    allocation = _award(proposal, pool, director)
+    awards.accept_award(proposal=proposal, actor=alice)
+    revoked = threading.Event()
+
+    def revoke():
+        try:
+            with transaction.atomic():
+                ledger.revoke_allocation(allocation=allocation, actor=director, reason="Withdrawn", idempotency_key="r")
+                revoked.set()
+                time.sleep(1)  # holding the row while the activation's update starts and waits for it
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=revoke)
+    thread.start()
+    assert revoked.wait(timeout=30)
+    activated = awards.activate_started_allocations(today=allocation.start_date)
+    thread.join()
+
+    allocation.refresh_from_db()
+    assert (activated, allocation.state) == (0, Allocation.State.REVOKED)
