@@ -74,6 +74,16 @@ def stalled_batches():
     )
 
 
+def needing_attention(batches):
+    """Of `batches`, those whose usage is not recorded and that no task will read again: each waits for an
+    operator. A failed one (the beat never rereads it: a setting or the payload must change first) and one whose
+    reading the beat gave up on after its first day."""
+    return batches.filter(
+        Q(status=IngestBatch.Status.FAILED)
+        | Q(status=IngestBatch.Status.RECEIVED, received_at__lt=timezone.now() - STALLED_BATCH_GIVEN_UP_AFTER)
+    )
+
+
 def stall_of(batch: IngestBatch) -> str | None:
     """Whether a batch's reading was lost, by the same rule: None, "retried" (by the beat) or "given up"."""
     age = timezone.now() - batch.received_at

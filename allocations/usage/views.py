@@ -35,6 +35,7 @@ from .services import (
     assignment_refusal,
     create_ingest_token,
     enqueue_ingest,
+    needing_attention,
     replay_rejected_rows,
     revoke_ingest_token,
     stall_of,
@@ -117,11 +118,22 @@ def token_revoke(request, pk):
 @login_required
 @require_GET
 def batch_list(request):
-    page = Paginator(_operated_batches(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
+    """Every batch, newest first, or (`?attention=yes`) only those waiting for an operator, which the page counts
+    whichever is shown: among a cluster's hundreds of batches a day, one the beat gave up on is easily missed."""
+    batches = _operated_batches(request.user)
+    waiting = needing_attention(batches)
+    attention_only = request.GET.get("attention") == "yes"
+    page = Paginator(waiting if attention_only else batches, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(
         request,
         "allocations/usage/batch_list.html",
-        {"page": page},
+        {
+            "page": page,
+            "waiting": waiting.count(),
+            "attention_only": attention_only,
+            "query": "attention=yes" if attention_only else "",
+            "given_up": {batch.pk for batch in page if stall_of(batch) == "given up"},
+        },
     )
 
 

@@ -197,6 +197,7 @@ def usage_page_routes(world):
         Route("usage:token-revoke", revoke, _operators()),  # asks to confirm
         Route("usage:token-revoke", revoke, _operators(REDIRECT), "post"),
         Route("usage:batch-list", reverse("usage:batch-list"), _operators()),
+        Route("usage:batch-list", reverse("usage:batch-list") + "?attention=yes", _operators()),
         Route("usage:batch-detail", reverse("usage:batch-detail", args=[batch.pk]), _operators()),
         Route(
             "usage:batch-replay",

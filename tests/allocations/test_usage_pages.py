@@ -318,7 +318,7 @@ def test_a_batch_whose_reading_was_lost_says_so_and_an_admin_has_it_read(
     lost = received_minutes_ago(system, 3 * 24 * 60)
     page = client.get(reverse("usage:batch-detail", args=[lost.pk])).content.decode()
     assert "3\xa0days ago and still not read" in page
-    assert "has stopped: an admin can have it read from here" in page
+    assert "has stopped, in case the payload itself stops the reader" in page
     assert "Read this batch now" in page
 
     with django_capture_on_commit_callbacks() as queued:
@@ -358,6 +358,52 @@ def test_an_admin_has_a_failed_batch_read_again_once_the_limit_allows(
     failed.refresh_from_db()
     assert (failed.status, failed.new, failed.error) == ("ingested", 19, "")
     assert "Read this batch again" not in client.get(reverse("usage:batch-detail", args=[failed.pk])).content.decode()
+
+
+def failed_batch(system, job: int = 1) -> IngestBatch:
+    batch = received_minutes_ago(system, 5, job=job)
+    IngestBatch.objects.filter(pk=batch.pk).update(status=IngestBatch.Status.FAILED, error="Not sacct output")
+    return batch
+
+
+def test_the_batch_list_says_which_batches_wait_for_an_operator_and_lists_them_alone(
+    client, admin, system, django_capture_on_commit_callbacks
+):
+    """A batch the beat gave up on, and one that failed, are read again by no task: among a day's hundreds of
+    batches they must stand out, or the cluster's usage in them is silently never charged."""
+    given_up = received_minutes_ago(system, 25 * 60, job=1)
+    failed = failed_batch(system, job=2)
+    received_minutes_ago(system, 60, job=3)  # the beat still queues it again
+    received_minutes_ago(system, 5, job=4)  # being read
+    ingest_sacct(system=system, payload=payload(sacct_line(5)), source="command")
+
+    page = client.get(reverse("usage:batch-list")).content.decode()
+
+    assert "2 batches need attention" in page
+    assert page.count("Reading lost") == 1 and page.count("govuk-tag--red") == 2
+    waiting = client.get(reverse("usage:batch-list"), {"attention": "yes"})
+    assert [batch.pk for batch in waiting.context["page"].object_list] == [failed.pk, given_up.pk]
+    assert "Show every batch" in waiting.content.decode()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("usage:batch-read", args=[given_up.pk]))
+    assert "1 batch needs attention" in client.get(reverse("usage:batch-list")).content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("usage:batch-read", args=[failed.pk]))  # say, after its system's settings changed
+    page = client.get(reverse("usage:batch-list")).content.decode()
+    assert "need attention" not in page and "needs attention" not in page
+    assert "No batch needs attention" in client.get(reverse("usage:batch-list"), {"attention": "yes"}).content.decode()
+
+
+def test_a_systems_staff_are_told_only_of_their_own_systems_batches_waiting(client, make_persona, system):
+    client.force_login(make_persona("assessor"))  # staff of `system`
+    failed_batch(system)
+    failed_batch(SystemFactory(slug="dawn"))
+
+    page = client.get(reverse("usage:batch-list"), {"attention": "yes"})
+
+    assert "1 batch needs attention" in page.content.decode()
+    assert [batch.system for batch in page.context["page"].object_list] == [system]
 
 
 def test_a_batch_being_read_is_not_called_lost(client, admin, system):
