@@ -89,21 +89,30 @@ class AssignAccountForm(forms.Form):
 
 
 class MemberUsernamesForm(forms.Form):
-    """A field per co-investigator: their usernames on the allocation's system, separated by commas."""
+    """A field for the PI and one per co-investigator: their usernames on the allocation's system, separated by
+    commas. The PI's own are asked for so that none of them is given to a co-investigator, who would then see the
+    PI's jobs as theirs."""
 
     def __init__(self, *args, allocation: Allocation, members, recorded: dict[int, list[str]], **kwargs):
         super().__init__(*args, **kwargs)
-        self.members = members
-        for member in members:
-            self.fields[f"member_{member.pk}"] = forms.CharField(
-                label=str(member),
+        holder = allocation.holder
+        # The PI's field first: a name given twice is refused on the later field, the co-investigator's.
+        self.people = ([holder] if holder is not None else []) + list(members)
+        for person in self.people:
+            is_holder = person == holder
+            self.fields[f"member_{person.pk}"] = forms.CharField(
+                label=f"{person} (PI)" if is_holder else str(person),
                 required=False,
                 max_length=1000,
-                initial=", ".join(recorded.get(member.pk, [])),
+                initial=", ".join(recorded.get(person.pk, [])),
                 # Hints are rendered as markup (templates/govuk/forms/hint_and_error.html), and an address's quoted
                 # local part may hold `<`: escaped here.
                 help_text=format_html(
-                    "{}: their usernames on {}, separated by commas", member.email, allocation.pool.system.name
+                    "{}: {} usernames on {}, separated by commas{}",
+                    person.email,
+                    "the PI's own" if is_holder else "their",
+                    allocation.pool.system.name,
+                    "; no co-investigator can be given one of them" if is_holder else "",
                 ),
             )
 
@@ -111,8 +120,8 @@ class MemberUsernamesForm(forms.Form):
         cleaned = super().clean()
         owner: dict[str, str] = {}
         self.usernames: dict[int, list[str]] = {}
-        for member in self.members:
-            field = f"member_{member.pk}"
+        for person in self.people:
+            field = f"member_{person.pk}"
             if field not in cleaned:
                 continue  # its own error is shown already
             try:
@@ -123,6 +132,6 @@ class MemberUsernamesForm(forms.Form):
             for name in names:
                 if name in owner:
                     self.add_error(field, f"'{name}' is given to {owner[name]} already: a username is one person's")
-                owner.setdefault(name, str(member))
-            self.usernames[member.pk] = names
+                owner.setdefault(name, self.fields[field].label)
+            self.usernames[person.pk] = names
         return cleaned

@@ -3,7 +3,8 @@ for them (DESIGN.md, roles: a team member "sees the project, its usage and their
 
 The portal knows its people by email and the scheduler by username, and the two need not match (a site may give
 one person a username per project), so the PI says which usernames are whose, per allocation, since each system
-names its users its own way.
+names its users its own way. The PI records their own too: a name of theirs given to a co-investigator would show
+that co-investigator the PI's jobs.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def own_usernames(user, allocation: Allocation) -> list[str] | None:
 
 
 def usernames_by_member(allocation: Allocation) -> dict[int, list[str]]:
-    """The usernames recorded for each co-investigator of the allocation, by user id."""
+    """The usernames recorded for each person on the allocation (its PI and co-investigators), by user id."""
     recorded: dict[int, list[str]] = {}
     for user_id, username in MemberSchedulerUser.objects.filter(allocation=allocation).values_list(
         "user_id", "username"
@@ -84,10 +85,10 @@ def parse_usernames(text: str) -> list[str]:
 
 @transaction.atomic
 def set_member_usernames(*, allocation: Allocation, usernames: dict[int, list[str]]) -> None:
-    """Record each co-investigator's usernames (by user id), replacing those recorded before.
+    """Record the usernames of the PI and each co-investigator (by user id), replacing those recorded before.
 
-    The caller checks that each user is a co-investigator and that no name is given to two of them; the unique
-    constraint refuses it anyway.
+    The caller checks that each user is the PI or a co-investigator and that no name is given to two of them; the
+    unique constraint refuses it anyway.
     """
     # Locked so that two saves of the same page one after the other leave the second's names, not a mixture.
     Allocation.objects.select_for_update().filter(pk=allocation.pk).first()

@@ -56,7 +56,7 @@ def test_the_pi_records_each_co_investigators_usernames_on_the_allocations_syste
     page = client.get(url)
     response = client.post(url, {f"member_{bob.pk}": "bob.proj, bob-old", f"member_{charlie.pk}": "cw42"})
 
-    assert [field.label for field in page.context["form"]] == ["Bob Teammate", "Charlie Outsider"]
+    assert [field.label for field in page.context["form"]] == ["Alice Owner (PI)", "Bob Teammate", "Charlie Outsider"]
     assert response.status_code == 302
     assert sorted(MemberSchedulerUser.objects.values_list("user__email", "username")) == [
         (bob.email, "bob-old"),
@@ -152,6 +152,33 @@ def test_usernames_that_cannot_be_recorded_are_refused_with_the_reason_and_nothi
     assert list(MemberSchedulerUser.objects.values_list("username", flat=True)) == ["earlier"]
 
 
+def test_the_pis_own_usernames_are_recorded_and_none_of_them_can_be_given_to_a_co_investigator(
+    client, team, alice, bob, charlie
+):
+    """Given `alice1`, Bob would see Alice's jobs as his own."""
+    client.force_login(alice)
+    url = reverse("usage:allocation-members", args=[team.pk])
+    client.post(url, {f"member_{alice.pk}": "alice1", f"member_{bob.pk}": "bob.proj"})
+
+    page = client.get(url)
+    response = client.post(
+        url, {f"member_{alice.pk}": "alice1", f"member_{bob.pk}": "bob.proj, alice1", f"member_{charlie.pk}": "cw42"}
+    )
+
+    assert page.context["form"][f"member_{alice.pk}"].initial == "alice1"
+    assert response.status_code == 200
+    assert escape("'alice1' is given to Alice Owner (PI) already") in response.content.decode()
+    assert response.context["form"].errors == {
+        f"member_{bob.pk}": ["'alice1' is given to Alice Owner (PI) already: a username is one person's"]
+    }
+    assert sorted(MemberSchedulerUser.objects.values_list("user", "username")) == [
+        (alice.pk, "alice1"),
+        (bob.pk, "bob.proj"),
+    ]
+    # Her own usernames recorded, the PI still sees every member's jobs.
+    assert sorted(_shown(_page(client, alice, team))[1]) == ["alice1", "bob.proj", "cw42"]
+
+
 def test_a_field_for_someone_not_on_the_team_is_ignored(client, team, alice, bob):
     dana = ProposalMember.objects.get(email="dana@example.ac.uk").user  # invited, never joined
     client.force_login(alice)
@@ -177,7 +204,7 @@ def test_a_co_investigator_who_accepted_two_invitations_is_one_field_and_their_u
     page = client.get(url)
     response = client.post(url, {f"member_{bob.pk}": "bob.proj", f"member_{charlie.pk}": ""})
 
-    assert [field.label for field in page.context["form"]] == ["Bob Teammate", "Charlie Outsider"]
+    assert [field.label for field in page.context["form"]] == ["Alice Owner (PI)", "Bob Teammate", "Charlie Outsider"]
     assert response.status_code == 302
     assert list(MemberSchedulerUser.objects.values_list("user", "username")) == [(bob.pk, "bob.proj")]
 
