@@ -11,7 +11,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Max, Sum
+from django.db.models import Case, Max, Sum, When
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -74,11 +74,17 @@ def _require_admin(user) -> None:
 @login_required
 @require_GET
 def token_list(request):
+    """The operated systems' tokens, paged: the active ones first (a system may have thousands revoked), each group
+    newest first."""
     systems = _operated_systems(request.user)
-    tokens = IngestToken.objects.filter(system__in=systems).select_related("system", "created_by")
-    return render(
-        request, "allocations/usage/token_list.html", {"tokens": tokens, "form": IngestTokenForm(systems=systems)}
+    tokens = (
+        IngestToken.objects.filter(system__in=systems)
+        .select_related("system", "created_by")
+        .order_by(Case(When(revoked_at__isnull=True, then=0), default=1), "-created_at", "-pk")
     )
+    page = Paginator(tokens, PAGE_SIZE).get_page(request.GET.get("page"))
+    active = tokens.filter(revoked_at__isnull=True).count()
+    return render(request, "allocations/usage/token_list.html", {"page": page, "active": active})
 
 
 @never_cache  # its answer shows the key, once

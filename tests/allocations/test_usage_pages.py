@@ -82,6 +82,32 @@ def test_a_token_is_revoked_only_after_a_page_that_asks_to_confirm(client, admin
     assert client.get(revoke).status_code == 302  # nothing to confirm any more: back to the list
 
 
+def test_the_token_list_is_paged_with_the_active_tokens_first_and_each_group_newest_first(client, admin, system):
+    """A system rotating its token daily has thousands revoked: the one in use is still on the first page."""
+    from allocations.usage.views import PAGE_SIZE
+
+    in_use, _ = create_ingest_token(system=system, name="In use", actor=admin)
+    for n in range(PAGE_SIZE):
+        create_ingest_token(system=system, name=f"Old {n}", actor=admin)
+    IngestToken.objects.exclude(pk=in_use.pk).update(revoked_at=timezone.now())
+    # The token in use was made first, long ago; the revoked ones after it, a minute apart.
+    made = timezone.now() - timedelta(days=365)
+    IngestToken.objects.filter(pk=in_use.pk).update(created_at=made)
+    for n in range(PAGE_SIZE):
+        IngestToken.objects.filter(name=f"Old {n}").update(created_at=made + timedelta(minutes=n + 1))
+
+    first = client.get(reverse("usage:token-list"))
+    second = client.get(reverse("usage:token-list"), {"page": 2})
+
+    names = [token.name for token in first.context["page"].object_list]
+    assert len(names) == PAGE_SIZE
+    assert names[:3] == ["In use", f"Old {PAGE_SIZE - 1}", f"Old {PAGE_SIZE - 2}"]
+    assert [token.name for token in second.context["page"].object_list] == ["Old 0"]
+    assert "1 active token, listed first" in first.content.decode()
+    assert 'href="?page=2"' in first.content.decode()
+    assert "Page 2 of 2" in second.content.decode()
+
+
 def test_a_token_without_a_name_is_refused_with_an_error_summary(client, admin, system):
     response = client.post(reverse("usage:token-create"), {"system": system.pk, "name": ""})
 
