@@ -8,7 +8,7 @@ function here is a fixed number of grouped queries, whatever the history.
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from django.db.models import BigIntegerField, Count, ExpressionWrapper, F, Q, Sum
 from django.db.models.functions import Coalesce, TruncDate
@@ -19,7 +19,7 @@ from programmes.models import Call, Decision, FundPool, Programme, Proposal, Res
 from .ledger import USAGE_TYPES
 from .models import Allocation, JobRecord, LedgerEntry, LedgerTransaction, ThresholdNotice
 from .selectors import PoolFigures, figures_for_pools
-from .usage.thresholds import percent_used
+from .usage.thresholds import THRESHOLDS, percent_used
 
 Type = LedgerTransaction.Type
 
@@ -334,6 +334,14 @@ class UsagePoint:
 
 
 @dataclass(frozen=True)
+class ThresholdPassed:
+    """A threshold of percent used that an allocation passed, and when its team was emailed (None: not emailed)."""
+
+    percent: int
+    emailed_at: datetime | None
+
+
+@dataclass(frozen=True)
 class AllocationReport:
     allocation: Allocation
     today: date
@@ -359,6 +367,15 @@ class AllocationReport:
     @property
     def percent_used(self) -> int:
         return percent_used(self.used, self.committed)
+
+    @property
+    def thresholds_passed(self) -> list[ThresholdPassed]:
+        """Each threshold its usage has passed, with its notice's time. Notices are sent only while an allocation is
+        open, so usage charged as it ends passes thresholds without one; a notice stays once sent, even where
+        refunds have since brought usage back under its threshold."""
+        emailed = {notice.percent: notice.sent_at for notice in self.thresholds}
+        passed = {threshold for threshold in THRESHOLDS if self.committed > 0 and self.percent_used >= threshold}
+        return [ThresholdPassed(percent, emailed.get(percent)) for percent in sorted(passed | emailed.keys())]
 
     @property
     def chart_id(self) -> str:

@@ -839,6 +839,69 @@ def test_the_allocation_page_lists_the_thresholds_reached(client, used_allocatio
     assert f"50% on {timezone.localdate():%-d %B %Y}" in page
 
 
+def _figures(page: str) -> str:
+    """The text of the allocation page's summary list, tags and repeated spaces taken out."""
+    summary = page.split('id="allocation-figures"')[1].split("</dl>")[0]
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", summary))
+
+
+def test_an_ended_allocation_lists_the_thresholds_its_usage_passed_as_it_ended_though_nobody_was_emailed(
+    client, system, alice
+):
+    """Usage reported late is charged as the allocation ends, after which no notices are sent: the page said
+    "None yet" of an allocation that had used 60 %."""
+    from allocations.usage.thresholds import expire_ended_allocations
+
+    allocation = funded_allocation(system, hours=10, holder=alice)
+    ingest_sacct(system=system, payload=payload(sacct_line(1, elapsed=6 * HOUR)), source="command")
+    expire_ended_allocations(today=allocation.end_date + timedelta(days=settings.USAGE_SETTLING_DAYS + 1))
+    client.force_login(alice)
+
+    figures = _figures(client.get(reverse("usage:allocation-usage", args=[allocation.pk])).content.decode())
+
+    assert not ThresholdNotice.objects.exists()
+    assert "Used 6 GPU-hours (60%)" in figures
+    thresholds = figures.split("Thresholds reached")[1].strip()
+    assert thresholds == "50% (the team was not emailed: notices are sent only while an allocation is open)"
+
+
+def test_the_allocation_page_lists_a_threshold_passed_before_its_email_and_one_emailed_then_refunded_under(
+    client, used_allocation, alice
+):
+    """53 of 100 GPU-hours used: 50 % passed, its email not sent yet; the notice of 75 % stays, though refunds have
+    taken usage back under it."""
+    ledger.charge_usage(allocation=used_allocation, seconds=40 * HOUR, reason="Usage", idempotency_key="usage-c")
+    ThresholdNotice.objects.create(allocation=used_allocation, percent=75, used_seconds=75 * HOUR)
+    client.force_login(alice)
+
+    figures = _figures(client.get(reverse("usage:allocation-usage", args=[used_allocation.pk])).content.decode())
+
+    assert "Used 53 GPU-hours (53%)" in figures
+    assert (
+        f"Thresholds reached 50% (the team has not been emailed yet) 75% on {timezone.localdate():%-d %B %Y}" in figures
+    )
+
+
+@pytest.mark.parametrize(
+    ("used", "shown"),
+    [
+        (3600 - 17, "Used 1 GPU-hours (99%) Remaining less than 0.01 GPU-hours"),
+        (17, "Used less than 0.01 GPU-hours (0%) Remaining 1 GPU-hours"),
+        (3600, "Used 1 GPU-hours (100%) Remaining 0 GPU-hours"),
+    ],
+)
+def test_the_percentage_used_and_the_hours_remaining_never_contradict_each_other(client, system, alice, used, shown):
+    """The percentage is rounded down (99 % until all is used); the hours to two decimals, so the last 17 of an
+    award's GPU-seconds once read "Remaining 0" beside "99%"."""
+    allocation = funded_allocation(system, hours=1, holder=alice)
+    ledger.charge_usage(allocation=allocation, seconds=used, reason="Usage", idempotency_key="usage")
+    client.force_login(alice)
+
+    figures = _figures(client.get(reverse("usage:allocation-usage", args=[allocation.pk])).content.decode())
+
+    assert shown in figures
+
+
 def test_an_allocation_with_no_usage_says_so(client, system, alice):
     allocation = funded_allocation(system, holder=alice)
     client.force_login(alice)
