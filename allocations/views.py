@@ -16,7 +16,7 @@ from . import ledger
 from .dashboards import FORECAST_WINDOW_DAYS
 from .dashboards import programme_dashboard as dashboard_of
 from .forms import PoolMovementForm, StatementFilterForm, TransferForm
-from .selectors import account_statement, figures_for_pools, pool_figures
+from .selectors import account_statement, figures_for_allocations, figures_for_pools, pool_figures
 
 STATEMENT_PAGE_SIZE = 50
 
@@ -47,8 +47,10 @@ def pool_detail(request, pk):
         ledger.pool_account(pool), start=window.get("start"), end=window.get("end"), as_of=window.get("as_of")
     )
     page = Paginator(statement.movements, STATEMENT_PAGE_SIZE).get_page(request.GET.get("page"))
-    query = request.GET.copy()
-    query.pop("page", None)
+    # The allocations behind its committed, consumed, returned and forfeited hours, each linked to its own page
+    # (which the pool's directors and admins may open). Each pager keeps the other's page.
+    allocations = pool.allocations.select_related("holder").order_by("scheduler_account", "pk")
+    allocation_page = Paginator(allocations, STATEMENT_PAGE_SIZE).get_page(request.GET.get("allocation_page"))
     return render(
         request,
         "allocations/pool_detail.html",
@@ -58,10 +60,20 @@ def pool_detail(request, pk):
             "form": form,
             "statement": statement,
             "page": page,
-            "query": query.urlencode(),
+            "allocation_page": allocation_page,
+            "allocation_figures": figures_for_allocations(allocation_page.object_list, as_of=window.get("as_of")),
+            "query": _query_without(request, "page"),
+            "allocation_query": _query_without(request, "allocation_page"),
             "can_manage": roles.is_admin(request.user),
         },
     )
+
+
+def _query_without(request, name: str) -> str:
+    """The request's query string less one parameter, for a pager's links that set it anew."""
+    query = request.GET.copy()
+    query.pop(name, None)
+    return query.urlencode()
 
 
 def _pool_movement(request, pk, *, form_class, title, button, perform, success):

@@ -51,6 +51,41 @@ def test_the_pool_page_shows_its_figures_and_statement_in_gpu_hours(admin_client
     assert "Budget 2026" in content and "Award 42" in content
 
 
+@pytest.mark.parametrize("viewer", ["director", "admin"])
+def test_the_pool_page_lists_the_allocations_behind_its_consumed_and_forfeited_hours_each_linked_to_its_page(
+    client, pool, director, admin_user, viewer
+):
+    """Awarded 10 and 5 GPU-hours; 6 and 1 used; the first ended with 4 forfeited by the pool's policy."""
+    pool.unused_hours_policy = "forfeit"
+    pool.save(update_fields=["unused_hours_policy"])
+    ended, running = (
+        AllocationFactory(pool=pool, scheduler_account="airr-00001"),
+        AllocationFactory(pool=pool, scheduler_account="airr-00002"),
+    )
+    for allocation, awarded, used in ((ended, 10, 6), (running, 5, 1)):
+        ledger.commit_to_allocation(
+            allocation=allocation, seconds=awarded * HOUR, actor=None, reason="Award", idempotency_key=f"a{used}"
+        )
+        ledger.charge_usage(allocation=allocation, seconds=used * HOUR, reason="Usage", idempotency_key=f"u{used}")
+    ledger.expire_allocation(allocation=ended, idempotency_key="end")
+    client.force_login(director if viewer == "director" else admin_user)
+
+    response = client.get(reverse("allocations:pool-detail", args=[pool.pk]))
+
+    figures = response.context["figures"]
+    rows = response.context["allocation_figures"]
+    assert [(row.allocation, row.committed, row.consumed, row.forfeited, row.held) for row in rows] == [
+        (ended, 10 * HOUR, 6 * HOUR, 4 * HOUR, 0),
+        (running, 5 * HOUR, 1 * HOUR, 0, 4 * HOUR),
+    ]
+    assert sum(row.consumed for row in rows) == figures.consumed
+    assert sum(row.forfeited for row in rows) == figures.forfeited
+    for allocation in (ended, running):
+        link = reverse("usage:allocation-usage", args=[allocation.pk])
+        assert f'href="{link}"' in response.content.decode()
+        assert client.get(link).status_code == 200
+
+
 def test_a_deposit_through_the_page_moves_hours_once_even_if_submitted_twice(admin_client, pool):
     url = reverse("allocations:pool-deposit", args=[pool.pk])
     first = admin_client.post(url, movement())
