@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET
 from .downloads import Echo, spreadsheet_safe
 from .forms import RegisterFilterForm
 from .ledger import seconds_to_hours
+from .querystrings import query_without
 from .selectors import public_awards, register_years
 
 LICENCE = {
@@ -68,12 +69,6 @@ def _filter_form(request) -> RegisterFilterForm:
     return form
 
 
-def _download_query(request) -> str:
-    query = request.GET.copy()
-    query.pop("page", None)
-    return query.urlencode()
-
-
 @require_GET
 def award_list(request):
     form = _filter_form(request)
@@ -85,7 +80,7 @@ def award_list(request):
         {
             "form": form,
             "page": page,
-            "query": _download_query(request),
+            "query": query_without(request, "page"),
             "licence": LICENCE,
             # A page number past the end is shown the last page; say so rather than pretend it was asked for.
             "page_moved": request.GET.get("page") not in (None, "", str(page.number)),

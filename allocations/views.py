@@ -16,6 +16,7 @@ from . import ledger
 from .dashboards import FORECAST_WINDOW_DAYS
 from .dashboards import programme_dashboard as dashboard_of
 from .forms import PoolMovementForm, StatementFilterForm, TransferForm
+from .querystrings import query_without
 from .selectors import account_statement, figures_for_allocations, figures_for_pools, pool_figures
 
 STATEMENT_PAGE_SIZE = 50
@@ -62,18 +63,11 @@ def pool_detail(request, pk):
             "page": page,
             "allocation_page": allocation_page,
             "allocation_figures": figures_for_allocations(allocation_page.object_list, as_of=window.get("as_of")),
-            "query": _query_without(request, "page"),
-            "allocation_query": _query_without(request, "allocation_page"),
+            "query": query_without(request, "page"),
+            "allocation_query": query_without(request, "allocation_page"),
             "can_manage": roles.is_admin(request.user),
         },
     )
-
-
-def _query_without(request, name: str) -> str:
-    """The request's query string less one parameter, for a pager's links that set it anew."""
-    query = request.GET.copy()
-    query.pop(name, None)
-    return query.urlencode()
 
 
 def _pool_movement(request, pk, *, form_class, title, button, perform, success):

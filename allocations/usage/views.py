@@ -23,6 +23,7 @@ from allocations import ledger
 from allocations.dashboards import allocation_report, usage_per_member
 from allocations.forms import StatementFilterForm
 from allocations.models import Allocation, IngestBatch, IngestToken, JobRecord, LedgerTransaction, UsageReport
+from allocations.querystrings import query_without
 from allocations.selectors import account_statement
 from allocations.statements import statement_csv_filename, statement_csv_rows
 from programmes.models import System
@@ -339,14 +340,6 @@ def _statement(allocation: Allocation, form: StatementFilterForm):
     )
 
 
-def _query_without(request, *names: str) -> str:
-    """The request's query string less the parameters named, for a link that sets them anew."""
-    query = request.GET.copy()
-    for name in names:
-        query.pop(name, None)
-    return query.urlencode()
-
-
 def _usage_movement(allocation: Allocation, transaction_id: str | None) -> LedgerTransaction | None:
     """The allocation's usage transaction of that id (made by a reconciliation run), or None."""
     # ASCII digits, and few enough for a bigint: int() refuses other digits (²) and over 4,300 of them.
@@ -388,10 +381,10 @@ def allocation_usage(request, pk):
             "form": form,
             "statement": statement,
             "statement_page": Paginator(statement.movements, PAGE_SIZE).get_page(request.GET.get("statement_page")),
-            "query": _query_without(request, "page", "statement_page"),
-            "jobs_query": _query_without(request, "page"),
-            "statement_query": _query_without(request, "statement_page"),
-            "movement_query": _query_without(request, "page", "transaction"),
+            "query": query_without(request, "page", "statement_page"),
+            "jobs_query": query_without(request, "page"),
+            "statement_query": query_without(request, "statement_page"),
+            "movement_query": query_without(request, "page", "transaction"),
         },
     )
 
