@@ -97,6 +97,10 @@ class IngestOutcome:
 # Receiving ------------------------------------------------------------------------------------------------
 
 
+class PayloadTooLargeToReceive(IngestError):
+    """The payload as received is over INGEST_MAX_BYTES: refused before a batch is recorded, and none of it kept."""
+
+
 def _store_raw(source: BinaryIO, *, system: System) -> tuple[Path, str, int, bool]:
     """Copy the payload as received to a new file under MEDIA_ROOT/ingest/<system>/.
 
@@ -104,20 +108,31 @@ def _store_raw(source: BinaryIO, *, system: System) -> tuple[Path, str, int, boo
     same gzip file or the same text is recognised when re-sent. Plain text is not compressed here: a payload is
     stored before its rows are read, and compressing a million rows would keep them waiting a second.
     `_compressing` compresses it while they are read.
+
+    Copying stops at INGEST_MAX_BYTES with PayloadTooLargeToReceive: the API and the upload page refuse a larger
+    payload before this, but a file given to the command may be a device or a pipe (`/dev/zero`, `/dev/stdin`)
+    whose size nothing tells in advance, and would fill the disk.
     """
     folder = Path(settings.MEDIA_ROOT) / "ingest" / system.slug
     folder.mkdir(parents=True, exist_ok=True)
+    limit = settings.INGEST_MAX_BYTES
     digest = hashlib.sha256()
     size = 0
     handle, temporary = tempfile.mkstemp(dir=folder, suffix=".partial")
-    with os.fdopen(handle, "wb") as out:
-        chunk = source.read(1 << 20)
-        is_gzip = chunk.startswith(GZIP_MAGIC)
-        while chunk:
-            digest.update(chunk)
-            size += len(chunk)
-            out.write(chunk)
+    try:
+        with os.fdopen(handle, "wb") as out:
             chunk = source.read(1 << 20)
+            is_gzip = chunk.startswith(GZIP_MAGIC)
+            while chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLargeToReceive(f"The payload is larger than {limit // (1024 * 1024)} MB")
+                digest.update(chunk)
+                out.write(chunk)
+                chunk = source.read(1 << 20)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
     return Path(temporary), digest.hexdigest(), size, is_gzip
 
 

@@ -1,9 +1,12 @@
 """The management commands: ingest a file with a progress bar, reconcile, and export the Slurm limits."""
 
+import contextlib
 import gzip
 import json
 import os
 import subprocess
+import threading
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -86,6 +89,78 @@ def test_ingest_sacct_refuses_a_delimiter_longer_than_a_batch_keeps_with_a_messa
         call_command("ingest_sacct", str(file), "--system", "isambard-ai", "--delimiter", "<sep>", "--quiet")
 
     assert not IngestBatch.objects.exists()
+
+
+def stored_files(settings) -> list[str]:
+    folder = Path(settings.MEDIA_ROOT) / "ingest"
+    return sorted(path.name for path in folder.rglob("*") if path.is_file())
+
+
+def test_ingest_sacct_refuses_a_file_over_the_size_limit_before_storing_it_and_keeps_what_was_stored(
+    system, tmp_path, settings
+):
+    earlier = tmp_path / "earlier.txt"
+    earlier.write_bytes(payload(sacct_line(1)))
+    call_command("ingest_sacct", str(earlier), "--system", "isambard-ai", "--quiet")
+    kept = stored_files(settings)
+    settings.INGEST_MAX_BYTES = 1024 * 1024
+    file = tmp_path / "jobs.txt"
+    file.write_bytes(payload(*[sacct_line(n) for n in range(2, 12_000)]))
+    assert file.stat().st_size > 1024 * 1024
+
+    with pytest.raises(CommandError, match=r"jobs.txt is larger than 1 MB, .*gzip it, or split it by date"):
+        call_command("ingest_sacct", str(file), "--system", "isambard-ai", "--quiet")
+
+    assert IngestBatch.objects.count() == 1 and JobRecord.objects.count() == 1
+    assert stored_files(settings) == kept
+
+
+def test_ingest_sacct_stops_reading_a_pipe_at_the_size_limit_and_stores_none_of_it(system, tmp_path, settings):
+    settings.INGEST_MAX_BYTES = 1024 * 1024
+    pipe = tmp_path / "sacct.fifo"
+    os.mkfifo(pipe)
+    lines = payload(*[sacct_line(n) for n in range(1, 30_000)])
+    assert len(lines) > 2 * 1024 * 1024
+
+    def write() -> None:
+        # The command closes the pipe at the limit: what remains cannot be written, as with `sacct | ...`.
+        with contextlib.suppress(BrokenPipeError), open(pipe, "wb") as out:
+            out.write(lines)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        with pytest.raises(CommandError, match=r"sacct.fifo is larger than 1 MB.*Nothing was stored"):
+            call_command("ingest_sacct", str(pipe), "--system", "isambard-ai", "--quiet")
+    finally:
+        writer.join(timeout=10)
+
+    assert not IngestBatch.objects.exists() and not JobRecord.objects.exists()
+    assert stored_files(settings) == []  # not even the part copied before the limit
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_ingest_sacct_of_dev_zero_stops_at_the_size_limit(system, settings):
+    settings.INGEST_MAX_BYTES = 3 * 1024 * 1024
+
+    with pytest.raises(CommandError, match="/dev/zero is larger than 3 MB"):
+        call_command("ingest_sacct", "/dev/zero", "--system", "isambard-ai", "--quiet")
+
+    assert not IngestBatch.objects.exists()
+    assert stored_files(settings) == []
+
+
+def test_ingest_sacct_of_a_gzip_bomb_stops_at_the_unzipped_limit_and_records_no_job(system, tmp_path, settings):
+    settings.INGEST_MAX_UNCOMPRESSED_BYTES = 10_000
+    file = tmp_path / "jobs.txt.gz"
+    file.write_bytes(gzip.compress(payload(*[sacct_line(n) for n in range(1, 200)])))
+    assert file.stat().st_size < 10_000
+
+    with pytest.raises(CommandError, match="expands to more than 0 MB.*No job was recorded: the file is kept"):
+        call_command("ingest_sacct", str(file), "--system", "isambard-ai", "--quiet")
+
+    assert not JobRecord.objects.exists()
+    assert IngestBatch.objects.get().status == "failed"
 
 
 def test_export_slurm_limits_prints_absolute_idempotent_sacctmgr_commands(system, capsys):

@@ -2,10 +2,11 @@
 
 import os
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from allocations.usage.ingest import IngestError, ingest_sacct
+from allocations.usage.ingest import IngestError, PayloadExpandsTooFar, PayloadTooLargeToReceive, ingest_sacct
 from allocations.usage.reconcile import reconcile_system
 from programmes.models import System
 
@@ -35,6 +36,11 @@ class Command(BaseCommand):
             handle = open(file, "rb")  # noqa: SIM115 (closed below, after the bar)
         except OSError as problem:
             raise CommandError(f"Cannot read {file}: {problem.strerror}") from None
+        # The API's limits hold here too. A file's size is known before a byte is copied; a device or a pipe
+        # (/dev/stdin) tells none, and ingest_sacct stops copying it at the limit.
+        if size > settings.INGEST_MAX_BYTES:
+            handle.close()
+            raise _too_large(file)
         bar = tqdm(total=size, unit="B", unit_scale=True, desc="storing", disable=quiet, file=_BarFile(self.stderr))
         reading = self._reading_bar(bar, quiet)
         with handle:
@@ -47,6 +53,14 @@ class Command(BaseCommand):
                     columns=[name.strip() for name in columns.split(",")] if columns else None,
                     progress=reading,
                 )
+            except PayloadTooLargeToReceive:
+                raise _too_large(file) from None
+            except PayloadExpandsTooFar as problem:
+                # Kept, as the API keeps it: read again from its page, it may fit a limit raised since.
+                raise CommandError(
+                    f"{problem}. No job was recorded: the file is kept as a failed batch, which its page can have "
+                    "read again if the limit is raised"
+                ) from None
             except IngestError as problem:
                 raise CommandError(f"The file cannot be read: {problem}") from None
             finally:
@@ -66,6 +80,14 @@ class Command(BaseCommand):
 
     def _reading_bar(self, bar, quiet):
         return _ReadingBar(bar, quiet=quiet, file=_BarFile(self.stderr))
+
+
+def _too_large(file: str) -> CommandError:
+    limit = settings.INGEST_MAX_BYTES // (1024 * 1024)
+    return CommandError(
+        f"{file} is larger than {limit} MB, the most a payload may be (INGEST_MAX_BYTES): gzip it, or split it by "
+        "date (sacct -S/-E). Nothing was stored"
+    )
 
 
 class _ReadingBar:
