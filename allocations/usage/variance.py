@@ -62,7 +62,9 @@ def _gpu_minutes_of_tres(value: str) -> int | None:
 def parse_usage_report(payload: bytes, *, cluster: str | None = None) -> dict[str, int]:
     """GPU-minutes per account from sshare or sreport parsable output; with `cluster`, only that cluster's rows."""
     try:
-        text = payload.decode()
+        # utf-8-sig: without a byte-order mark (which Excel and Windows editors write first), as plain UTF-8; with
+        # one, the mark dropped, so that it does not hide the header's first column or a first `CLUSTER:` line.
+        text = payload.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise UsageReportError("The report is not valid UTF-8") from None
     lines = [line for line in text.splitlines() if line.strip() and not line.startswith("-")]

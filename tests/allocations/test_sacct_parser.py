@@ -862,6 +862,13 @@ def test_it_reads_sacct_json():
     assert json.loads(job.raw)["job_id"] == 5001
 
 
+def test_it_reads_sacct_json_after_a_byte_order_mark():
+    result = parse_sacct(b"\xef\xbb\xbf" + json.dumps({"jobs": [json_job()]}, indent=1).encode())
+
+    assert result.format == "json"
+    assert only_job(result).gpus == 4
+
+
 def test_it_names_json_array_tasks_and_het_components_as_sacct_prints_them():
     array_task = json_job(job_id=6004, array={"job_id": 6000, "task_id": {"set": True, "number": 4}, "task": ""})
     component = json_job(job_id=7001, het={"job_id": 7000, "job_offset": {"set": True, "number": 1}})

@@ -605,6 +605,28 @@ def test_sshare_output_of_several_clusters_counts_only_the_block_of_this_systems
     ]
 
 
+@pytest.mark.parametrize(
+    "report",
+    [
+        "Account|User|GrpTRESRaw\nairr-00001||cpu=10,gres/gpu=120\n",
+        # Hidden behind the mark, the first CLUSTER line would leave dawn's rows counted as this cluster's.
+        "CLUSTER: dawn\nAccount|User|GrpTRESRaw\nairr-00001||gres/gpu=6000\n"
+        "CLUSTER: isambard-ai\nAccount|User|GrpTRESRaw\nairr-00001||gres/gpu=120\n",
+    ],
+    ids=["sshare", "sshare -M"],
+)
+def test_a_usage_report_saved_with_a_byte_order_mark_is_read_as_without_it(system, report):
+    funded_allocation(system, account="airr-00001")
+    use(system, 2)
+
+    response = post_usage_report(system, b"\xef\xbb\xbf" + report.replace("\n", "\r\n").encode())
+
+    assert response.status_code == 201, response.json()
+    assert [(r.account, r.reported_seconds, r.is_flagged) for r in UsageReport.objects.all()] == [
+        ("airr-00001", 2 * HOUR, False)
+    ]
+
+
 def test_sshare_output_of_another_cluster_only_is_a_400_that_names_both(system):
     funded_allocation(system, account="airr-00001")
 
