@@ -404,7 +404,8 @@ class SacctReader:
                 ):
                     at = tres.find("gres/gpu=")
                     if at < 0:
-                        gpus = 0
+                        # No untyped count: typed or gpumem entries (0 GPUs), or a count-less one (rejected).
+                        gpus = -1 if "gres/gpu" in tres else 0
                     elif (at == 0 or tres[at - 1] == ",") and tres.find("gres/gpu=", at + 1) < 0:
                         after = tres.find(",", at)
                         count = tres[at + 9 :] if after < 0 else tres[at + 9 : after]
@@ -930,6 +931,9 @@ def _gpus_from_tres(tres: str) -> int:
     entries = f",{tres},"
     start = entries.find(",gres/gpu=")
     if start < 0:
+        # Malformed rather than no GPUs: read as 0, a GPU job would be charged nothing without a word.
+        if ",gres/gpu," in entries:
+            raise _RowError("AllocTRES entry 'gres/gpu' has no count of GPUs")
         return 0
     if entries.find(",gres/gpu=", start + 1) >= 0:
         raise _RowError(f"AllocTRES {tres!r} lists gres/gpu more than once")
@@ -939,6 +943,8 @@ def _gpus_from_tres(tres: str) -> int:
         if len(count) < len(str(GPU_COUNT_LIMIT)):
             return int(count)
         return _below_limit(f"AllocTRES entry {'gres/gpu=' + count!r}", count, GPU_COUNT_LIMIT)
+    if not count:
+        raise _RowError("AllocTRES entry 'gres/gpu=' has no count of GPUs")
     raise _RowError(f"AllocTRES entry {'gres/gpu=' + count!r} is not a whole number of GPUs")
 
 
@@ -1113,6 +1119,10 @@ def _json_gpus(tres: dict) -> int:
             if gpus is not None:
                 raise _RowError("tres.allocated lists gres/gpu more than once")
             gpus = _json_number(entry, "count", "the gres/gpu count of tres.allocated")
+            # Malformed rather than no GPUs (as the text's `gres/gpu=` is): read as 0, a GPU job would be charged
+            # nothing without a word.
+            if gpus is None:
+                raise _RowError("the gres/gpu entry of tres.allocated has no count of GPUs")
     if gpus is not None and gpus >= GPU_COUNT_LIMIT:
         raise _RowError(f"the gres/gpu count of tres.allocated is {GPU_COUNT_LIMIT} or more")
     return gpus or 0

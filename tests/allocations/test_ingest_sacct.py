@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from allocations.models import IngestBatch, JobRecord, RejectedRow
 from allocations.usage.ingest import IngestError, ingest_sacct, process_batch, receive_payload
+from tests.allocations.test_sacct_parser import json_job, json_payload
 from tests.allocations.test_sacct_real_data import HABROK_COLUMNS, SNOWMAN, seconds_of, untyped_gpus
 from tests.allocations.usage_helpers import funded_allocation, payload, sacct_line, sacct_sample
 from tests.factories import SystemFactory
@@ -441,6 +442,24 @@ def test_real_output_without_the_columns_for_charging_is_refused_and_kept(system
         ingest(system, sacct_sample("tdhock-sacct-multiuser.txt").read_bytes())
 
     assert IngestBatch.objects.get().status == "failed"
+
+
+def test_a_gpu_entry_without_a_count_is_rejected_with_its_line_and_reason_not_charged_as_no_gpus(system):
+    funded_allocation(system)
+    text = payload(sacct_line(1), sacct_line(2).replace("gres/gpu=1", "gres/gpu"), sacct_line(3, gpus=""))
+    null_count = json_job(job_id=5002, tres={"allocated": [{"type": "gres", "name": "gpu", "count": None}]})
+
+    text_batch = ingest(system, text).batch
+    json_batch = ingest(system, json_payload(json_job(), null_count)).batch
+
+    assert [(row.line_number, row.reason) for row in text_batch.rejected_rows.order_by("line_number")] == [
+        (3, "AllocTRES entry 'gres/gpu' has no count of GPUs"),
+        (4, "AllocTRES entry 'gres/gpu=' has no count of GPUs"),
+    ]
+    assert [(row.line_number, row.reason) for row in json_batch.rejected_rows.all()] == [
+        (2, "the gres/gpu entry of tres.allocated has no count of GPUs")
+    ]
+    assert sorted(JobRecord.objects.values_list("job_id", "gpus")) == [("1", 1), ("5001", 4)]
 
 
 def test_a_gzip_bomb_is_refused_when_it_expands_past_the_limit_and_nothing_is_recorded(system, settings):

@@ -338,6 +338,8 @@ def test_it_counts_gpus_from_the_untyped_gres_entry_only(tres, gpus):
         "cpu=4,gres/gpu=abc",
         "gres/gpu=-1",
         "gres/gpu=",
+        "gres/gpu",
+        "cpu=4,gres/gpu,mem=16G",
         "gres/gpu=1.5",
         "gres/gpu=²",
         f"gres/gpu={GPU_COUNT_LIMIT}",
@@ -766,6 +768,8 @@ ODD_LINES = [
     "２８|28|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=1|wide",
     "29|29|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=01|zero",
     "30|30|c|acc|u|COMPLETED|9999-12-31T23:59:59|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=1|far",
+    "32|32|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|cpu=1,gres/gpu|bare",
+    "33|33|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=|empty",
 ]
 
 
@@ -949,6 +953,30 @@ def test_a_json_job_without_the_fields_that_say_when_it_started_and_what_it_held
         (2, "tres.allocated is missing"),
     ]
     assert [(job.line_number, job.start) for job in result.jobs] == [(3, None)]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"type": "gres", "name": "gpu", "id": 1001, "count": None},
+        {"type": "gres", "name": "gpu", "id": 1001},
+        {"type": "gres", "name": "gpu", "id": 1001, "count": {"set": False, "infinite": False, "number": 0}},
+        {"type": "gres", "name": "gpu", "id": 1001, "count": {"set": True, "infinite": True, "number": 0}},
+    ],
+    ids=["null", "missing", "unset", "infinite"],
+)
+def test_a_json_gpu_entry_without_a_count_is_rejected_not_charged_as_no_gpus(entry):
+    job = json_job(tres={"allocated": [{"type": "cpu", "name": "", "id": 1, "count": 8}, entry]})
+
+    rejected = only_rejection(parse_sacct(json_payload(job)))
+
+    assert (rejected.line_number, rejected.reason) == (1, "the gres/gpu entry of tres.allocated has no count of GPUs")
+
+
+def test_a_json_gpu_count_of_zero_is_a_job_without_gpus():
+    job = json_job(tres={"allocated": [{"type": "gres", "name": "gpu", "id": 1001, "count": 0}]})
+
+    assert only_job(parse_sacct(json_payload(job))).gpus == 0
 
 
 def test_it_rejects_malformed_json_job_entries_and_reads_the_rest():
