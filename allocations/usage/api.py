@@ -19,7 +19,14 @@ from allocations.models import IngestBatch
 from programmes.models import System
 
 from .authentication import IngestTokenAuthentication, IsIngestTokenOfSystem, IsIngestTokenOfSystemOrAdmin
-from .ingest import IngestError, PayloadExpandsTooFar, batch_summary, ingest_sacct, receive_payload
+from .ingest import (
+    IngestError,
+    PayloadExpandsTooFar,
+    batch_summary,
+    declared_size,
+    ingest_sacct,
+    receive_payload,
+)
 from .limits import account_limits
 from .services import enqueue_ingest, enqueue_reconciliation
 from .variance import REPORT_MAX_BYTES, UsageReportError, record_usage_report
@@ -54,11 +61,7 @@ def _read_body(request, *, expected: str, limit: int | None = None, too_large=_t
     The limit is INGEST_MAX_BYTES unless given.
     """
     limit = limit or settings.INGEST_MAX_BYTES
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        declared = 0
-    if declared > limit:
+    if declared_size(request) > limit:
         raise too_large()
     body = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115 (the caller closes it)
     stream = request._request  # the Django request: reading it directly skips DRF's parsers and memory copy

@@ -49,12 +49,34 @@ class UploadForm(_ForOperatedSystems, forms.Form):
         help_text="Comma-separated, only for output made with --noheader",
     )
 
+    @classmethod
+    def refusing(cls, error: forms.ValidationError, *, field: str | None, systems) -> "UploadForm":
+        """The form, empty, showing `error`: for a request refused before its fields could be read."""
+        form = cls(systems=systems)
+        form.cleaned_data = {}  # add_error removes the field from it, and an unbound form has none
+        form.add_error(field, error)
+        return form
+
     def clean_file(self):
         file = self.cleaned_data["file"]
         if file.size > settings.INGEST_MAX_BYTES:
-            limit = settings.INGEST_MAX_BYTES // (1024 * 1024)
-            raise forms.ValidationError(f"The file must be smaller than {limit} MB: gzip it, or split it by date")
+            raise file_too_large()
         return file
+
+
+def file_too_large() -> forms.ValidationError:
+    limit = settings.INGEST_MAX_BYTES // (1024 * 1024)
+    return forms.ValidationError(
+        f"The file must be smaller than {limit} MB: gzip it, or split it by date", code="too_large"
+    )
+
+
+def fields_too_large() -> forms.ValidationError:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 1024
+    return forms.ValidationError(
+        f"The form's fields other than the file are larger than {limit:,} KB: choose the sacct output as the file",
+        code="too_large",
+    )
 
 
 class _AllocationByAccount(forms.ModelChoiceField):

@@ -97,6 +97,17 @@ class IngestOutcome:
 # Receiving ------------------------------------------------------------------------------------------------
 
 
+def declared_size(request) -> int:
+    """The body's size as the request's Content-Length declares it; 0 when it declares none, or no number.
+
+    The API and the upload page refuse a body declared over their limit before a byte of it is read.
+    """
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
+
 class PayloadTooLargeToReceive(IngestError):
     """The payload as received is over INGEST_MAX_BYTES: refused before a batch is recorded, and none of it kept."""
 

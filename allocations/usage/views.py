@@ -9,13 +9,14 @@ Operators are admins and, for their own systems, the systems' technical assessor
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.paginator import Paginator
 from django.db.models import Case, Max, Sum, When
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from airr_portal import roles
@@ -28,8 +29,15 @@ from allocations.selectors import account_statement
 from allocations.statements import statement_csv_filename, statement_csv_rows
 from programmes.models import System
 
-from .forms import AssignAccountForm, IngestTokenForm, MemberUsernamesForm, UploadForm
-from .ingest import receive_payload, reopen_failed_batch
+from .forms import (
+    AssignAccountForm,
+    IngestTokenForm,
+    MemberUsernamesForm,
+    UploadForm,
+    fields_too_large,
+    file_too_large,
+)
+from .ingest import declared_size, receive_payload, reopen_failed_batch
 from .services import (
     UsageError,
     assign_unmatched_account,
@@ -226,10 +234,35 @@ def batch_replay(request, pk):
     return redirect("usage:batch-detail", pk=batch.pk)
 
 
+# What a multipart body holds beside the file: its boundaries and headers, and a few short fields.
+UPLOAD_FIELDS_ALLOWANCE = 64 * 1024
+
+
+# The CSRF check reads the whole body to find its token, so _receive_upload makes it once the size is known to be
+# within the limit; a refusal changes nothing, and needs none.
+@csrf_exempt
 @login_required
 @require_http_methods(["GET", "POST"])
 def upload(request):
-    form = UploadForm(request.POST or None, request.FILES or None, systems=_operated_systems(request.user))
+    """The upload form; a body declared over the limit is refused (413, as the API answers) before it is read."""
+    systems = _operated_systems(request.user)
+    if request.method == "POST" and declared_size(request) > settings.INGEST_MAX_BYTES + UPLOAD_FIELDS_ALLOWANCE:
+        return _upload_refused(request, UploadForm.refusing(file_too_large(), field="file", systems=systems))
+    try:
+        return _receive_upload(request, systems)
+    except RequestDataTooBig:
+        # Fields other than the file over DATA_UPLOAD_MAX_MEMORY_SIZE, as when a script sends the file as a field:
+        # Django's answer would be a bare 400 page.
+        return _upload_refused(request, UploadForm.refusing(fields_too_large(), field=None, systems=systems))
+
+
+def _upload_refused(request, form: UploadForm):
+    return render(request, "allocations/usage/upload.html", {"form": form}, status=413)
+
+
+@csrf_protect
+def _receive_upload(request, systems):
+    form = UploadForm(request.POST or None, request.FILES or None, systems=systems)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         columns = [name.strip() for name in data["columns"].split(",") if name.strip()]
@@ -249,6 +282,8 @@ def upload(request):
         else:
             messages.success(request, "This file was already received: nothing changed")
         return redirect("usage:batch-detail", pk=outcome.batch.pk)
+    if form.has_error("file", "too_large"):
+        return _upload_refused(request, form)
     return render(request, "allocations/usage/upload.html", {"form": form})
 
 

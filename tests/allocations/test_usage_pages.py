@@ -705,8 +705,61 @@ def test_an_upload_over_the_limit_is_refused_with_an_error_summary(client, admin
 
     response = client.post(reverse("usage:upload"), {"system": system.pk, "file": upload})
 
-    assert response.status_code == 200
+    assert response.status_code == 413  # as the API answers
     assert "The file must be smaller than 0 MB" in response.content.decode()
+    assert not IngestBatch.objects.exists()
+
+
+def csrf_checking_client(user) -> Client:
+    """A client that, like a browser's requests in production, passes Django's CSRF check only with a token."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    return client
+
+
+def test_an_upload_declared_over_the_limit_is_refused_with_the_form_before_its_body_is_read(
+    admin, system, settings, monkeypatch
+):
+    from django.http.multipartparser import MultiPartParser
+
+    from allocations.usage.views import UPLOAD_FIELDS_ALLOWANCE
+
+    settings.INGEST_MAX_BYTES = 1000
+    # The CSRF check reads the whole body to find its token, and so would the form.
+    monkeypatch.setattr(MultiPartParser, "parse", lambda parser: pytest.fail("the body was read"))
+    upload = SimpleUploadedFile("jobs.txt", b"x" * (UPLOAD_FIELDS_ALLOWANCE + 2000), content_type="text/plain")
+
+    response = csrf_checking_client(admin).post(reverse("usage:upload"), {"system": system.pk, "file": upload})
+
+    assert response.status_code == 413
+    page = response.content.decode()
+    assert "The file must be smaller than 0 MB: gzip it, or split it by date" in page
+    assert 'class="govuk-error-summary' in page and 'type="file"' in page  # the form, to choose a smaller file
+    assert not IngestBatch.objects.exists()
+
+
+def test_an_upload_within_the_limit_still_needs_the_csrf_token(admin, system):
+    upload = SimpleUploadedFile("jobs.txt", payload(sacct_line(1)), content_type="text/plain")
+
+    response = csrf_checking_client(admin).post(reverse("usage:upload"), {"system": system.pk, "file": upload})
+
+    assert response.status_code == 403
+    assert not IngestBatch.objects.exists()
+
+
+def test_an_upload_whose_fields_are_over_djangos_limit_is_refused_with_the_form_and_a_reason(
+    client, admin, system, settings
+):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    # A script's `curl -F "file=<jobs.txt"` sends the file's content as a plain field, which Django counts.
+    response = client.post(
+        reverse("usage:upload"), {"system": system.pk, "file": payload(sacct_line(1)).decode() * 200}
+    )
+
+    assert response.status_code == 413
+    page = response.content.decode()
+    assert "The form&#x27;s fields other than the file are larger than 9 KB" in page
+    assert 'class="govuk-error-summary' in page and 'type="file"' in page
     assert not IngestBatch.objects.exists()
 
 
