@@ -648,10 +648,17 @@ def record_usage_in_bulk(
     """Charge (positive seconds) or refund (negative) many allocations of one system in one transaction.
 
     `movements` holds (allocation, signed GPU-seconds, reason, idempotency key); each becomes its own charge
-    or refund transaction, exactly as `charge_usage` / `refund_usage` would write it, with the same guarantees
-    (keys, locks in the module's order, balances, refunds never above what was charged) — but in a few
-    statements for thousands of allocations, which is what a reconciliation run needs. Returns the
-    transactions by key, including those a previous call with the same keys already recorded.
+    or refund transaction, as `charge_usage` / `refund_usage` would write it, with the same guarantees (keys,
+    locks in the module's order, balances) — but in a few statements for thousands of allocations, which is what
+    a reconciliation run needs. Returns the transactions by key, including those a previous call with the same
+    keys already recorded.
+
+    Unlike `refund_usage`, a refund here is not checked against the allocation's net usage. Each is the
+    reversal of job charges its caller holds (reconciliation refunds a job re-reported shorter by the difference
+    from that job's own charges, so never more than they hold), and net usage also counts the refunds and
+    adjustments made by hand: after a job's hours were given back by hand, its cluster's correction would be
+    refused, and with it the whole run and every later run of the system. The allocation's usage then goes
+    below zero, on its page, until an admin charges back what was given twice (`adjust_usage`).
     """
     for _, seconds, _, _ in movements:
         if isinstance(seconds, bool) or not isinstance(seconds, int):
@@ -688,16 +695,6 @@ def record_usage_in_bulk(
             if txn.type != expected:
                 raise IdempotencyKeyReused(f"The idempotency key {key!r} was already used for a {txn.type}")
         todo = {key: value for key, value in wanted.items() if key not in recorded}
-        refunds = {accounts[a.pk].pk: -seconds for a, seconds, _ in todo.values() if seconds < 0}
-        if refunds:
-            charged = dict(
-                LedgerEntry.objects.filter(account__in=list(refunds), transaction__type__in=USAGE_TYPES)
-                .values_list("account")
-                .annotate(total=Sum("amount"))
-            )
-            for account_pk, seconds in refunds.items():
-                if seconds > -(charged.get(account_pk) or 0):
-                    raise InvalidAmount("A refund would give back more GPU-hours than were charged")
         now = timezone.now()
         effective = effective_at or now
         transactions = LedgerTransaction.objects.bulk_create(

@@ -9,7 +9,9 @@ entries. So:
   record at all, and one with changes finds them by an index on (system, changed_seq);
 - a second run, or a run after a worker died mid-way (its transaction rolled back), charges nothing twice;
 - a running job is charged provisionally and re-charged by the difference when it ends; a run reported shorter
-  is refunded the difference.
+  is refunded the difference, even past the allocation's net usage (hours given back by hand for the same job
+  take it below zero): the refund is bounded by that job's own charges, so no allocation's state can refuse it
+  and, with it, stop every later run of the system.
 
 Per allocation and run there is at most one charge and one refund transaction, and a JobCharge row per job
 ties every entry to the jobs it is made of.

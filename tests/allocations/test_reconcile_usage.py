@@ -114,6 +114,46 @@ def test_a_job_reported_shorter_is_refunded_the_difference(system):
     assert list(refund.job_charges.values_list("seconds", flat=True)) == [-600]
 
 
+def test_a_job_refunded_by_hand_then_reported_shorter_is_refunded_again_and_the_system_keeps_reconciling(system):
+    # An admin gave a job's 10 hours back by hand (ledger.refund_usage, from the shell); the cluster then reported
+    # the job at 5 hours. The run's refund (5 hours) is more than the allocation's net usage (0): it used to be
+    # refused, rolling the whole run back, and every later run of the system with it.
+    allocation = funded_allocation(system, account="airr-00001")
+    other = funded_allocation(system, account="airr-00002")
+    ingest(system, payload(sacct_line(1, elapsed=10 * HOUR)))
+    first_run = reconcile_system(system=system)
+    ledger.refund_usage(
+        allocation=allocation,
+        seconds=10 * HOUR,
+        actor=None,
+        reason="A node failed",
+        idempotency_key="credit-1",
+        corrects=LedgerTransaction.objects.get(idempotency_key=f"usage-charge:{first_run.pk}:{allocation.pk}"),
+    )
+    ingest(system, payload(sacct_line(1, elapsed=5 * HOUR), sacct_line(2, account="airr-00002", gpus=2)))
+
+    run = reconcile_system(system=system)
+
+    # The run's refund is the job's own difference, whatever was given back by hand: the jobs now cost 5 hours,
+    # the hand refund gave back 10, and the net usage below zero shows the overlap for an admin to correct.
+    assert (used(allocation), used(other)) == (-5 * HOUR, 2 * HOUR)
+    refund = LedgerTransaction.objects.get(idempotency_key=f"usage-refund:{run.pk}:{allocation.pk}")
+    assert list(refund.job_charges.values_list("seconds", flat=True)) == [-5 * HOUR]
+    for record in JobRecord.objects.with_charged_seconds():
+        assert record.charged_seconds == record.gpu_seconds
+    for account in LedgerAccount.objects.all():
+        assert account.balance == sum(account.entries.values_list("amount", flat=True))
+    assert (
+        ReconciliationCursor.objects.get(system=system).reconciled_seq
+        == UsageSequence.objects.get(system=system).last_seq
+    )
+
+    ingest(system, payload(sacct_line(3, gpus=3)))
+    reconcile_system(system=system)
+
+    assert used(allocation) == -2 * HOUR
+
+
 def test_unmatched_usage_is_held_then_charged_when_an_admin_assigns_the_account(system, alice):
     allocation = funded_allocation(system, account="airr-00001")
     ingest(system, payload(sacct_line(1, account="old-name", gpus=3)))
@@ -199,15 +239,18 @@ def test_bulk_usage_writes_one_balanced_transaction_per_movement_and_keeps_balan
     assert (used(first), used(second)) == (600, 1200)
 
 
-def test_bulk_usage_refuses_to_refund_more_than_was_charged_and_moves_nothing(system):
+def test_bulk_usage_records_a_refund_beyond_the_net_usage_and_a_refund_by_hand_is_then_refused(system):
+    # Its caller bounds a bulk refund by the job charges it reverses; a refund by hand stays bounded by net usage.
     allocation = funded_allocation(system)
     ledger.record_usage_in_bulk(system=system, movements=[(allocation, 600, "Jobs", "b-1")], cause=("t", "1"))
+    ledger.refund_usage(allocation=allocation, seconds=600, actor=None, reason="A credit", idempotency_key="r-1")
 
+    ledger.record_usage_in_bulk(system=system, movements=[(allocation, -200, "Jobs", "b-2")], cause=("t", "2"))
+
+    assert used(allocation) == -200
+    assert ledger.allocation_account(allocation).balance == 100 * HOUR + 200
     with pytest.raises(ledger.InvalidAmount):
-        ledger.record_usage_in_bulk(system=system, movements=[(allocation, -601, "Jobs", "b-2")], cause=("t", "2"))
-
-    assert used(allocation) == 600
-    assert not LedgerTransaction.objects.filter(idempotency_key="b-2").exists()
+        ledger.refund_usage(allocation=allocation, seconds=1, actor=None, reason="A credit", idempotency_key="r-2")
 
 
 def test_every_usage_entry_is_the_sum_of_its_job_charges_and_each_points_at_real_rows(system):
