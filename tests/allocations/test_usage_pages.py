@@ -658,6 +658,26 @@ def test_the_usage_page_says_how_far_past_the_award_the_pools_grace_lets_jobs_ru
     assert 'id="grace"' not in client.get(reverse("usage:allocation-usage", args=[graced.pk])).content.decode()
 
 
+def test_an_allocation_given_back_more_than_its_jobs_were_charged_shows_its_usage_below_zero_and_why(
+    client, system, alice
+):
+    """A job's 4 hours given back by hand, then the job reported at 1 hour: reconciliation gives back 3 more."""
+    allocation = funded_allocation(system, hours=10, holder=alice)
+    ingest_sacct(system=system, payload=payload(sacct_line(1, elapsed=4 * HOUR)), source="command")
+    reconcile_system(system=system)
+    ledger.refund_usage(allocation=allocation, seconds=4 * HOUR, actor=None, reason="A credit", idempotency_key="r")
+    ingest_sacct(system=system, payload=payload(sacct_line(1, elapsed=HOUR)), source="command")
+    reconcile_system(system=system)
+    client.force_login(alice)
+
+    page = client.get(reverse("usage:allocation-usage", args=[allocation.pk])).content.decode()
+
+    figures = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page.split('id="allocation-figures"')[1].split("</dl>")[0]))
+    assert "Used \u22123 GPU-hours: more has been given back than its jobs were charged" in figures
+    assert "%)" not in figures.split("Remaining")[0]
+    assert "Remaining 13 GPU-hours" in figures
+
+
 def test_per_member_counts_every_run_reported_and_adds_up_to_what_the_ledger_charged(client, system, alice):
     """Runs reported but not yet charged (reconciliation comes every few minutes) and runs with no GPU are still
     their members' runs: the table never says no job was reported above a list of jobs, and its GPU-hours are
