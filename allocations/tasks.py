@@ -8,10 +8,14 @@ loudly.
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 from django.db import OperationalError
 
 TRANSIENT = (OperationalError,)
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
@@ -42,14 +46,31 @@ def ingest_stalled_batches_task() -> int:
     return len(batch_ids)
 
 
-@shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
-def reconcile_system_task(system_id: int) -> int | None:
-    """Charge what changed on a system, then check thresholds; returns the run id (None if nothing moved)."""
+@shared_task(bind=True, autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
+def reconcile_system_task(self, system_id: int) -> int | None:
+    """Charge what changed on a system, then check thresholds; returns the run id (None if nothing moved).
+
+    A failed run charges nothing (it is one transaction) and leaves the system's records for the next. Only
+    transient database trouble runs it again: anything else would fail the same way on the same records, so it
+    fails at once, and the beat's next pass tries once more. Either way the log names the system and the reason,
+    as nothing else records a run that did not happen.
+    """
     from allocations.usage.reconcile import reconcile_system
     from programmes.models import System
 
     system = System.objects.get(pk=system_id)
-    run = reconcile_system(system=system)
+    try:
+        run = reconcile_system(system=system)
+    except Exception as problem:
+        if not isinstance(problem, TRANSIENT) or self.request.retries >= self.max_retries:
+            logger.error(
+                "Reconciliation of %s (%s) failed and charged nothing: %s: %s",
+                system.name,
+                system.slug,
+                type(problem).__name__,
+                problem,
+            )
+        raise
     if run is not None:
         check_thresholds_task.delay(system_id)
     return run.pk if run else None

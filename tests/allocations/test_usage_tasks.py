@@ -101,3 +101,32 @@ def test_a_batch_read_again_after_its_connection_dropped_is_recorded_and_charged
     batch.refresh_from_db()
     assert (len(calls), result.successful(), batch.status, batch.new) == (2, True, IngestBatch.Status.INGESTED, 1)
     assert ledger.net_usage(ledger.allocation_account(allocation)) == 4 * HOUR
+
+
+def test_a_reconciliation_that_would_fail_the_same_way_again_is_not_run_again_and_logs_its_system_and_reason(
+    system, caplog
+):
+    refusal = ledger.InvalidAmount("A refund would give back more GPU-hours than were charged")
+
+    with mock.patch("allocations.usage.reconcile.reconcile_system", side_effect=refusal) as service:
+        result = _run(tasks.reconcile_system_task, system.pk)
+
+    assert (service.call_count, result.failed()) == (1, True)
+    (record,) = [record for record in caplog.records if record.name == "allocations.tasks"]
+    assert record.levelname == "ERROR"
+    assert record.getMessage() == (
+        f"Reconciliation of {system.name} ({system.slug}) failed and charged nothing: "
+        "InvalidAmount: A refund would give back more GPU-hours than were charged"
+    )
+
+
+def test_a_reconciliation_whose_database_trouble_outlasts_its_retries_logs_its_system_and_reason(system, caplog):
+    # Its last try (the retries before it are not failures yet, and are not logged).
+    with mock.patch(
+        "allocations.usage.reconcile.reconcile_system", side_effect=OperationalError("could not connect")
+    ) as service:
+        result = tasks.reconcile_system_task.apply([system.pk], retries=5, throw=False)
+
+    assert (service.call_count, result.failed()) == (1, True)
+    (record,) = [record for record in caplog.records if record.name == "allocations.tasks"]
+    assert system.slug in record.getMessage() and "OperationalError: could not connect" in record.getMessage()
