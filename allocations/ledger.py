@@ -456,6 +456,12 @@ def net_usage(account: LedgerAccount) -> int:
 
 def _check_refundable(account: LedgerAccount, seconds: int) -> None:
     charged = net_usage(account)
+    if charged <= 0:
+        # Below zero when reconciliation gave back hours a refund by hand had already given (record_usage_in_bulk).
+        raise InvalidAmount(
+            f"Nothing charged to this allocation is left to give back: its usage, net of refunds and adjustments, "
+            f"is {format_gpu_hours(charged)} GPU-hours"
+        )
     if seconds > charged:
         raise InvalidAmount(
             f"Only {format_gpu_hours(charged)} GPU-hours have been charged to this allocation: "

@@ -249,8 +249,12 @@ def test_bulk_usage_records_a_refund_beyond_the_net_usage_and_a_refund_by_hand_i
 
     assert used(allocation) == -200
     assert ledger.allocation_account(allocation).balance == 100 * HOUR + 200
-    with pytest.raises(ledger.InvalidAmount):
+    with pytest.raises(ledger.InvalidAmount) as refused:
         ledger.refund_usage(allocation=allocation, seconds=1, actor=None, reason="A credit", idempotency_key="r-2")
+    assert refused.value.message == (
+        "Nothing charged to this allocation is left to give back: its usage, net of refunds and adjustments, "
+        "is \u22120.06 GPU-hours"
+    )
 
 
 def test_every_usage_entry_is_the_sum_of_its_job_charges_and_each_points_at_real_rows(system):
