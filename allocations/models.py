@@ -300,12 +300,27 @@ class IngestBatch(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     received_at = models.DateTimeField(auto_now_add=True)
+    # An operator's word that a batch no task will read again needs nothing more (its window was re-sent in another
+    # batch, or it was never sacct output): it stops counting as needing attention. Kept if it is read later.
+    dealt_with_at = models.DateTimeField(null=True, blank=True)
+    dealt_with_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    dealt_with_note = models.CharField(
+        max_length=300, blank=True, help_text="Why the batch needs nothing more, such as 'window re-sent in batch 123'."
+    )
 
     class Meta:
         ordering = ["-received_at", "-pk"]
         constraints = [
             # A byte-identical payload posted again is a no-op: it finds this batch and returns its counts.
             models.UniqueConstraint(fields=["system", "sha256"], name="ingest_batch_once_per_payload"),
+            # A batch marked as dealt with always says why.
+            models.CheckConstraint(
+                condition=Q(dealt_with_at__isnull=True, dealt_with_note="")
+                | (Q(dealt_with_at__isnull=False) & ~Q(dealt_with_note="")),
+                name="ingest_batch_dealt_with_says_why",
+            ),
         ]
 
     def __str__(self):

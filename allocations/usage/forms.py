@@ -4,7 +4,7 @@ from django import forms
 from django.conf import settings
 from django.utils.html import format_html
 
-from allocations.models import Allocation
+from allocations.models import Allocation, IngestBatch
 from programmes.models import System
 
 from .team import parse_usernames
@@ -76,6 +76,19 @@ def fields_too_large() -> forms.ValidationError:
     return forms.ValidationError(
         f"The form's fields other than the file are larger than {limit:,} KB: choose the sacct output as the file",
         code="too_large",
+    )
+
+
+class DealtWithForm(forms.Form):
+    note = forms.CharField(
+        label="Why does this batch need nothing more?",
+        max_length=IngestBatch._meta.get_field("dealt_with_note").max_length,
+        help_text="For example, 'window re-sent in batch 123' or 'not sacct output: uploaded by mistake'",
+        widget=forms.Textarea(attrs={"rows": 2}),
+        error_messages={
+            "required": "Enter why this batch needs nothing more",
+            "max_length": "The note must be %(limit_value)d characters or fewer",
+        },
     )
 
 

@@ -1,4 +1,5 @@
-"""Operators' actions on usage: ingest tokens, claiming unmatched usage, replaying rejected rows.
+"""Operators' actions on usage: ingest tokens, claiming unmatched usage, replaying rejected rows, marking a batch
+no task will read again as dealt with.
 
 Each is one transaction; reconciliation is enqueued after commit, so what they change is charged promptly.
 """
@@ -77,11 +78,35 @@ def stalled_batches():
 def needing_attention(batches):
     """Of `batches`, those whose usage is not recorded and that no task will read again: each waits for an
     operator. A failed one (the beat never rereads it: a setting or the payload must change first) and one whose
-    reading the beat gave up on after its first day."""
+    reading the beat gave up on after its first day. One an operator marked as dealt with needs nothing more."""
     return batches.filter(
         Q(status=IngestBatch.Status.FAILED)
-        | Q(status=IngestBatch.Status.RECEIVED, received_at__lt=timezone.now() - STALLED_BATCH_GIVEN_UP_AFTER)
+        | Q(status=IngestBatch.Status.RECEIVED, received_at__lt=timezone.now() - STALLED_BATCH_GIVEN_UP_AFTER),
+        dealt_with_at__isnull=True,
     )
+
+
+def mark_batch_dealt_with(*, batch: IngestBatch, note: str, actor) -> IngestBatch:
+    """Record that a batch needing attention needs nothing more, who said so, when and why; its rows, counts and
+    payload stay as they are, and it can still be read again. UsageError if it does not need attention."""
+    note = (note or "").strip()
+    if not note:
+        raise UsageError("Enter why this batch needs nothing more")
+    longest = IngestBatch._meta.get_field("dealt_with_note").max_length
+    if len(note) > longest:
+        raise UsageError(f"The note must be {longest} characters or fewer")
+    with transaction.atomic():
+        # One conditional update: a worker finishing its reading, or another operator's mark, at the same moment
+        # leaves it unmarked (PostgreSQL tests the conditions again on the row it waited for).
+        marked = needing_attention(IngestBatch.objects.filter(pk=batch.pk)).update(
+            dealt_with_at=timezone.now(), dealt_with_by=actor, dealt_with_note=note
+        )
+    batch.refresh_from_db()
+    if marked:
+        return batch
+    if batch.dealt_with_at is not None:
+        raise UsageError("This batch was marked as dealt with already")
+    raise UsageError("This batch does not need attention: it has been read, or is being read")
 
 
 def stall_of(batch: IngestBatch) -> str | None:

@@ -12,6 +12,7 @@ urlpatterns = [
     path("batches/<int:pk>/", views.batch_detail, name="batch-detail"),
     path("batches/<int:pk>/replay/", views.batch_replay, name="batch-replay"),
     path("batches/<int:pk>/read/", views.batch_read, name="batch-read"),
+    path("batches/<int:pk>/dealt-with/", views.batch_dealt_with, name="batch-dealt-with"),
     path("upload/", views.upload, name="upload"),
     path("unmatched/", views.unmatched, name="unmatched"),
     path("variance/", views.variance, name="variance"),

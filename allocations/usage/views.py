@@ -1,7 +1,8 @@
-"""Usage pages: operators manage ingest tokens, upload, see batches, rejected rows and unmatched usage, and replay;
-admins also assign unmatched usage. PIs (and the programme's directors) see an allocation's usage over time, per
-member and per job, and download its statement; its co-investigators see the same, but of the jobs their own
-share (team.py). Views parse, call a service or selector, render.
+"""Usage pages: operators manage ingest tokens, upload, see batches (and mark those no task will read again as dealt
+with), rejected rows and unmatched usage, and replay; admins also assign unmatched usage. PIs (and the programme's
+directors) see an allocation's usage over time, per member and per job, and download its statement; its
+co-investigators see the same, but of the jobs their own share (team.py). Views parse, call a service or selector,
+render.
 
 Operators are admins and, for their own systems, the systems' technical assessors (system staff).
 """
@@ -31,6 +32,7 @@ from programmes.models import System
 
 from .forms import (
     AssignAccountForm,
+    DealtWithForm,
     IngestTokenForm,
     MemberUsernamesForm,
     UploadForm,
@@ -44,6 +46,7 @@ from .services import (
     assignment_refusal,
     create_ingest_token,
     enqueue_ingest,
+    mark_batch_dealt_with,
     needing_attention,
     replay_rejected_rows,
     revoke_ingest_token,
@@ -148,6 +151,7 @@ def batch_list(request):
             "attention_only": attention_only,
             "query": "attention=yes" if attention_only else "",
             "given_up": {batch.pk for batch in page if stall_of(batch) == "given up"},
+            "waiting_here": set(waiting.filter(pk__in=[batch.pk for batch in page]).values_list("pk", flat=True)),
         },
     )
 
@@ -186,6 +190,10 @@ def variance(request):
 @require_GET
 def batch_detail(request, pk):
     batch = get_object_or_404(_operated_batches(request.user), pk=pk)
+    return _batch_page(request, batch, DealtWithForm())
+
+
+def _batch_page(request, batch: IngestBatch, dealt_with_form: DealtWithForm):
     rejected = Paginator(batch.rejected_rows.all(), PAGE_SIZE).get_page(request.GET.get("page"))
     stall = stall_of(batch)
     return render(
@@ -201,6 +209,10 @@ def batch_detail(request, pk):
             "is_given_up": stall == "given up",
             "can_read": stall is not None,
             "can_read_again": batch.status == IngestBatch.Status.FAILED,
+            "can_mark_dealt_with": request.GET.get("queued") != "yes"
+            and needing_attention(IngestBatch.objects.filter(pk=batch.pk)).exists(),
+            # Named `form` so that the page's error summary lists its errors.
+            "form": dealt_with_form,
         },
     )
 
@@ -219,6 +231,24 @@ def batch_read(request, pk):
     messages.success(request, "Batch queued to be read again: refresh this page to see its counts")
     # Until it is read, its page would still call its reading lost: not on the page that says it is queued.
     return redirect(reverse("usage:batch-detail", args=[batch.pk]) + "?queued=yes")
+
+
+@login_required
+@require_POST
+def batch_dealt_with(request, pk):
+    """Mark a batch no task will read again as needing nothing more, with the operator's note of why: it stops
+    counting as needing attention, so that the count keeps meaning something. Nothing of it is deleted."""
+    batch = get_object_or_404(_operated_batches(request.user), pk=pk)
+    form = DealtWithForm(request.POST)
+    if not form.is_valid():
+        return _batch_page(request, batch, form)
+    try:
+        mark_batch_dealt_with(batch=batch, note=form.cleaned_data["note"], actor=request.user)
+    except UsageError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, "Batch marked as dealt with: it no longer counts as needing attention")
+    return redirect("usage:batch-detail", pk=batch.pk)
 
 
 @login_required

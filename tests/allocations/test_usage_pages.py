@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import IntegrityError, transaction
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -28,7 +29,7 @@ from allocations.models import (
 from allocations.selectors import account_statement, start_of_day
 from allocations.usage.ingest import IngestError, batch_summary, ingest_sacct, receive_payload
 from allocations.usage.reconcile import reconcile_system
-from allocations.usage.services import create_ingest_token
+from allocations.usage.services import UsageError, create_ingest_token, mark_batch_dealt_with
 from programmes.models import ProposalMember
 from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
 from tests.factories import AllocationFactory, CallFactory, FundPoolFactory, SystemFactory, make_proposal
@@ -430,6 +431,111 @@ def test_a_systems_staff_are_told_only_of_their_own_systems_batches_waiting(clie
 
     assert "1 batch needs attention" in page.content.decode()
     assert [batch.system for batch in page.context["page"].object_list] == [system]
+
+
+def test_a_batch_marked_as_dealt_with_no_longer_needs_attention_and_says_who_when_and_why(client, admin, system):
+    """A failed batch whose window the cluster sent again, or a garbage upload, would otherwise be counted for
+    ever, and the count soon ignored."""
+    failed = failed_batch(system, job=1)
+    RejectedRow.objects.create(batch=failed, line_number=2, raw="x", reason="Not a row")
+    IngestBatch.objects.filter(pk=failed.pk).update(rejected=1)
+    given_up = received_minutes_ago(system, 25 * 60, job=2)
+    page = client.get(reverse("usage:batch-detail", args=[failed.pk])).content.decode()
+    assert "Mark as dealt with" in page
+
+    response = client.post(reverse("usage:batch-dealt-with", args=[failed.pk]), {"note": " Window re-sent in 123 "})
+
+    assert response.status_code == 302
+    page = client.get(reverse("usage:batch-list")).content.decode()
+    assert "1 batch needs attention" in page
+    assert page.count("govuk-tag--red") == 1 and page.count("Reading lost") == 1 and "Dealt with</strong>" in page
+    waiting = client.get(reverse("usage:batch-list"), {"attention": "yes"}).context["page"].object_list
+    assert [batch.pk for batch in waiting] == [given_up.pk]
+    page = client.get(reverse("usage:batch-detail", args=[failed.pk])).content.decode()
+    assert "Marked as dealt with by admin@example.ac.uk on" in page and "Why: Window re-sent in 123" in page
+    assert "Read this batch again" in page and 'name="note"' not in page
+    failed.refresh_from_db()
+    assert (failed.status, failed.rejected, failed.rejected_rows.count()) == ("failed", 1, 1)
+    assert (failed.dealt_with_by, failed.dealt_with_note) == (admin, "Window re-sent in 123")
+    assert timezone.now() - failed.dealt_with_at < timedelta(minutes=1)
+
+
+@pytest.mark.parametrize(
+    ("note", "error"),
+    [("  ", "Enter why this batch needs nothing more"), ("x" * 301, "The note must be 300 characters or fewer")],
+)
+def test_marking_a_batch_as_dealt_with_needs_a_short_note(client, admin, system, note, error):
+    failed = failed_batch(system)
+
+    response = client.post(reverse("usage:batch-dealt-with", args=[failed.pk]), {"note": note})
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "There is a problem" in page and page.count(error) == 2  # in the summary and by the field
+    assert "This payload could not be read" in page
+    assert IngestBatch.objects.get(pk=failed.pk).dealt_with_at is None
+    assert "1 batch needs attention" in client.get(reverse("usage:batch-list")).content.decode()
+
+
+def test_only_a_batch_needing_attention_is_marked_and_only_once(client, admin, system, make_persona):
+    read = ingest_sacct(system=system, payload=payload(sacct_line(1)), source="command").batch
+    being_read = received_minutes_ago(system, 60, job=2)  # the beat still queues it again
+    failed = failed_batch(system, job=3)
+    mark = reverse("usage:batch-dealt-with", args=[failed.pk])
+    client.post(mark, {"note": "Garbage upload"})
+    client.force_login(make_persona("assessor"))
+
+    for batch, refusal in [
+        (read, "This batch does not need attention"),
+        (being_read, "This batch does not need attention"),
+        (failed, "This batch was marked as dealt with already"),
+    ]:
+        response = client.post(reverse("usage:batch-dealt-with", args=[batch.pk]), {"note": "Mine"}, follow=True)
+        assert refusal in response.content.decode()
+
+    marks = dict(IngestBatch.objects.values_list("pk", "dealt_with_note"))
+    assert marks == {read.pk: "", being_read.pk: "", failed.pk: "Garbage upload"}
+
+
+def test_a_batch_marked_as_dealt_with_and_then_read_keeps_its_mark_as_history(
+    client, admin, system, django_capture_on_commit_callbacks
+):
+    given_up = received_minutes_ago(system, 25 * 60)
+    client.post(reverse("usage:batch-dealt-with", args=[given_up.pk]), {"note": "Window re-sent in 123"})
+
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("usage:batch-read", args=[given_up.pk]))
+
+    assert IngestBatch.objects.get(pk=given_up.pk).status == "ingested"
+    page = client.get(reverse("usage:batch-detail", args=[given_up.pk])).content.decode()
+    assert "Marked as dealt with</dt>" in page and "Window re-sent in 123" in page
+    assert "its usage is recorded only if it is read again" not in page
+    assert "Dealt with</strong>" not in client.get(reverse("usage:batch-list")).content.decode()
+
+
+def test_a_batch_marked_as_dealt_with_that_fails_again_when_read_stays_dealt_with(
+    client, admin, system, django_capture_on_commit_callbacks
+):
+    garbage = receive_payload(system=system, payload=b"Not sacct output\n", source="upload").batch
+    IngestBatch.objects.filter(pk=garbage.pk).update(status=IngestBatch.Status.FAILED, error="Not sacct output")
+    client.post(reverse("usage:batch-dealt-with", args=[garbage.pk]), {"note": "Uploaded by mistake"})
+
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("usage:batch-read", args=[garbage.pk]))
+
+    assert IngestBatch.objects.get(pk=garbage.pk).status == "failed"
+    assert client.get(reverse("usage:batch-list")).context["waiting"] == 0
+    assert "Why: Uploaded by mistake" in client.get(reverse("usage:batch-detail", args=[garbage.pk])).content.decode()
+
+
+def test_a_batch_cannot_be_marked_as_dealt_with_without_a_short_note(system, make_persona):
+    failed = failed_batch(system)
+    admin = make_persona("admin")
+    for note, refusal in [(" ", "Enter why"), ("x" * 301, "300 characters or fewer")]:
+        with pytest.raises(UsageError, match=refusal):
+            mark_batch_dealt_with(batch=failed, note=note, actor=admin)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        IngestBatch.objects.filter(pk=failed.pk).update(dealt_with_at=timezone.now())
 
 
 def test_a_batch_being_read_is_not_called_lost(client, admin, system):
