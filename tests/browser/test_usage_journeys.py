@@ -55,6 +55,32 @@ def test_an_operator_makes_a_token_uploads_a_file_and_reads_its_batch(page, live
     assert "has been revoked" in page.content()
 
 
+def test_an_operator_marks_a_batch_that_could_not_be_read_as_dealt_with(page, live_server, system):
+    from allocations.models import IngestBatch
+    from allocations.usage.ingest import receive_payload
+
+    admin = UserFactory(email="operator@example.ac.uk", is_staff=True)
+    give_mfa(admin)
+    garbage = receive_payload(system=system, payload=b"Not sacct output\n", source="upload").batch
+    IngestBatch.objects.filter(pk=garbage.pk).update(status=IngestBatch.Status.FAILED, error="Not sacct output")
+    sign_in(page, live_server, admin)
+
+    visit(page, "/usage/batches/")
+    assert "1 batch needs attention" in page.content()
+    page.get_by_role("link", name=f"Batch {garbage.pk}").click()
+    check_accessibility(page)
+    page.get_by_role("button", name="Mark as dealt with").click()
+    check_accessibility(page)
+    assert page.locator(".govuk-error-summary").filter(has_text="Enter why this batch needs nothing more").is_visible()
+    page.get_by_label("Why does this batch need nothing more?").fill("Uploaded by mistake")
+    page.get_by_role("button", name="Mark as dealt with").click()
+    check_accessibility(page)
+    assert "Why: Uploaded by mistake" in page.content()
+
+    visit(page, "/usage/batches/")
+    assert "needs attention" not in page.content() and "Dealt with" in page.content()
+
+
 def test_a_pi_reads_the_usage_of_their_allocation(page, live_server, system):
     pi = UserFactory(email="pi@example.ac.uk")
     allocation = funded_allocation(system, holder=pi)
