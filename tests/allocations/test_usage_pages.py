@@ -462,7 +462,11 @@ def test_a_batch_marked_as_dealt_with_no_longer_needs_attention_and_says_who_whe
 
 @pytest.mark.parametrize(
     ("note", "error"),
-    [("  ", "Enter why this batch needs nothing more"), ("x" * 301, "The note must be 300 characters or fewer")],
+    [
+        ("  ", "Enter why this batch needs nothing more"),
+        ("x" * 301, "The note must be 300 characters or fewer"),
+        ("a\x00b", "Null characters are not allowed"),  # which PostgreSQL would refuse with a 500
+    ],
 )
 def test_marking_a_batch_as_dealt_with_needs_a_short_note(client, admin, system, note, error):
     failed = failed_batch(system)
