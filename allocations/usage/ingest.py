@@ -109,10 +109,24 @@ def declared_size(request) -> int:
 
 
 class PayloadTooLargeToReceive(IngestError):
-    """The payload as received is over INGEST_MAX_BYTES: refused before a batch is recorded, and none of it kept."""
+    """The payload as received is over its limit (`receiving_limit`): refused before a batch is recorded, and none
+    of it kept."""
 
 
-def _store_raw(source: BinaryIO, *, system: System) -> tuple[Path, str, int, bool]:
+def receiving_limit(source: str) -> int:
+    """The most bytes a payload from this source may be as received.
+
+    A body sent to the API or the upload page crosses the network and is held while it arrives: INGEST_MAX_BYTES
+    (gzip makes a day of a big cluster's jobs a few MB). A file given to the command is on the operator's own disk,
+    and may be a month of plain sacct text: it may be as large as any payload may expand to when read,
+    INGEST_MAX_UNCOMPRESSED_BYTES.
+    """
+    if source == IngestBatch.Source.COMMAND:
+        return settings.INGEST_MAX_UNCOMPRESSED_BYTES
+    return settings.INGEST_MAX_BYTES
+
+
+def _store_raw(source: BinaryIO, *, system: System, limit: int) -> tuple[Path, str, int, bool]:
     """Copy the payload as received to a new file under MEDIA_ROOT/ingest/<system>/.
 
     Returns (that file, sha256, size in bytes, whether it is gzip). The hash is of the bytes as received, so the
@@ -120,13 +134,12 @@ def _store_raw(source: BinaryIO, *, system: System) -> tuple[Path, str, int, boo
     stored before its rows are read, and compressing a million rows would keep them waiting a second.
     `_compressing` compresses it while they are read.
 
-    Copying stops at INGEST_MAX_BYTES with PayloadTooLargeToReceive: the API and the upload page refuse a larger
+    Copying stops past `limit` bytes with PayloadTooLargeToReceive: the API and the upload page refuse a larger
     payload before this, but a file given to the command may be a device or a pipe (`/dev/zero`, `/dev/stdin`)
     whose size nothing tells in advance, and would fill the disk.
     """
     folder = Path(settings.MEDIA_ROOT) / "ingest" / system.slug
     folder.mkdir(parents=True, exist_ok=True)
-    limit = settings.INGEST_MAX_BYTES
     digest = hashlib.sha256()
     size = 0
     handle, temporary = tempfile.mkstemp(dir=folder, suffix=".partial")
@@ -159,7 +172,7 @@ def receive_payload(
 ) -> IngestOutcome:
     """Store a payload raw and record its batch (committed on its own), or find the batch of those bytes."""
     stream = io.BytesIO(payload) if isinstance(payload, bytes | bytearray) else payload
-    temporary, sha256, size, is_gzip = _store_raw(stream, system=system)
+    temporary, sha256, size, is_gzip = _store_raw(stream, system=system, limit=receiving_limit(source))
     existing = IngestBatch.objects.filter(system=system, sha256=sha256).first()
     if existing is not None:
         temporary.unlink()

@@ -103,20 +103,36 @@ def test_ingest_sacct_refuses_a_file_over_the_size_limit_before_storing_it_and_k
     earlier.write_bytes(payload(sacct_line(1)))
     call_command("ingest_sacct", str(earlier), "--system", "isambard-ai", "--quiet")
     kept = stored_files(settings)
-    settings.INGEST_MAX_BYTES = 1024 * 1024
+    settings.INGEST_MAX_UNCOMPRESSED_BYTES = 1024 * 1024
     file = tmp_path / "jobs.txt"
     file.write_bytes(payload(*[sacct_line(n) for n in range(2, 12_000)]))
     assert file.stat().st_size > 1024 * 1024
 
-    with pytest.raises(CommandError, match=r"jobs.txt is larger than 1 MB, .*gzip it, or split it by date"):
+    with pytest.raises(CommandError, match=r"jobs.txt is larger than 1 MB, .*split it by date"):
         call_command("ingest_sacct", str(file), "--system", "isambard-ai", "--quiet")
 
     assert IngestBatch.objects.count() == 1 and JobRecord.objects.count() == 1
     assert stored_files(settings) == kept
 
 
+def test_ingest_sacct_takes_a_plain_file_larger_than_an_api_body_may_be_up_to_the_unzipped_limit(
+    system, tmp_path, settings
+):
+    """A month of plain sacct text from the operator's disk is read as it would be once unzipped from the API."""
+    funded_allocation(system)
+    settings.INGEST_MAX_BYTES = 64 * 1024
+    settings.INGEST_MAX_UNCOMPRESSED_BYTES = 1024 * 1024
+    file = tmp_path / "month.txt"
+    file.write_bytes(payload(*[sacct_line(n) for n in range(1, 1_000)]))
+    assert 64 * 1024 < file.stat().st_size < 1024 * 1024
+
+    call_command("ingest_sacct", str(file), "--system", "isambard-ai", "--quiet")
+
+    assert IngestBatch.objects.get().status == "ingested" and JobRecord.objects.count() == 999
+
+
 def test_ingest_sacct_stops_reading_a_pipe_at_the_size_limit_and_stores_none_of_it(system, tmp_path, settings):
-    settings.INGEST_MAX_BYTES = 1024 * 1024
+    settings.INGEST_MAX_UNCOMPRESSED_BYTES = 1024 * 1024
     pipe = tmp_path / "sacct.fifo"
     os.mkfifo(pipe)
     lines = payload(*[sacct_line(n) for n in range(1, 30_000)])
@@ -141,7 +157,7 @@ def test_ingest_sacct_stops_reading_a_pipe_at_the_size_limit_and_stores_none_of_
 
 @pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
 def test_ingest_sacct_of_dev_zero_stops_at_the_size_limit(system, settings):
-    settings.INGEST_MAX_BYTES = 3 * 1024 * 1024
+    settings.INGEST_MAX_UNCOMPRESSED_BYTES = 3 * 1024 * 1024
 
     with pytest.raises(CommandError, match="/dev/zero is larger than 3 MB"):
         call_command("ingest_sacct", "/dev/zero", "--system", "isambard-ai", "--quiet")

@@ -2,11 +2,17 @@
 
 import os
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from allocations.usage.ingest import IngestError, PayloadExpandsTooFar, PayloadTooLargeToReceive, ingest_sacct
+from allocations.models import IngestBatch
+from allocations.usage.ingest import (
+    IngestError,
+    PayloadExpandsTooFar,
+    PayloadTooLargeToReceive,
+    ingest_sacct,
+    receiving_limit,
+)
 from allocations.usage.reconcile import reconcile_system
 from programmes.models import System
 
@@ -36,9 +42,9 @@ class Command(BaseCommand):
             handle = open(file, "rb")  # noqa: SIM115 (closed below, after the bar)
         except OSError as problem:
             raise CommandError(f"Cannot read {file}: {problem.strerror}") from None
-        # The API's limits hold here too. A file's size is known before a byte is copied; a device or a pipe
-        # (/dev/stdin) tells none, and ingest_sacct stops copying it at the limit.
-        if size > settings.INGEST_MAX_BYTES:
+        # A file's size is known before a byte is copied; a device or a pipe (/dev/stdin) tells none, and
+        # ingest_sacct stops copying it at the same limit.
+        if size > receiving_limit(IngestBatch.Source.COMMAND):
             handle.close()
             raise _too_large(file)
         bar = tqdm(total=size, unit="B", unit_scale=True, desc="storing", disable=quiet, file=_BarFile(self.stderr))
@@ -83,10 +89,10 @@ class Command(BaseCommand):
 
 
 def _too_large(file: str) -> CommandError:
-    limit = settings.INGEST_MAX_BYTES // (1024 * 1024)
+    limit = receiving_limit(IngestBatch.Source.COMMAND) // (1024 * 1024)
     return CommandError(
-        f"{file} is larger than {limit} MB, the most a payload may be (INGEST_MAX_BYTES): gzip it, or split it by "
-        "date (sacct -S/-E). Nothing was stored"
+        f"{file} is larger than {limit} MB, the most a payload may be once unzipped "
+        "(INGEST_MAX_UNCOMPRESSED_BYTES): split it by date (sacct -S/-E). Nothing was stored"
     )
 
 
