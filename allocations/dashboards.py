@@ -151,12 +151,12 @@ def forecast_run_out(
     if consumed_in_window <= 0:
         return Forecast("lasts", left_at_close=remaining, **common)
     days_to_empty = -(-remaining * FORECAST_WINDOW_DAYS // consumed_in_window)  # rounded up
-    runs_out_on = today + timedelta(days=days_to_empty)
-    if runs_out_on > closes_on:
-        days_left = (closes_on - today).days
+    days_left = (closes_on - today).days
+    # Compared in days, not as dates: a big pool used a few GPU-seconds a day empties past the last date there is.
+    if days_to_empty > days_left:
         left = remaining - consumed_in_window * days_left // FORECAST_WINDOW_DAYS
         return Forecast("lasts", left_at_close=left, **common)
-    return Forecast("runs out", runs_out_on=runs_out_on, **common)
+    return Forecast("runs out", runs_out_on=today + timedelta(days=days_to_empty), **common)
 
 
 @dataclass(frozen=True)

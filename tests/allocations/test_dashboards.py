@@ -160,6 +160,22 @@ def test_the_forecast_projects_the_last_28_days_rate_to_the_day_the_pool_runs_ou
     assert forecast.seconds_per_day == 50 * HOUR
 
 
+def test_a_big_pool_used_a_second_a_month_lasts_rather_than_emptying_past_the_last_date_there_is(today):
+    # At this rate it would empty in some 2.4 billion years, past date.max: the forecast raised OverflowError, and
+    # the director's dashboard answered 500.
+    forecast = forecast_run_out(
+        remaining=1_000_000 * HOUR,
+        consumed_ever=1,
+        consumed_in_window=1,
+        today=today,
+        opens_on=today - timedelta(days=60),
+        closes_on=today + timedelta(days=100),
+    )
+
+    assert forecast.outcome == "lasts"
+    assert forecast.left_at_close == 1_000_000 * HOUR - 100 // FORECAST_WINDOW_DAYS  # a second per 28 days, for 100
+
+
 def test_a_part_day_left_counts_as_the_day_the_pool_runs_out(today):
     forecast = forecast_run_out(
         remaining=1001 * HOUR,
