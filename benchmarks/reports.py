@@ -19,7 +19,7 @@ pandas, CSV); (2) the month × user report the same way; (3) the raw export of a
 holding them): time, rows/s and peak memory, the peak being the maximum resident set size of the child process
 that builds it (`resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`: a fresh interpreter with Django, so the
 figure includes Django's own ~60 MB); (4) the director dashboard's server time.
-Works in its own throw-away database (`airr_bench_reports`).
+Works in its own throw-away database (`airr_bench_reports`, or `BENCH_REPORTS_DATABASE`).
 """
 
 import os
@@ -41,7 +41,7 @@ ORGANISATIONS = 50
 USERS = 2_000
 ORIGIN = datetime(2025, 10, 1, tzinfo=UTC)
 SPAN_DAYS = 395  # 13 months
-BENCH_DATABASE = "airr_bench_reports"
+BENCH_DATABASE = os.environ.get("BENCH_REPORTS_DATABASE") or "airr_bench_reports"
 AGGREGATE_GOAL_SECONDS = 5.0
 RAW_GOAL_ROWS_PER_SECOND = 200_000
 RAW_GOAL_MEGABYTES = 300
