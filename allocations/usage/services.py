@@ -104,9 +104,21 @@ def mark_batch_dealt_with(*, batch: IngestBatch, note: str, actor) -> IngestBatc
     batch.refresh_from_db()
     if marked:
         return batch
+    raise UsageError(_not_needing_attention(batch))
+
+
+def dealt_with_refusal(batch: IngestBatch) -> str | None:
+    """Why `batch` cannot be marked as dealt with (see mark_batch_dealt_with), or None if it can."""
+    if needing_attention(IngestBatch.objects.filter(pk=batch.pk)).exists():
+        return None
+    batch.refresh_from_db()
+    return _not_needing_attention(batch)
+
+
+def _not_needing_attention(batch: IngestBatch) -> str:
     if batch.dealt_with_at is not None:
-        raise UsageError("This batch was marked as dealt with already")
-    raise UsageError("This batch does not need attention: it has been read, or is being read")
+        return "This batch was marked as dealt with already"
+    return "This batch does not need attention: it has been read, or is being read"
 
 
 def stall_of(batch: IngestBatch) -> str | None:

@@ -45,6 +45,7 @@ from .services import (
     assign_unmatched_account,
     assignment_refusal,
     create_ingest_token,
+    dealt_with_refusal,
     enqueue_ingest,
     mark_batch_dealt_with,
     needing_attention,
@@ -241,6 +242,10 @@ def batch_dealt_with(request, pk):
     batch = get_object_or_404(_operated_batches(request.user), pk=pk)
     form = DealtWithForm(request.POST)
     if not form.is_valid():
+        # Marked, or read, since the page was opened: it no longer shows the form, so no error could point at it.
+        if (refusal := dealt_with_refusal(batch)) is not None:
+            messages.error(request, refusal)
+            return redirect("usage:batch-detail", pk=batch.pk)
         return _batch_page(request, batch, form)
     try:
         mark_batch_dealt_with(batch=batch, note=form.cleaned_data["note"], actor=request.user)

@@ -206,7 +206,7 @@ def usage_page_routes(world):
             "post",
         ),
         Route("usage:batch-read", reverse("usage:batch-read", args=[batch.pk]), _operators(REDIRECT), "post"),
-        # With a note: refused (the batch is still being read), with a message on its page; with none: its page again.
+        # Refused, with or without a note (the batch is still being read), with a message on its page.
         Route(
             "usage:batch-dealt-with",
             reverse("usage:batch-dealt-with", args=[batch.pk]),
@@ -217,7 +217,7 @@ def usage_page_routes(world):
         Route(
             "usage:batch-dealt-with",
             reverse("usage:batch-dealt-with", args=[batch.pk]),
-            _operators(),
+            _operators(REDIRECT),
             "post",
             data={"note": " "},
         ),

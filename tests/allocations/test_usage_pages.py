@@ -501,6 +501,23 @@ def test_only_a_batch_needing_attention_is_marked_and_only_once(client, admin, s
     assert marks == {read.pk: "", being_read.pk: "", failed.pk: "Garbage upload"}
 
 
+def test_a_note_left_blank_on_a_batch_marked_meanwhile_says_it_was_marked_not_points_at_a_form_gone_from_the_page(
+    client, admin, system
+):
+    """Two operators open a failed batch; one marks it, the other sends the form with no note: the error summary
+    linked to a note field the page no longer shows."""
+    failed = failed_batch(system)
+    mark = reverse("usage:batch-dealt-with", args=[failed.pk])
+    client.post(mark, {"note": "Window re-sent in 123"})
+
+    response = client.post(mark, {"note": " "}, follow=True)
+
+    page = response.content.decode()
+    assert "There is a problem" not in page and 'href="#id_note"' not in page
+    assert "This batch was marked as dealt with already" in page
+    assert IngestBatch.objects.get(pk=failed.pk).dealt_with_note == "Window re-sent in 123"
+
+
 def test_a_batch_marked_as_dealt_with_and_then_read_keeps_its_mark_as_history(
     client, admin, system, django_capture_on_commit_callbacks
 ):
