@@ -373,7 +373,8 @@ def test_an_admin_has_a_failed_batch_read_again_once_the_limit_allows(
 ):
     settings.INGEST_MAX_UNCOMPRESSED_BYTES = 1000
     with pytest.raises(IngestError):
-        ingest_sacct(system=system, payload=payload(*[sacct_line(n) for n in range(1, 20)]), source="command")
+        # Uploaded: a file given to the command is refused before its batch is recorded, over the same limit.
+        ingest_sacct(system=system, payload=payload(*[sacct_line(n) for n in range(1, 20)]), source="upload")
     failed = IngestBatch.objects.get()
     page = client.get(reverse("usage:batch-detail", args=[failed.pk])).content.decode()
     assert "This payload could not be read" in page and "Read this batch again" in page
