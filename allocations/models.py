@@ -485,10 +485,11 @@ class JobRecord(models.Model):
 
 
 class MemberSchedulerUser(models.Model):
-    """A co-investigator's username on an allocation's system, recorded by its PI.
+    """A username of a co-investigator, or of the PI, on an allocation's system, recorded by its PI.
 
     A team member sees the allocation's usage as a whole and, of its jobs and per-member figures, their own share
-    (DESIGN.md, roles): the jobs run under their usernames here. A name belongs to one member of an allocation.
+    (DESIGN.md, roles): the jobs run under their usernames here. A name belongs to one person on an allocation; the
+    PI's own are recorded so that none of them is given to a co-investigator.
     """
 
     allocation = models.ForeignKey(Allocation, on_delete=models.CASCADE, related_name="member_scheduler_users")
