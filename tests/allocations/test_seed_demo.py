@@ -66,7 +66,7 @@ def test_seed_demo_opens_a_funded_call_with_a_proposal_the_demo_reviewer_is_aske
 def test_seed_demo_gives_the_applicant_an_active_allocation_with_weeks_of_reconciled_usage():
     from allocations.dashboards import allocation_report
     from allocations.models import Allocation, JobRecord, LedgerEntry
-    from allocations.usage.team import own_usernames
+    from allocations.usage.team import own_usernames, usernames_by_member
 
     call_command("seed_demo")
     counts = (JobRecord.objects.count(), LedgerEntry.objects.count())
@@ -86,6 +86,8 @@ def test_seed_demo_gives_the_applicant_an_active_allocation_with_weeks_of_reconc
     co_investigator = User.objects.get(email="coinvestigator@demo.airr.example")
     assert list(Allocation.objects.visible_to(co_investigator)) == [allocation]
     assert own_usernames(co_investigator, allocation) == ["ben"]
+    # The applicant recorded their own too, so that no co-investigator can be given it.
+    assert usernames_by_member(allocation)[allocation.holder_id] == ["amina"]
     assert JobRecord.objects.filter(allocation=allocation, user="ben").exists()
 
 

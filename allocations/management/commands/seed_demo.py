@@ -224,7 +224,9 @@ def _submit_demo_proposal(
 
 USAGE_DAYS = 35
 SCHEDULER_USERS = ("amina", "ben", "chen")
-# The demo co-investigator's scheduler username, recorded by the applicant: they see the jobs run as it.
+# The scheduler usernames the applicant records for themselves and for the demo co-investigator, who sees the jobs
+# run as theirs; the third runs jobs as someone the portal does not know.
+APPLICANT_USERNAME = "amina"
 CO_INVESTIGATOR_USERNAME = "ben"
 
 
@@ -277,7 +279,10 @@ def seed_award_with_usage(*, call, system, pool, users) -> None:
         effective_at=start_of_day(start),
     )
     accept_award(proposal=proposal, actor=applicant)
-    set_member_usernames(allocation=allocation, usernames={users["co-investigator"].pk: [CO_INVESTIGATOR_USERNAME]})
+    set_member_usernames(
+        allocation=allocation,
+        usernames={applicant.pk: [APPLICANT_USERNAME], users["co-investigator"].pk: [CO_INVESTIGATOR_USERNAME]},
+    )
     # The same jobs every time (a fixed seed), spread over the days since the start, busier on weekdays.
     rng = random.Random(42)  # noqa: S311 (demo data, not security)
     job_id = 7_100_000
