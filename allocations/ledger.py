@@ -574,7 +574,10 @@ def _end_allocation(
             raise WrongState(f"{allocation.scheduler_account} started meanwhile ({state})")
         Allocation.objects.filter(pk=allocation.pk).update(state=new_state)
         allocation.state = new_state
-        unused = locked[account.pk].balance
+        # Usage below zero (a job's hours given back both by hand and by its cluster's correction, see
+        # record_usage_in_bulk) is hours no commitment brought: they stay on the allocation for an admin to charge
+        # back, not sent to the pool as hours no deposit made.
+        unused = locked[account.pk].balance + min(0, net_usage(account))
         # An overrun (negative balance) stays on the allocation in plain sight; it is not taken from the pool.
         return type_, ([(account, -unused), (destination, unused)] if unused > 0 else [])
 

@@ -154,6 +154,41 @@ def test_a_job_refunded_by_hand_then_reported_shorter_is_refunded_again_and_the_
     assert used(allocation) == -2 * HOUR
 
 
+def _given_back_twice(system):
+    """An allocation of 100 hours whose job's 10 hours were given back by hand, then reported at 5 hours: its net
+    usage is 5 hours below zero."""
+    allocation = funded_allocation(system, account="airr-00001")
+    ingest(system, payload(sacct_line(1, elapsed=10 * HOUR)))
+    run = reconcile_system(system=system)
+    ledger.refund_usage(
+        allocation=allocation,
+        seconds=10 * HOUR,
+        actor=None,
+        reason="A node failed",
+        idempotency_key="credit-1",
+        corrects=LedgerTransaction.objects.get(idempotency_key=f"usage-charge:{run.pk}:{allocation.pk}"),
+    )
+    ingest(system, payload(sacct_line(1, elapsed=5 * HOUR)))
+    reconcile_system(system=system)
+    assert used(allocation) == -5 * HOUR
+    return allocation
+
+
+def test_an_allocation_whose_usage_is_below_zero_returns_no_more_than_it_was_committed_when_it_ends(system):
+    # The 5 hours given back twice were never the pool's: they stay on the allocation, in plain sight, for an admin
+    # to charge back, as an overrun does. Returning them would give the pool hours no deposit made.
+    allocation = _given_back_twice(system)
+    pool = ledger.pool_account(allocation.pool)
+    before = pool.balance
+
+    ledger.expire_allocation(allocation=allocation, idempotency_key="expire-1")
+
+    pool.refresh_from_db()
+    assert pool.balance - before == 100 * HOUR
+    assert pool.balance == 1000 * HOUR
+    assert ledger.allocation_account(allocation).balance == 5 * HOUR
+
+
 def test_unmatched_usage_is_held_then_charged_when_an_admin_assigns_the_account(system, alice):
     allocation = funded_allocation(system, account="airr-00001")
     ingest(system, payload(sacct_line(1, account="old-name", gpus=3)))
