@@ -54,7 +54,9 @@ def account_limits(*, system: System) -> list[dict]:
         may_run = state == Allocation.State.ACTIVE and today <= allocation.end_date
         allowed = committed * (100 + allocation.pool.grace_percent) // 100
         raw_minutes = _raw_minutes(allowed, factor)
-        remaining_minutes = _raw_minutes(max(0, allowed - used), factor)
+        # Usage below zero (hours given back twice, see ledger.record_usage_in_bulk) is for an admin to charge
+        # back, not more time to run than the award and its grace.
+        remaining_minutes = _raw_minutes(max(0, allowed - max(0, used)), factor)
         limits.append(
             {
                 "account": allocation.scheduler_account,

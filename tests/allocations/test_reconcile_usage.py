@@ -15,6 +15,7 @@ from allocations.models import (
     UsageSequence,
 )
 from allocations.usage.ingest import ingest_sacct
+from allocations.usage.limits import account_limits
 from allocations.usage.reconcile import reconcile_system
 from allocations.usage.services import assign_unmatched_account
 from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
@@ -326,3 +327,18 @@ def test_after_the_charge_factor_changes_a_run_reported_again_is_repriced_by_the
 
     assert dict(JobRecord.objects.values_list("job_id", "gpu_seconds")) == {"1": HOUR, "2": HOUR * 3 // 2}
     assert used(allocation) == HOUR + HOUR * 3 // 2
+
+
+def test_the_remaining_limit_of_an_allocation_whose_usage_is_below_zero_is_never_above_its_award_and_grace(system):
+    # Hours given back twice are for an admin to charge back, not more time on the cluster: what remains to run
+    # is at most the award plus grace, as for an allocation that used nothing.
+    allocation = _given_back_twice(system)
+
+    [limit] = account_limits(system=system)
+
+    assert limit["used_gpu_seconds"] == -5 * HOUR
+    assert (
+        limit["remaining_gpu_minutes_limit"]
+        == limit["gpu_minutes_limit"]
+        == 100 * 60 * (100 + allocation.pool.grace_percent) // 100
+    )
