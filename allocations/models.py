@@ -595,7 +595,7 @@ class JobCharge(models.Model):
     pk = models.CompositePrimaryKey("job_record", "run")
 
     class Meta:
-        ordering = ["job_record", "run"]
+        ordering = ["job_record_id", "run_id"]
 
     def __str__(self):
         return f"{self.seconds:+d} s for job record {self.job_record_id} in run {self.run_id}"

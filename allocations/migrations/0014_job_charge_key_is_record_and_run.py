@@ -78,7 +78,7 @@ class Migration(migrations.Migration):
     operations = [
         migrations.SeparateDatabaseAndState(
             state_operations=[
-                migrations.AlterModelOptions(name="jobcharge", options={"ordering": ["job_record", "run"]}),
+                migrations.AlterModelOptions(name="jobcharge", options={"ordering": ["job_record_id", "run_id"]}),
                 migrations.RemoveIndex(model_name="jobcharge", name="job_charge_record"),
                 migrations.RemoveField(model_name="jobcharge", name="id"),
                 migrations.AddField(

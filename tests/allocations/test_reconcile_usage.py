@@ -342,3 +342,12 @@ def test_the_remaining_limit_of_an_allocation_whose_usage_is_below_zero_is_never
         == limit["gpu_minutes_limit"]
         == 100 * 60 * (100 + allocation.pool.grace_percent) // 100
     )
+
+
+def test_job_charges_in_their_default_order_are_read_in_key_order_without_joining_their_records_and_runs():
+    # Ordered by the foreign keys themselves, Django would sort by the job record's and run's own orderings, joining
+    # both tables to read any list of charges.
+    query = str(JobCharge.objects.filter(run_id=1).query)
+
+    assert "JOIN" not in query
+    assert query.endswith('ORDER BY "allocations_jobcharge"."job_record_id" ASC, "allocations_jobcharge"."run_id" ASC')
