@@ -296,7 +296,9 @@ CELERY_BEAT_SCHEDULE = {
     "ingest-stalled-batches": {"task": "allocations.tasks.ingest_stalled_batches_task", "schedule": 300.0},
     "reconcile-usage": {"task": "allocations.tasks.reconcile_all_systems_task", "schedule": 300.0},
     "check-thresholds": {"task": "allocations.tasks.check_all_thresholds_task", "schedule": 900.0},
-    "activate-allocations": {"task": "allocations.tasks.activate_allocations_task", "schedule": 3600.0},
+    # As often as reconciliation: until it has run on an allocation's first day, its thresholds and exhaustion are
+    # not checked (the limits let it run from midnight, limits.py).
+    "activate-allocations": {"task": "allocations.tasks.activate_allocations_task", "schedule": 300.0},
     "expire-allocations": {"task": "allocations.tasks.expire_allocations_task", "schedule": 24 * 3600.0},
     # Emails written but left unsent (airr_portal/mail.py): the broker was down, or the mail server kept failing.
     "send-unsent-emails": {"task": "airr_portal.tasks.send_unsent_emails_task", "schedule": 300.0},

@@ -103,8 +103,8 @@ def check_all_thresholds_task() -> None:
 
 @shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
 def activate_allocations_task() -> int:
-    """Beat, hourly: accepted allocations whose start date has come become active (the limits list them so from
-    midnight, `limits.py`)."""
+    """Beat, every five minutes: accepted allocations whose start date has come become active (the limits list them
+    so from midnight, `limits.py`)."""
     from allocations.awards import activate_started_allocations
 
     return activate_started_allocations()

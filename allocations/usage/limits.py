@@ -8,8 +8,8 @@ without the portal's charge factor). Two ways to set it, for the two Slurm set-u
   (PriorityDecayHalfLife=0 with a PriorityUsageResetPeriod): apply it right after each reset.
 Absolute values make the commands idempotent; an account that may not run (scheduled, exhausted, expired,
 revoked, or past its end date while it settles) gets 0. An allocation due to start today (accepted, its start
-date come in its system's time zone) is listed as active with its full limit even before the hourly activation
-has made it so: its jobs may run from the first minute of its first day.
+date come in its system's time zone) is listed as active with its full limit even before the activation (every
+five minutes) has made it so: its jobs may run from the first minute of its first day.
 
 An account an admin assigned to an allocation (a SchedulerAccountAlias) is listed too, with its allocation's
 state and limits and `alias_of` naming the allocation's own account: its jobs are charged to that allocation,
@@ -42,7 +42,7 @@ def account_limits(*, system: System) -> list[dict]:
     )
     factor = Decimal(system.charge_factor)
     today = today_on(system)
-    # By the same rule and the same today as the activation, which runs hourly: until it has, these would be 0.
+    # By the same rule and the same today as the activation, every five minutes: until it has, these would be 0.
     # Only read here, so an activation running meanwhile changes nothing of what is listed.
     starting = set(starting_allocations(today=today).filter(system=system).values_list("pk", flat=True))
     limits = []
