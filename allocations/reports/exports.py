@@ -95,8 +95,8 @@ def notes(export: ReportExport, scope_text: str) -> list[tuple[str, str]]:
         lines.append(
             (
                 "Users",
-                "Usage is attributed to the scheduler user of each job; adjustments made by staff belong to no "
-                f"job and are shown as '{MANUAL_ADJUSTMENTS}'. A user has no award, so there is no awarded "
+                "Usage is attributed to the scheduler user of each job; refunds and adjustments made by staff belong "
+                f"to no job and are shown as '{MANUAL_ADJUSTMENTS}'. A user has no award, so there is no awarded "
                 "column",
             )
         )

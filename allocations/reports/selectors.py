@@ -17,6 +17,7 @@ from functools import reduce
 from django.db.models import BigIntegerField, Case, F, Max, OuterRef, Q, Subquery, Sum, When
 from django.db.models.functions import TruncMonth, TruncWeek
 
+from allocations.ledger import USAGE_TYPES
 from allocations.models import (
     Allocation,
     JobCharge,
@@ -51,6 +52,7 @@ MEASURES = {
     "forfeited": "Unused GPU-hours forfeited when an allocation expired (pools whose policy is to forfeit)",
 }
 MANUAL_ADJUSTMENTS = "(manual adjustments: no user)"
+RECONCILIATION_CAUSE = "reconciliation_run"
 NOT_GIVEN = "(not given)"
 
 
@@ -99,10 +101,11 @@ def usage_totals(*, groupings: list[str], start: date, end: date, as_of: datetim
     if "user" in groupings:
         for key, seconds in _charges_by_user(groupings, window, scope):
             sums[key]["used"] += seconds
-        # Adjustments are typed in by staff against an allocation, not a job: they are nobody's usage, but they
-        # are usage, so they get a row of their own and the totals still equal the ledger's.
+        # Refunds and adjustments by hand are typed in by staff against an allocation, not a job: they are nobody's
+        # usage, but they are usage, so they get a row of their own and the totals still equal the ledger's. Only
+        # reconciliation's charges and refunds are its jobs' (their job charges, above).
         others = [name for name in groupings if name != "user"]
-        for key, _, seconds in _entry_sums(others, window, scope, types=[Type.ADJUST]):
+        for key, _, seconds in _entry_sums(others, window, scope, types=list(USAGE_TYPES), by_hand=True):
             values = dict(zip(others, key, strict=True))
             values["user"] = MANUAL_ADJUSTMENTS
             sums[tuple(values[name] for name in groupings)]["used"] -= seconds
@@ -178,9 +181,12 @@ def _net_movements(groupings, window, scope: ReportScope) -> Iterator[tuple[tupl
         yield tuple(key), total
 
 
-def _entry_sums(groupings, window, scope: ReportScope, types) -> Iterator[tuple[tuple, str, int]]:
-    """(group key, transaction type, summed amount) over the entries on allocation accounts of these types."""
+def _entry_sums(groupings, window, scope: ReportScope, types, by_hand=False) -> Iterator[tuple[tuple, str, int]]:
+    """(group key, transaction type, summed amount) over the entries on allocation accounts of these types (with
+    `by_hand`, of those not made by a reconciliation run)."""
     entries = _allocation_entries(window, scope).filter(transaction__type__in=types)
+    if by_hand:
+        entries = entries.exclude(transaction__cause_type=RECONCILIATION_CAUSE)
     expressions = _expressions(groupings, allocation="account__allocation", moment="effective_at")
     rows = (
         entries.annotate(**expressions)
@@ -265,7 +271,7 @@ def _runs_recorded_while_under_way(as_of: datetime) -> list[ReconciliationRun]:
         run
         for run in ReconciliationRun.objects.filter(started_at__lte=as_of, finished_at__gt=as_of)
         if LedgerTransaction.objects.filter(
-            cause_type="reconciliation_run", cause_id=str(run.pk), recorded_at__lte=as_of
+            cause_type=RECONCILIATION_CAUSE, cause_id=str(run.pk), recorded_at__lte=as_of
         ).exists()
     ]
 

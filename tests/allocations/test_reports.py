@@ -30,7 +30,7 @@ from tests.allocations.report_helpers import (
     read_csv,
     read_xlsx,
 )
-from tests.allocations.usage_helpers import HOUR, payload, sacct_line
+from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
 from tests.factories import ProgrammeFactory, UserFactory, give_mfa
 
 pytestmark = pytest.mark.django_db
@@ -462,3 +462,27 @@ def test_names_people_type_never_become_spreadsheet_formulas(world, admin, syste
     assert table(from_csv)[0][0] == """'=HYPERLINK("https://evil.example","x")"""
     assert read_xlsx(export_file(from_xlsx))[0].values.tolist()[0][0] == table(from_csv)[0][0]
     assert "'@SUM(1+1)" in list(read_csv(export_file(jobs))[1]["user"])
+
+
+def test_a_user_report_counts_a_refund_by_hand_as_a_manual_adjustment_and_still_equals_the_ledger(system):
+    """A job's 10 hours given back by hand (ledger.refund_usage, from the shell), then the job reported at 5 hours:
+    the allocation's usage is 5 hours below zero. The refund by hand belongs to no job, as an adjustment does."""
+    allocation = funded_allocation(system)
+    ingest_sacct(system=system, payload=payload(sacct_line(1, elapsed=10 * HOUR)), source="command")
+    reconcile_system(system=system)
+    ledger.refund_usage(
+        allocation=allocation, seconds=10 * HOUR, actor=None, reason="A node failed", idempotency_key="r"
+    )
+    ingest_sacct(system=system, payload=payload(sacct_line(1, elapsed=5 * HOUR)), source="command")
+    reconcile_system(system=system)
+    window = {"start": date(2026, 1, 1), "end": date(2030, 12, 31), "as_of": timezone.now(), "scope": ReportScope(None)}
+
+    by_user = usage_totals(groupings=["user"], **window)
+    by_allocation = usage_totals(groupings=["allocation"], **window)
+
+    assert by_allocation.totals["used"] == -5 * HOUR
+    assert by_user.totals["used"] == -5 * HOUR
+    assert [(labels, values["used"]) for labels, values in by_user.rows] == [
+        ((MANUAL_ADJUSTMENTS,), -10 * HOUR),
+        (("alice",), 5 * HOUR),
+    ]
