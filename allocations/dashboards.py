@@ -369,6 +369,17 @@ class AllocationReport:
         return percent_used(self.used, self.committed)
 
     @property
+    def given_back_twice(self) -> int:
+        """Usage below zero: hours given back both by hand and by reconciliation (ledger.record_usage_in_bulk)."""
+        return max(0, -self.used)
+
+    @property
+    def remaining_to_run(self) -> int:
+        """The balance less what was given back twice, which is no time to run (the scheduler limits count usage
+        below zero as none) and does not go back to the pool when the allocation ends."""
+        return self.remaining - self.given_back_twice
+
+    @property
     def thresholds_passed(self) -> list[ThresholdPassed]:
         """Each threshold its usage has passed, with its notice's time. Notices are sent only while an allocation is
         open, so usage charged as it ends passes thresholds without one; a notice stays once sent, even where

@@ -803,7 +803,16 @@ def test_an_allocation_given_back_more_than_its_jobs_were_charged_shows_its_usag
     figures = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page.split('id="allocation-figures"')[1].split("</dl>")[0]))
     assert "Used \u22123 GPU-hours: more has been given back than its jobs were charged" in figures
     assert "%)" not in figures.split("Remaining")[0]
-    assert "Remaining 13 GPU-hours" in figures
+    # The 3 hours given back twice are in its account, but no time to run (the scheduler limits count usage below
+    # zero as none): what remains to run is the award, as for an allocation that used nothing.
+    assert "Remaining 10 GPU-hours (its account holds 13: the 3 given back twice are no time to run" in figures
+    assert "Remaining 13" not in figures
+
+    ledger.expire_allocation(allocation=allocation, idempotency_key="expire")
+    page = client.get(reverse("usage:allocation-usage", args=[allocation.pk])).content.decode()
+
+    figures = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page.split('id="allocation-figures"')[1].split("</dl>")[0]))
+    assert "Remaining 0 GPU-hours (its account holds 3: the 3 given back twice" in figures
 
 
 def test_per_member_counts_every_run_reported_and_adds_up_to_what_the_ledger_charged(client, system, alice):
