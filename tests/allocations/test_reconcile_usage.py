@@ -119,21 +119,9 @@ def test_a_job_refunded_by_hand_then_reported_shorter_is_refunded_again_and_the_
     # An admin gave a job's 10 hours back by hand (ledger.refund_usage, from the shell); the cluster then reported
     # the job at 5 hours. The run's refund (5 hours) is more than the allocation's net usage (0): it used to be
     # refused, rolling the whole run back, and every later run of the system with it.
-    allocation = funded_allocation(system, account="airr-00001")
     other = funded_allocation(system, account="airr-00002")
-    ingest(system, payload(sacct_line(1, elapsed=10 * HOUR)))
-    first_run = reconcile_system(system=system)
-    ledger.refund_usage(
-        allocation=allocation,
-        seconds=10 * HOUR,
-        actor=None,
-        reason="A node failed",
-        idempotency_key="credit-1",
-        corrects=LedgerTransaction.objects.get(idempotency_key=f"usage-charge:{first_run.pk}:{allocation.pk}"),
-    )
-    ingest(system, payload(sacct_line(1, elapsed=5 * HOUR), sacct_line(2, account="airr-00002", gpus=2)))
 
-    run = reconcile_system(system=system)
+    allocation, run = _given_back_twice(system, sacct_line(2, account="airr-00002", gpus=2))
 
     # The run's refund is the job's own difference, whatever was given back by hand: the jobs now cost 5 hours,
     # the hand refund gave back 10, and the net usage below zero shows the overlap for an admin to correct.
@@ -155,9 +143,9 @@ def test_a_job_refunded_by_hand_then_reported_shorter_is_refunded_again_and_the_
     assert used(allocation) == -2 * HOUR
 
 
-def _given_back_twice(system):
-    """An allocation of 100 hours whose job's 10 hours were given back by hand, then reported at 5 hours: its net
-    usage is 5 hours below zero."""
+def _given_back_twice(system, *also: str):
+    """An allocation of 100 hours whose job's 10 hours were given back by hand, then reported at 5 hours (with the
+    lines `also`, in the same payload): its net usage is 5 hours below zero. Returns it and the run that refunded."""
     allocation = funded_allocation(system, account="airr-00001")
     ingest(system, payload(sacct_line(1, elapsed=10 * HOUR)))
     run = reconcile_system(system=system)
@@ -169,16 +157,16 @@ def _given_back_twice(system):
         idempotency_key="credit-1",
         corrects=LedgerTransaction.objects.get(idempotency_key=f"usage-charge:{run.pk}:{allocation.pk}"),
     )
-    ingest(system, payload(sacct_line(1, elapsed=5 * HOUR)))
-    reconcile_system(system=system)
+    ingest(system, payload(sacct_line(1, elapsed=5 * HOUR), *also))
+    run = reconcile_system(system=system)
     assert used(allocation) == -5 * HOUR
-    return allocation
+    return allocation, run
 
 
 def test_an_allocation_whose_usage_is_below_zero_returns_no_more_than_it_was_committed_when_it_ends(system):
     # The 5 hours given back twice were never the pool's: they stay on the allocation, in plain sight, for an admin
     # to charge back, as an overrun does. Returning them would give the pool hours no deposit made.
-    allocation = _given_back_twice(system)
+    allocation, _ = _given_back_twice(system)
     pool = ledger.pool_account(allocation.pool)
     before = pool.balance
 
@@ -332,7 +320,7 @@ def test_after_the_charge_factor_changes_a_run_reported_again_is_repriced_by_the
 def test_the_remaining_limit_of_an_allocation_whose_usage_is_below_zero_is_never_above_its_award_and_grace(system):
     # Hours given back twice are for an admin to charge back, not more time on the cluster: what remains to run
     # is at most the award plus grace, as for an allocation that used nothing.
-    allocation = _given_back_twice(system)
+    allocation, _ = _given_back_twice(system)
 
     [limit] = account_limits(system=system)
 
