@@ -35,8 +35,9 @@ from programmes.models import System
 def account_limits(*, system: System) -> list[dict]:
     allocations = list(Allocation.objects.filter(system=system).select_related("pool").order_by("scheduler_account"))
     figures = ledger.usage_and_commitments([a.pk for a in allocations])
-    # What each allocation's ledger account holds, as its usage page says: once it has ended, the award less what
-    # was used *and* what was returned or forfeited (then 0, or less for usage reported after it settled).
+    # What each allocation's ledger account holds: once it has ended, the award less what was used *and* what was
+    # returned or forfeited (then 0, or less for usage reported after it settled). Less, as on its usage page, any
+    # usage below zero (hours given back twice), which is no time to run.
     balances = dict(
         LedgerAccount.objects.filter(allocation__in=allocations).values_list("allocation", "balance").order_by()
     )
@@ -67,7 +68,7 @@ def account_limits(*, system: System) -> list[dict]:
                 "remaining_gpu_minutes_limit": remaining_minutes if may_run else 0,
                 "committed_gpu_seconds": committed,
                 "used_gpu_seconds": used,
-                "remaining_gpu_seconds": balances.get(allocation.pk, 0),
+                "remaining_gpu_seconds": balances.get(allocation.pk, 0) - max(0, -used),
                 "start_date": allocation.start_date.isoformat(),
                 "end_date": allocation.end_date.isoformat(),
                 "alias_of": None,

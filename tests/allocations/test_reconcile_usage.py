@@ -325,6 +325,8 @@ def test_the_remaining_limit_of_an_allocation_whose_usage_is_below_zero_is_never
     [limit] = account_limits(system=system)
 
     assert limit["used_gpu_seconds"] == -5 * HOUR
+    # What remains to run, as the allocation's page says: the account holds 105 hours, 5 of them given back twice.
+    assert limit["remaining_gpu_seconds"] == 100 * HOUR
     assert (
         limit["remaining_gpu_minutes_limit"]
         == limit["gpu_minutes_limit"]
