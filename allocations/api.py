@@ -415,7 +415,9 @@ def allocation_usage_data(report, per_member) -> dict:
             used=report.used,
             returned=report.returned,
             forfeited=report.forfeited,
-            remaining=report.remaining,
+            # As on its page: what is left to run. Usage below zero is in the account, but no time to run.
+            remaining=report.remaining_to_run,
+            given_back_twice=report.given_back_twice,
         ),
         "usage_over_time": [
             {**_bucket(point.bucket), **_amounts(used=point.used, cumulative=point.cumulative)}

@@ -366,7 +366,8 @@ class AllocationReport:
 
     @property
     def percent_used(self) -> int:
-        return percent_used(self.used, self.committed)
+        """Never below 0: usage below zero is none used, as for the scheduler limits."""
+        return percent_used(max(0, self.used), self.committed)
 
     @property
     def given_back_twice(self) -> int:

@@ -786,16 +786,22 @@ def test_the_usage_page_says_how_far_past_the_award_the_pools_grace_lets_jobs_ru
     assert 'id="grace"' not in client.get(reverse("usage:allocation-usage", args=[graced.pk])).content.decode()
 
 
-def test_an_allocation_given_back_more_than_its_jobs_were_charged_shows_its_usage_below_zero_and_why(
-    client, system, alice
-):
-    """A job's 4 hours given back by hand, then the job reported at 1 hour: reconciliation gives back 3 more."""
-    allocation = funded_allocation(system, hours=10, holder=alice)
+def _given_back_three_hours_twice(system, holder):
+    """An award of 10 hours whose job's 4 hours were given back by hand, then the job reported at 1 hour:
+    reconciliation gives back 3 more, and its usage is 3 hours below zero."""
+    allocation = funded_allocation(system, hours=10, holder=holder)
     ingest_sacct(system=system, payload=payload(sacct_line(1, elapsed=4 * HOUR)), source="command")
     reconcile_system(system=system)
     ledger.refund_usage(allocation=allocation, seconds=4 * HOUR, actor=None, reason="A credit", idempotency_key="r")
     ingest_sacct(system=system, payload=payload(sacct_line(1, elapsed=HOUR)), source="command")
     reconcile_system(system=system)
+    return allocation
+
+
+def test_an_allocation_given_back_more_than_its_jobs_were_charged_shows_its_usage_below_zero_and_why(
+    client, system, alice
+):
+    allocation = _given_back_three_hours_twice(system, alice)
     client.force_login(alice)
 
     page = client.get(reverse("usage:allocation-usage", args=[allocation.pk])).content.decode()
@@ -1197,11 +1203,40 @@ def test_the_usage_api_gives_the_pages_numbers(client, used_allocation, alice):
         "returned": 0,
         "forfeited": 0,
         "remaining": 87 * HOUR,
+        "given_back_twice": 0,
     }
     assert data["figures"]["gpu_hours"]["remaining"] == "87.00"
+    assert data["percent_used"] == 13
     assert data["days_left"] == 21
     assert len(data["usage_over_time"]) == 10
     assert sum(point["gpu_seconds"]["used"] for point in data["usage_over_time"]) == 13 * HOUR
+
+
+def test_the_usage_api_gives_the_pages_remaining_hours_for_an_allocation_given_back_more_than_it_was_charged(
+    client, system, alice
+):
+    """Its account holds 13 hours of a 10-hour award; the 3 given back twice are no time to run, as on the page."""
+    allocation = _given_back_three_hours_twice(system, alice)
+    client.force_login(alice)
+
+    data = client.get(reverse("api-allocation-usage", args=[allocation.pk])).json()
+
+    assert data["figures"]["gpu_seconds"] == {
+        "committed": 10 * HOUR,
+        "used": -3 * HOUR,
+        "returned": 0,
+        "forfeited": 0,
+        "remaining": 10 * HOUR,
+        "given_back_twice": 3 * HOUR,
+    }
+    assert data["figures"]["gpu_hours"]["given_back_twice"] == "3.00"
+    assert data["percent_used"] == 0
+    assert data["thresholds_reached"] == []
+
+    ledger.expire_allocation(allocation=allocation, idempotency_key="expire")
+    figures = client.get(reverse("api-allocation-usage", args=[allocation.pk])).json()["figures"]["gpu_seconds"]
+
+    assert (figures["remaining"], figures["given_back_twice"], figures["returned"]) == (0, 3 * HOUR, 10 * HOUR)
 
 
 def test_an_allocation_not_yet_started_counts_its_days_from_its_start(client, system, alice):
