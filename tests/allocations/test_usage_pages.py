@@ -786,14 +786,14 @@ def test_the_usage_page_says_how_far_past_the_award_the_pools_grace_lets_jobs_ru
     assert 'id="grace"' not in client.get(reverse("usage:allocation-usage", args=[graced.pk])).content.decode()
 
 
-def _given_back_three_hours_twice(system, holder):
-    """An award of 10 hours whose job's 4 hours were given back by hand, then the job reported at 1 hour:
-    reconciliation gives back 3 more, and its usage is 3 hours below zero."""
+def _given_back_three_hours_twice(system, holder, *, charged=4 * HOUR, reported=HOUR):
+    """An award of 10 hours whose job's 4 hours (`charged`) were given back by hand, then the job reported at 1 hour
+    (`reported`): reconciliation gives back 3 more, and its usage is 3 hours (their difference) below zero."""
     allocation = funded_allocation(system, hours=10, holder=holder)
-    ingest_sacct(system=system, payload=payload(sacct_line(1, elapsed=4 * HOUR)), source="command")
+    ingest_sacct(system=system, payload=payload(sacct_line(1, elapsed=charged)), source="command")
     reconcile_system(system=system)
-    ledger.refund_usage(allocation=allocation, seconds=4 * HOUR, actor=None, reason="A credit", idempotency_key="r")
-    ingest_sacct(system=system, payload=payload(sacct_line(1, elapsed=HOUR)), source="command")
+    ledger.refund_usage(allocation=allocation, seconds=charged, actor=None, reason="A credit", idempotency_key="r")
+    ingest_sacct(system=system, payload=payload(sacct_line(1, elapsed=reported)), source="command")
     reconcile_system(system=system)
     return allocation
 
@@ -807,18 +807,29 @@ def test_an_allocation_given_back_more_than_its_jobs_were_charged_shows_its_usag
     page = client.get(reverse("usage:allocation-usage", args=[allocation.pk])).content.decode()
 
     figures = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page.split('id="allocation-figures"')[1].split("</dl>")[0]))
-    assert "Used \u22123 GPU-hours: more has been given back than its jobs were charged" in figures
+    assert "Used 3 GPU-hours below zero: more has been given back than its jobs were charged" in figures
     assert "%)" not in figures.split("Remaining")[0]
     # The 3 hours given back twice are in its account, but no time to run (the scheduler limits count usage below
     # zero as none): what remains to run is the award, as for an allocation that used nothing.
-    assert "Remaining 10 GPU-hours (its account holds 13: the 3 given back twice are no time to run" in figures
+    assert "Remaining 10 GPU-hours (its account holds 13: the 3 GPU-hours given back twice" in figures
     assert "Remaining 13" not in figures
 
     ledger.expire_allocation(allocation=allocation, idempotency_key="expire")
     page = client.get(reverse("usage:allocation-usage", args=[allocation.pk])).content.decode()
 
     figures = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page.split('id="allocation-figures"')[1].split("</dl>")[0]))
-    assert "Remaining 0 GPU-hours (its account holds 3: the 3 given back twice" in figures
+    assert "Remaining 0 GPU-hours (its account holds 3: the 3 GPU-hours given back twice" in figures
+
+
+def test_usage_a_few_gpu_seconds_below_zero_never_reads_as_none(client, system, alice):
+    """Rounded to two decimals, 5 GPU-seconds below zero once read "Used 0 GPU-hours: more has been given back"."""
+    allocation = _given_back_three_hours_twice(system, alice, charged=HOUR, reported=HOUR - 5)
+    client.force_login(alice)
+
+    figures = _figures(client.get(reverse("usage:allocation-usage", args=[allocation.pk])).content.decode())
+
+    assert "Used less than 0.01 GPU-hours below zero: more has been given back" in figures
+    assert "the less than 0.01 GPU-hours given back twice are no time to run" in figures
 
 
 def test_per_member_counts_every_run_reported_and_adds_up_to_what_the_ledger_charged(client, system, alice):
