@@ -18,6 +18,7 @@ from programmes.models import Call, Decision, FundPool, Programme, Proposal, Res
 
 from .ledger import USAGE_TYPES
 from .models import Allocation, JobRecord, LedgerEntry, LedgerTransaction, ThresholdNotice
+from .reports.selectors import MANUAL_ADJUSTMENTS, RECONCILIATION_CAUSE
 from .selectors import PoolFigures, figures_for_pools
 from .usage.thresholds import THRESHOLDS, percent_used
 
@@ -352,6 +353,7 @@ class AllocationReport:
     thresholds: list[ThresholdNotice]
     returned: int = 0  # unused hours given back to the pool at its end (expiry or revocation)
     forfeited: int = 0  # unused hours forfeited at its end, by its pool's policy
+    used_by_hand: int = 0  # of `used`, what staff refunded or adjusted by hand: no job's, so no member's
 
     @property
     def has_started(self) -> bool:
@@ -403,18 +405,21 @@ def allocation_report(allocation: Allocation, *, today: date | None = None) -> A
 
     today = today or today_on(allocation.system)
     per_day: dict[date, int] = defaultdict(int)
-    committed = balance = returned = forfeited = 0
+    committed = balance = returned = forfeited = used_by_hand = 0
     rows = (
         LedgerEntry.objects.filter(account__allocation=allocation)
         .annotate(day=_effective_day())
-        .values_list("transaction__type", "day")
+        .values_list("transaction__type", "day", "transaction__cause_type")
         .annotate(total=Sum("amount"))
         .order_by()
     )
-    for type_, day, total in rows:
+    for type_, day, cause_type, total in rows:
         balance += total
         if type_ in USAGE_TYPES:
             per_day[day] -= total
+            # Only a reconciliation run's charges and refunds are its jobs' (their job charges).
+            if cause_type != RECONCILIATION_CAUSE:
+                used_by_hand -= total
         elif type_ == Type.COMMIT:
             committed += total
         elif type_ in (Type.EXPIRE, Type.REVOKE):
@@ -438,13 +443,18 @@ def allocation_report(allocation: Allocation, *, today: date | None = None) -> A
         thresholds=list(ThresholdNotice.objects.filter(allocation=allocation).order_by("percent")),
         returned=returned,
         forfeited=forfeited,
+        used_by_hand=used_by_hand,
     )
 
 
-def usage_per_member(allocation: Allocation, *, usernames: list[str] | None = None) -> list[dict]:
+def usage_per_member(
+    allocation: Allocation, *, usernames: list[str] | None = None, used_by_hand: int = 0
+) -> list[dict]:
     """Per scheduler user (of `usernames` only, when given): job runs reported and GPU-seconds charged (the sum of
     their job charges), most used first. Runs not charged yet (reconciliation has not reached them, or they used no
-    GPU) count with 0, as on the job list."""
+    GPU) count with 0, as on the job list. Usage moved by hand (`used_by_hand`, refunds and adjustments by staff),
+    when there is any, follows in a row of its own (`by_hand`, no jobs): it is nobody's, but it is usage, so the rows
+    add up to the allocation's."""
     records = JobRecord.objects.filter(allocation=allocation)
     if usernames is not None:
         records = records.filter(user__in=usernames)
@@ -456,4 +466,7 @@ def usage_per_member(allocation: Allocation, *, usernames: list[str] | None = No
         )
         .order_by()
     )
-    return sorted(rows, key=lambda row: (-row["seconds"], row["user"]))
+    members = sorted(rows, key=lambda row: (-row["seconds"], row["user"]))
+    if used_by_hand:
+        members.append({"user": MANUAL_ADJUSTMENTS, "jobs": None, "seconds": used_by_hand, "by_hand": True})
+    return members

@@ -435,6 +435,7 @@ def allocation_usage(request, pk):
         jobs = jobs.filter(charges__transaction=movement).annotate(movement_seconds=Sum("charges__seconds"))
     form = _statement_form(request)
     statement = _statement(allocation, form)
+    report = allocation_report(allocation)
     # Each pager keeps the other's page; the statement's CSV link needs neither. A movement's link, and the way
     # back to every job, keep the statement as it is shown and open the jobs at their first page.
     return render(
@@ -442,8 +443,11 @@ def allocation_usage(request, pk):
         "allocations/usage/allocation_usage.html",
         {
             "allocation": allocation,
-            "report": allocation_report(allocation),
-            "per_member": usage_per_member(allocation, usernames=usernames),
+            "report": report,
+            # Refunds and adjustments by hand are no member's share: only those who see every member see them.
+            "per_member": usage_per_member(
+                allocation, usernames=usernames, used_by_hand=report.used_by_hand if usernames is None else 0
+            ),
             "own_usernames": usernames,
             "records_usernames": records_usernames(request.user, allocation),
             "page": Paginator(jobs.with_charged_seconds(), PAGE_SIZE).get_page(request.GET.get("page")),

@@ -2,11 +2,15 @@
 under the scheduler usernames the PI recorded for them."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
 
-from allocations.models import Allocation, MemberSchedulerUser
+from allocations import ledger
+from allocations.models import Allocation, LedgerTransaction, MemberSchedulerUser
+from allocations.reports.selectors import MANUAL_ADJUSTMENTS
 from allocations.usage.ingest import ingest_sacct
 from allocations.usage.reconcile import reconcile_system
 from programmes.models import ProposalMember
@@ -251,3 +255,80 @@ def test_a_co_investigator_of_an_allocation_nobody_holds_is_told_that_the_admins
 
     assert "ask the PI" not in html
     assert "ask the service's admins to record it" in html
+
+
+def _by_hand(allocation):
+    """Staff, from the shell, give back 3 of the allocation's 7 hours and then charge 1 more against that refund:
+    2 GPU-hours given back by hand, which belong to no job."""
+    refund = ledger.refund_usage(
+        allocation=allocation, seconds=3 * HOUR, actor=None, reason="A node failed", idempotency_key="refund"
+    )
+    ledger.adjust_usage(
+        corrects=refund, seconds=HOUR, actor=None, reason="Refunded one hour too many", idempotency_key="adjust"
+    )
+
+
+@pytest.mark.parametrize("viewer", ["alice", "director", "admin"])
+def test_the_pi_directors_and_admins_see_usage_moved_by_hand_in_a_row_of_its_own_so_members_add_up_to_used(
+    client, team, viewer, alice
+):
+    users = {
+        "alice": alice,
+        "director": UserFactory(email="director@example.org"),
+        "admin": UserFactory(email="admin@example.org", is_staff=True),
+    }
+    team.pool.programme.directors.add(users["director"])
+    give_mfa(users["director"])
+    give_mfa(users["admin"])
+    _by_hand(team)
+
+    response = _page(client, users[viewer], team)
+
+    rows = [(row["user"], row["jobs"], row["seconds"]) for row in response.context["per_member"]]
+    assert rows == [
+        ("cw42", 1, 4 * HOUR),
+        ("bob.proj", 1, 2 * HOUR),
+        ("alice1", 1, HOUR),
+        (MANUAL_ADJUSTMENTS, None, -2 * HOUR),
+    ]
+    assert response.context["report"].used == 5 * HOUR == sum(seconds for _, _, seconds in rows)
+    assert escape(MANUAL_ADJUSTMENTS) in response.content.decode()
+
+
+def test_a_co_investigator_does_not_see_usage_moved_by_hand_which_is_no_share_of_theirs(client, team, bob):
+    MemberSchedulerUser.objects.create(allocation=team, user=bob, username="bob.proj")
+    _by_hand(team)
+
+    response = _page(client, bob, team)
+
+    assert response.context["report"].used == 5 * HOUR
+    assert [(row["user"], row["seconds"]) for row in response.context["per_member"]] == [("bob.proj", 2 * HOUR)]
+    assert escape(MANUAL_ADJUSTMENTS) not in response.content.decode()
+
+
+def test_a_hand_row_shows_even_before_any_job_is_reported(client, system, alice):
+    allocation = funded_allocation(system, holder=alice)
+    ledger.charge_usage(allocation=allocation, seconds=HOUR, reason="Usage lost by the site", idempotency_key="c")
+
+    response = _page(client, alice, allocation)
+
+    assert [(row["user"], row["seconds"]) for row in response.context["per_member"]] == [(MANUAL_ADJUSTMENTS, HOUR)]
+    assert "No jobs have been reported" not in response.content.decode()
+
+
+def test_usage_moved_by_hand_costs_the_usage_page_no_more_queries(client, team, alice):
+    client.force_login(alice)
+    url = reverse("usage:allocation-usage", args=[team.pk])
+    with CaptureQueriesContext(connection) as before:
+        client.get(url)
+    _by_hand(team)
+
+    with CaptureQueriesContext(connection) as after:
+        response = client.get(url)
+
+    assert (
+        LedgerTransaction.objects.exclude(cause_type="reconciliation_run").filter(type__in=ledger.USAGE_TYPES).count()
+        == 2
+    )
+    assert response.context["per_member"][-1]["user"] == MANUAL_ADJUSTMENTS
+    assert len(after.captured_queries) == len(before.captured_queries)
