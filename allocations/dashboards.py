@@ -18,8 +18,9 @@ from programmes.models import Call, Decision, FundPool, Programme, Proposal, Res
 
 from .ledger import USAGE_TYPES
 from .models import Allocation, JobRecord, LedgerEntry, LedgerTransaction, ThresholdNotice
-from .reports.selectors import MANUAL_ADJUSTMENTS, RECONCILIATION_CAUSE
+from .reports.selectors import MANUAL_ADJUSTMENTS
 from .selectors import PoolFigures, figures_for_pools
+from .usage.reconcile import RECONCILIATION_CAUSE
 from .usage.thresholds import THRESHOLDS, percent_used
 
 Type = LedgerTransaction.Type

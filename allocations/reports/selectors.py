@@ -28,6 +28,7 @@ from allocations.models import (
     ReconciliationRun,
 )
 from allocations.selectors import end_of, start_of_day
+from allocations.usage.reconcile import RECONCILIATION_CAUSE
 from programmes.models import FundPool, Programme, System
 
 Type = LedgerTransaction.Type
@@ -52,7 +53,6 @@ MEASURES = {
     "forfeited": "Unused GPU-hours forfeited when an allocation expired (pools whose policy is to forfeit)",
 }
 MANUAL_ADJUSTMENTS = "(manual adjustments: no user)"
-RECONCILIATION_CAUSE = "reconciliation_run"
 NOT_GIVEN = "(not given)"
 
 

@@ -43,6 +43,10 @@ from allocations.models import (
 )
 from programmes.models import System
 
+# The cause a run gives its ledger transactions: the mark of usage that is its jobs' (their job charges), where
+# usage moved by hand has none.
+RECONCILIATION_CAUSE = "reconciliation_run"
+
 # Tests of a worker dying mid-run set this: the run pauses after writing the ledger, before moving the records
 # and the cursor, so it can be killed half done. While paused, its database session shows PAUSED_APPLICATION_NAME
 # (pg_stat_activity), so the test kills it there, and only there, however slow the machine.
@@ -94,7 +98,7 @@ def reconcile_system(*, system: System, effective_at: datetime | None = None) ->
         transactions = ledger.record_usage_in_bulk(
             system=system,
             movements=movements,
-            cause=("reconciliation_run", str(run.pk)),
+            cause=(RECONCILIATION_CAUSE, str(run.pk)),
             effective_at=effective_at,
         )
         net = sum(seconds for _, seconds, _, _ in movements)

@@ -40,6 +40,7 @@ from .forms import (
     file_too_large,
 )
 from .ingest import declared_size, receive_payload, reopen_failed_batch
+from .reconcile import RECONCILIATION_CAUSE
 from .services import (
     UsageError,
     assign_unmatched_account,
@@ -416,7 +417,7 @@ def _usage_movement(allocation: Allocation, transaction_id: str | None) -> Ledge
     if not (transaction_id and transaction_id.isascii() and transaction_id.isdigit() and len(transaction_id) <= 18):
         return None
     return LedgerTransaction.objects.filter(
-        pk=transaction_id, cause_type="reconciliation_run", entries__account__allocation=allocation
+        pk=transaction_id, cause_type=RECONCILIATION_CAUSE, entries__account__allocation=allocation
     ).first()
 
 
