@@ -96,9 +96,8 @@ def test_a_co_investigator_whose_username_is_not_recorded_sees_no_jobs_and_is_to
     assert client.get(reverse("api-allocation-usage", args=[team.pk])).json()["per_member"] == []
 
 
-@pytest.mark.parametrize("viewer", ["alice", "director", "admin"])
-def test_the_pi_the_programmes_directors_and_admins_see_every_members_jobs(client, team, viewer, alice, bob):
-    MemberSchedulerUser.objects.create(allocation=team, user=bob, username="bob.proj")
+def _viewers_of_every_member(team, alice) -> dict:
+    """The PI, one of the programme's directors and an admin, each able to open the allocation's page."""
     users = {
         "alice": alice,
         "director": UserFactory(email="director@example.org"),
@@ -107,8 +106,15 @@ def test_the_pi_the_programmes_directors_and_admins_see_every_members_jobs(clien
     team.pool.programme.directors.add(users["director"])
     give_mfa(users["director"])
     give_mfa(users["admin"])  # as the policy requires of both
+    return users
 
-    response = _page(client, users[viewer], team)
+
+@pytest.mark.parametrize("viewer", ["alice", "director", "admin"])
+def test_the_pi_the_programmes_directors_and_admins_see_every_members_jobs(client, team, viewer, alice, bob):
+    MemberSchedulerUser.objects.create(allocation=team, user=bob, username="bob.proj")
+    viewer = _viewers_of_every_member(team, alice)[viewer]
+
+    response = _page(client, viewer, team)
 
     per_member, jobs = _shown(response)
     assert sorted(per_member) == sorted(jobs) == ["alice1", "bob.proj", "cw42"]
@@ -272,17 +278,10 @@ def _by_hand(allocation):
 def test_the_pi_directors_and_admins_see_usage_moved_by_hand_in_a_row_of_its_own_so_members_add_up_to_used(
     client, team, viewer, alice
 ):
-    users = {
-        "alice": alice,
-        "director": UserFactory(email="director@example.org"),
-        "admin": UserFactory(email="admin@example.org", is_staff=True),
-    }
-    team.pool.programme.directors.add(users["director"])
-    give_mfa(users["director"])
-    give_mfa(users["admin"])
+    viewer = _viewers_of_every_member(team, alice)[viewer]
     _by_hand(team)
 
-    response = _page(client, users[viewer], team)
+    response = _page(client, viewer, team)
 
     rows = [(row["user"], row["jobs"], row["seconds"]) for row in response.context["per_member"]]
     assert rows == [
