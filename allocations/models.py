@@ -360,6 +360,8 @@ class UsageSequence(models.Model):
 
     Reconciliation reads records whose `changed_seq` is above its cursor. Because a writer holds this row's
     lock until it commits, every committed number is below every uncommitted one: the cursor never skips one.
+    And because a writer takes the lock before it stores a record, the records it stores get ids above those
+    of every record stored under a lower number (JobRecord.revised).
     """
 
     system = models.OneToOneField(System, on_delete=models.CASCADE, related_name="usage_sequence")
@@ -448,6 +450,15 @@ class JobRecord(models.Model):
         default=False, help_text="Ran outside the allocation's dates: charged, and flagged for an operator."
     )
     changed_seq = models.BigIntegerField()
+    # Reconciliation finds the records numbered since its last run in two ways: those stored since by their id,
+    # above the highest it had read (a writer takes ids after every earlier writer of its system committed, so the
+    # ids' sequence must hand them out in order: never give it a CACHE above 1), and those changed in place by
+    # the change index, which holds only them. A million new rows then cost that index nothing.
+    revised = models.BooleanField(
+        default=False,
+        db_default=False,  # the ingest's COPY leaves the column out
+        help_text="Changed in place since it was stored (a later report, an assignment): found by the change index.",
+    )
     # Which batch last changed the record, for an operator's eye: informational, so neither indexed nor
     # checked by the database (batches are never deleted), which spares a million-row ingest a check per row.
     last_batch = models.ForeignKey(
@@ -468,7 +479,7 @@ class JobRecord(models.Model):
             models.UniqueConstraint(fields=["system", "job_id_raw", "start"], name="job_record_one_per_run"),
         ]
         indexes = [
-            models.Index(fields=["system", "changed_seq"], name="job_record_changes"),
+            models.Index(fields=["system", "changed_seq"], name="job_record_revisions", condition=Q(revised=True)),
             # Accounts are looked up only to find held usage: matched records cost this index nothing.
             models.Index(
                 fields=["system", "account"], name="job_record_unmatched", condition=Q(allocation__isnull=True)
@@ -537,6 +548,9 @@ class ReconciliationCursor(models.Model):
 
     system = models.OneToOneField(System, on_delete=models.CASCADE, related_name="reconciliation_cursor")
     reconciled_seq = models.BigIntegerField(default=0)
+    # The highest id among the system's records numbered up to `reconciled_seq`: a record numbered above it was
+    # stored since, with an id above this, or changed in place, and then `revised`.
+    reconciled_id = models.BigIntegerField(default=0)
 
     def __str__(self):
         return f"Reconciled system {self.system_id} up to change {self.reconciled_seq}"

@@ -678,10 +678,13 @@ def _store_chunk_portable(chunk, *, batch, seq, counts):
         # Once matched, a record stays with its allocation: its charges are there.
         record.allocation_id = record.allocation_id or fields["allocation_id"]
         record.changed_seq = seq
+        record.revised = True
         record.last_batch = batch
         changed.append(record)
     JobRecord.objects.bulk_create(created, batch_size=1000)
-    JobRecord.objects.bulk_update(changed, [*_COMPARED, "allocation_id", "changed_seq", "last_batch"], batch_size=1000)
+    JobRecord.objects.bulk_update(
+        changed, [*_COMPARED, "allocation_id", "changed_seq", "revised", "last_batch"], batch_size=1000
+    )
     counts.new += len(created)
 
 
@@ -908,7 +911,7 @@ def _merge_staging(cursor, *, batch: IngestBatch, seq: int, copied_straight: boo
         UPDATE {table} AS r SET {updates},
             -- Once matched, a record stays with its allocation: its charges are there.
             allocation_id = COALESCE(r.allocation_id, m.allocation_id),
-            changed_seq = %(seq)s, last_batch_id = %(batch)s
+            changed_seq = %(seq)s, revised = true, last_batch_id = %(batch)s
         FROM ({latest}) m
         WHERE r.system_id = %(system)s AND r.job_id_raw = m.job_id_raw AND r.start = m.start
             AND ({changed} OR (r.allocation_id IS NULL AND m.allocation_id IS NOT NULL))

@@ -6,7 +6,8 @@ rows), and writes those JobCharge rows and moves the cursor in the same database
 entries. So:
 - its cost follows the records that changed, never the size of history: it reads records numbered from its
   cursor up to the system's last committed change number (UsageSequence), so a run with nothing new reads no
-  record at all, and one with changes finds them by an index on (system, changed_seq);
+  record at all, and one with changes finds the records stored since by their id, above the highest it had
+  read, and those changed in place by an index on (system, changed_seq) that holds only them (`revised`);
 - a second run, or a run after a worker died mid-way (its transaction rolled back), charges nothing twice;
 - a running job is charged provisionally and re-charged by the difference when it ends; a run reported shorter
   is refunded the difference, even past the allocation's net usage (hours given back by hand for the same job
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from allocations import ledger
@@ -70,12 +72,15 @@ def reconcile_system(*, system: System, effective_at: datetime | None = None) ->
         to_seq = UsageSequence.objects.filter(system=system).values_list("last_seq", flat=True).first() or 0
         if to_seq <= from_seq:
             return None
-        changes = (_SqlChanges if connection.vendor == "postgresql" else _PythonChanges)(system, from_seq, to_seq)
+        changes = (_SqlChanges if connection.vendor == "postgresql" else _PythonChanges)(
+            system, from_seq, to_seq, cursor.reconciled_id
+        )
         per_allocation = changes.per_allocation
+        cursor.reconciled_seq = to_seq
+        cursor.reconciled_id = _highest_id_through(system, to_seq, above=cursor.reconciled_id)
         if not per_allocation:
             # Numbers taken by writes that changed nothing to charge (unchanged or unmatched records).
-            cursor.reconciled_seq = to_seq
-            cursor.save(update_fields=["reconciled_seq"])
+            cursor.save(update_fields=["reconciled_seq", "reconciled_id"])
             return None
         run = ReconciliationRun.objects.create(
             system=system,
@@ -108,12 +113,29 @@ def reconcile_system(*, system: System, effective_at: datetime | None = None) ->
                     db.execute("SET LOCAL application_name = %s", [PAUSED_APPLICATION_NAME])
             time.sleep(pause)
         changes.insert_job_charges(run.pk, {part: transactions[key].pk for part, key in keys.items()})
-        cursor.reconciled_seq = to_seq
-        cursor.save(update_fields=["reconciled_seq"])
+        cursor.save(update_fields=["reconciled_seq", "reconciled_id"])
         run.charged_seconds = net
         run.finished_at = timezone.now()
         run.save(update_fields=["charged_seconds", "finished_at"])
         return run
+
+
+def _changed_records(system: System, from_seq: int, to_seq: int, reconciled_id: int):
+    """The system's records numbered in (from_seq, to_seq]: stored since the last run, so with an id above the
+    highest it read (UsageSequence), or changed in place, and so revised."""
+    return JobRecord.objects.filter(system=system, changed_seq__gt=from_seq, changed_seq__lte=to_seq).filter(
+        Q(pk__gt=reconciled_id) | Q(revised=True)
+    )
+
+
+def _highest_id_through(system: System, to_seq: int, *, above: int) -> int:
+    """The highest id among the system's records numbered up to `to_seq`, or `above` if none is higher.
+
+    Read backwards from the newest id, so it passes over only what other systems, or this one's writer still
+    under way, stored since.
+    """
+    newer = JobRecord.objects.filter(system=system, pk__gt=above, changed_seq__lte=to_seq).order_by("-pk")
+    return newer.values_list("pk", flat=True).first() or above
 
 
 @dataclass
@@ -125,13 +147,14 @@ class _Totals:
 class _SqlChanges:
     """PostgreSQL: each changed record's difference is worked out and kept in the database, never in Python.
 
-    One statement writes (record, allocation, difference) for the records whose cost differs from what their
-    job charges hold to a temporary table; the totals per allocation come back (a few thousand rows); the job
+    The changed records are copied to a temporary table and counted there; one statement then writes (record,
+    allocation, difference) for those whose cost differs from what their job charges hold to another; the totals
+    per allocation come back (a few thousand rows); the job
     charges are then inserted from that table in one statement, each pointing at its allocation's charge or
     refund transaction.
     """
 
-    def __init__(self, system: System, from_seq: int, to_seq: int):
+    def __init__(self, system: System, from_seq: int, to_seq: int, reconciled_id: int):
         table, charges = JobRecord._meta.db_table, JobCharge._meta.db_table
         with connection.cursor() as db:
             # Before statistics catch up with a big ingest the planner overestimates these queries and compiles
@@ -139,28 +162,40 @@ class _SqlChanges:
             db.execute("SET LOCAL jit = off")
             db.execute("SET LOCAL work_mem = '256MB'")
             # Dropped at commit; a run before it inside the same transaction (tests do that) left its own.
-            db.execute("DROP TABLE IF EXISTS reconcile_deltas, reconcile_transactions")
+            db.execute("DROP TABLE IF EXISTS reconcile_changed, reconcile_deltas, reconcile_transactions")
             # Table names come from the models; every value is a parameter. Unmatched records wait, held, until
             # an allocation claims their account (which gives them a new change number, so a later run sees them).
+            # The records stored since the last run (by their id) and those revised (by the change index).
+            db.execute(
+                f"""
+                CREATE TEMPORARY TABLE reconcile_changed ON COMMIT DROP AS
+                SELECT id, allocation_id, gpu_seconds FROM {table}
+                WHERE system_id = %(system)s AND changed_seq > %(from)s AND changed_seq <= %(to)s
+                    AND allocation_id IS NOT NULL AND id > %(id)s
+                UNION ALL
+                SELECT id, allocation_id, gpu_seconds FROM {table}
+                WHERE system_id = %(system)s AND changed_seq > %(from)s AND changed_seq <= %(to)s
+                    AND allocation_id IS NOT NULL AND revised AND id <= %(id)s
+                """,  # noqa: S608
+                {"system": system.pk, "from": from_seq, "to": to_seq, "id": reconciled_id},
+            )
+            # How many changed is known now, not guessed from the job records' statistics, which lag behind a
+            # big ingest: guessed as a handful, a million records were each looked up in the charges one by one.
+            db.execute("ANALYZE reconcile_changed")
             db.execute(
                 f"""
                 CREATE TEMPORARY TABLE reconcile_deltas ON COMMIT DROP AS
-                WITH changed AS MATERIALIZED (
-                    SELECT id, allocation_id, gpu_seconds FROM {table}
-                    WHERE system_id = %s AND changed_seq > %s AND changed_seq <= %s AND allocation_id IS NOT NULL
-                )
                 -- What the ledger holds for each changed record, summed in one pass over their charges
                 -- (by their index when few records changed, by a hash when many did).
                 SELECT c.id, c.allocation_id, c.gpu_seconds - COALESCE(held.seconds, 0) AS delta
-                FROM changed c
+                FROM reconcile_changed c
                 LEFT JOIN (
                     SELECT job_record_id, sum(seconds)::bigint AS seconds FROM {charges}
-                    WHERE job_record_id IN (SELECT id FROM changed)
+                    WHERE job_record_id IN (SELECT id FROM reconcile_changed)
                     GROUP BY job_record_id
                 ) held ON held.job_record_id = c.id
                 WHERE c.gpu_seconds <> COALESCE(held.seconds, 0)
-                """,  # noqa: S608
-                [system.pk, from_seq, to_seq],
+                """  # noqa: S608
             )
             db.execute(
                 """
@@ -211,15 +246,15 @@ class _SqlChanges:
             db.cursor.copy_expert(
                 f"COPY {JobCharge._meta.db_table} (run_id, transaction_id, job_record_id, seconds) FROM STDIN", rows
             )
-            db.execute("DROP TABLE reconcile_deltas, reconcile_transactions")
+            db.execute("DROP TABLE reconcile_changed, reconcile_deltas, reconcile_transactions")
 
 
 class _PythonChanges:
     """The portable path (SQLite): the changed records read one by one, their differences kept in Python."""
 
-    def __init__(self, system: System, from_seq: int, to_seq: int):
+    def __init__(self, system: System, from_seq: int, to_seq: int, reconciled_id: int):
         rows = (
-            JobRecord.objects.filter(system=system, changed_seq__gt=from_seq, changed_seq__lte=to_seq)
+            _changed_records(system, from_seq, to_seq, reconciled_id)
             .order_by()
             .with_charged_seconds()
             .values_list("pk", "allocation_id", "gpu_seconds", "charged_seconds")

@@ -184,7 +184,7 @@ def assign_unmatched_account(*, system: System, account: str, allocation: Alloca
                 SchedulerAccountAlias.objects.create(
                     system=system, account=account, allocation=allocation, created_by=actor
                 )
-            moved = records.update(allocation=allocation, changed_seq=seq)
+            moved = records.update(allocation=allocation, changed_seq=seq, revised=True)
             # A run outside the allocation's dates is still charged (usage happened), but flagged for an operator:
             # the rule ingest applies, in the system's time zone.
             try:

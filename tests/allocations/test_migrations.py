@@ -5,6 +5,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 
 from airr_portal.models import OutgoingEmail
+from allocations import ledger
 from allocations.models import JobCharge, ThresholdNotice
 from allocations.usage.ingest import ingest_sacct
 from allocations.usage.reconcile import reconcile_system
@@ -74,3 +75,24 @@ def test_job_charges_keep_every_row_when_their_key_becomes_record_and_run_and_ba
     record, run, movement, _ = charges[0]
     with pytest.raises(IntegrityError), transaction.atomic():
         JobCharge.objects.create(job_record_id=record, run_id=run, transaction_id=movement, seconds=1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_records_not_yet_reconciled_when_the_change_index_holds_only_revisions_are_charged_by_the_next_run(system):
+    """0017: reconciliation finds new records by their id and changed ones by a change index that holds only
+    them. The records stored or changed before it and not yet reconciled must still be found."""
+    allocation = funded_allocation(system, hours=10)
+    ingest_sacct(system=system, payload=payload(sacct_line(1, gpus=2, elapsed=600), sacct_line(2)), source="command")
+    reconcile_system(system=system)
+    # Not reconciled before the migration: job 1 reported longer, in place, and job 3 stored.
+    ingest_sacct(
+        system=system, payload=payload(sacct_line(1, gpus=2, elapsed=900), sacct_line(3, gpus=4)), source="command"
+    )
+
+    migrate(("allocations", "0016_ingest_batch_unread_index"))
+    migrate(("allocations", "0017_job_records_found_by_id_or_revision"))
+
+    run = reconcile_system(system=system)
+    assert (run.records, run.charged_seconds) == (2, 600 + 4 * HOUR)
+    assert ledger.net_usage(ledger.allocation_account(allocation)) == 1800 + HOUR + 4 * HOUR
+    assert reconcile_system(system=system) is None

@@ -19,6 +19,7 @@ from allocations.usage.limits import account_limits
 from allocations.usage.reconcile import reconcile_system
 from allocations.usage.services import assign_unmatched_account
 from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
+from tests.postgres import requires_postgres
 
 pytestmark = pytest.mark.django_db
 
@@ -223,6 +224,37 @@ def test_a_run_with_nothing_new_reads_no_job_record(system):
         assert reconcile_system(system=system) is None
 
     assert not [query["sql"] for query in queries if JobRecord._meta.db_table in query["sql"]]
+
+
+def _job_record_reads() -> tuple[int, int]:
+    """(sequential scans, rows fetched by index) of the job records so far in this transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT seq_scan, idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relid = %s::regclass",
+            [JobRecord._meta.db_table],
+        )
+        return cursor.fetchone()
+
+
+@requires_postgres
+def test_a_run_reads_by_index_only_the_records_stored_or_revised_since_the_last_never_the_history(system):
+    """New records are found by their id, above the highest the last run read, and records changed in place by
+    the change index, which holds only them: 30,000 records reconciled before cost the run nothing."""
+    allocation = funded_allocation(system, hours=1000)
+    ingest(system, payload(*(sacct_line(n, elapsed=60) for n in range(1, 30_001))))
+    reconcile_system(system=system)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {JobRecord._meta.db_table}")
+    ingest(system, payload(sacct_line(5, elapsed=600), sacct_line(40_000, gpus=2)))  # job 5 revised, one new
+
+    scans, fetched = _job_record_reads()
+    run = reconcile_system(system=system)
+    after_scans, after_fetched = _job_record_reads()
+
+    assert (run.records, run.charged_seconds) == (2, 540 + 2 * HOUR)
+    assert used(allocation) == 30_000 * 60 + 540 + 2 * HOUR
+    assert after_scans == scans  # no sequential scan
+    assert after_fetched - fetched <= 10
 
 
 def test_change_numbers_that_charged_nothing_move_the_cursor_past_them(system):
