@@ -19,7 +19,9 @@ import io
 import logging
 import os
 import shutil
+import sys
 import tempfile
+import threading
 import zoneinfo
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -258,7 +260,20 @@ def _compressing(batch: IngestBatch) -> Iterator[None]:
     plain.unlink(missing_ok=True)
 
 
+def _in_the_background() -> None:
+    """Give the calling thread the lowest CPU priority, so that it takes only the time that reading the rows and
+    the database leave idle: on a host with few cores the compression otherwise slows both.
+
+    Linux keeps a priority per thread, set by the thread's own id. Elsewhere that id may be another process's,
+    so nothing is changed.
+    """
+    if sys.platform != "linux":
+        return
+    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # lowering one's own is always allowed
+
+
 def _gzip_file(plain: Path) -> Path:
+    _in_the_background()
     stored = plain.with_suffix(GZIP_SUFFIX)
     if not plain.exists() and stored.exists():
         return stored  # another read of the same batch compressed it first

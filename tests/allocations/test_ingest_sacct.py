@@ -1,6 +1,9 @@
 """Ingesting sacct payloads: stored raw first, one record per run, rejected rows kept, counts that add up."""
 
 import gzip
+import os
+import sys
+import threading
 from collections import defaultdict
 from datetime import date
 from pathlib import Path
@@ -113,6 +116,29 @@ def test_rows_are_recorded_when_the_payload_cannot_be_compressed(system, monkeyp
     assert IngestBatch.objects.get().raw_path.endswith(".raw")
     assert (Path(settings.MEDIA_ROOT) / outcome.batch.raw_path).read_bytes() == data
     assert "stays uncompressed" in caplog.text
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a priority per thread is Linux's")
+def test_a_payload_is_compressed_at_the_lowest_cpu_priority_and_the_ingest_keeps_its_own(system, monkeypatch):
+    """The compression runs beside the reading of the rows: on a host with few cores, at the same priority, it
+    slowed both the reading and the database."""
+    from allocations.usage import ingest as ingest_module
+
+    compress = ingest_module._gzip_file
+    priorities = []
+
+    def compressing(plain):
+        stored = compress(plain)
+        priorities.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return stored
+
+    monkeypatch.setattr(ingest_module, "_gzip_file", compressing)
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    outcome = ingest(system, payload(sacct_line(1)))
+
+    assert priorities == [19]
+    assert outcome.batch.raw_path.endswith(".gz")
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own
 
 
 def test_a_payload_posted_again_leaves_one_stored_file(system):
