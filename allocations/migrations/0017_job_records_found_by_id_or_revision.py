@@ -5,7 +5,6 @@ revised, so that the next run finds them by the new index as it would have by th
 """
 
 from django.db import migrations, models
-from django.db.models import Max
 
 
 def start_from_the_records_stored(apps, schema_editor):
@@ -14,7 +13,8 @@ def start_from_the_records_stored(apps, schema_editor):
     for cursor in ReconciliationCursor.objects.all():
         records = JobRecord.objects.filter(system_id=cursor.system_id)
         records.filter(changed_seq__gt=cursor.reconciled_seq).update(revised=True)
-        cursor.reconciled_id = records.aggregate(highest=Max("id"))["highest"] or 0
+        # Read backwards from the newest id: it stops at the system's newest record, however long its history.
+        cursor.reconciled_id = records.order_by("-id").values_list("id", flat=True).first() or 0
         cursor.save(update_fields=["reconciled_id"])
 
 
