@@ -406,7 +406,14 @@ class SacctReader:
                     if at < 0:
                         # No untyped count: typed or gpumem entries (0 GPUs), or a count-less one (rejected).
                         gpus = -1 if "gres/gpu" in tres else 0
-                    elif (at == 0 or tres[at - 1] == ",") and tres.find("gres/gpu=", at + 1) < 0:
+                    # One untyped count and no count-less untyped entry beside it; anything else (a second
+                    # untyped entry, `gres/gpu,gres/gpu=2`) goes to the full rules, which reject it.
+                    elif (
+                        (at == 0 or tres[at - 1] == ",")
+                        and tres.find("gres/gpu=", at + 1) < 0
+                        and "gres/gpu," not in tres
+                        and not tres.endswith("gres/gpu")
+                    ):
                         after = tres.find(",", at)
                         count = tres[at + 9 :] if after < 0 else tres[at + 9 : after]
                         gpus = int(count) if count.isdigit() and count.isascii() and len(count) < gpu_digits else -1
@@ -935,7 +942,8 @@ def _gpus_from_tres(tres: str) -> int:
         if ",gres/gpu," in entries:
             raise _RowError("AllocTRES entry 'gres/gpu' has no count of GPUs")
         return 0
-    if entries.find(",gres/gpu=", start + 1) >= 0:
+    # A second untyped entry, with a count or without one (`gres/gpu,gres/gpu=2`), leaves the GPUs to a guess.
+    if entries.find(",gres/gpu=", start + 1) >= 0 or ",gres/gpu," in entries:
         raise _RowError(f"AllocTRES {tres!r} lists gres/gpu more than once")
     count_starts = start + len(",gres/gpu=")
     count = entries[count_starts : entries.index(",", count_starts)]

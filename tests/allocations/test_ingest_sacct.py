@@ -488,6 +488,18 @@ def test_a_gpu_entry_without_a_count_is_rejected_with_its_line_and_reason_not_ch
     assert sorted(JobRecord.objects.values_list("job_id", "gpus")) == [("1", 1), ("5001", 4)]
 
 
+def test_a_gpu_entry_named_twice_is_rejected_with_its_line_and_reason_not_charged_on_a_guess(system):
+    funded_allocation(system)
+    twice = sacct_line(2, gpus=2).replace("gres/gpu=2", "gres/gpu,gres/gpu=2")
+
+    batch = ingest(system, payload(sacct_line(1), twice)).batch
+
+    assert [(row.line_number, row.reason) for row in batch.rejected_rows.all()] == [
+        (3, "AllocTRES 'billing=1,cpu=8,gres/gpu,gres/gpu=2,node=1' lists gres/gpu more than once")
+    ]
+    assert list(JobRecord.objects.values_list("job_id", "gpus")) == [("1", 1)]
+
+
 def test_a_gzip_bomb_is_refused_when_it_expands_past_the_limit_and_nothing_is_recorded(system, settings):
     settings.INGEST_MAX_UNCOMPRESSED_BYTES = 10_000
     bomb = gzip.compress(payload(*[sacct_line(n) for n in range(1, 200)]))

@@ -318,6 +318,7 @@ def test_it_keeps_both_runs_of_a_requeued_job():
     ("tres", "gpus"),
     [
         ("billing=4,cpu=4,gres/gpu:a100=2,gres/gpu=2,mem=16G,node=1", 2),
+        ("billing=4,cpu=4,gres/gpu=2,gres/gpu:a100=2,mem=16G,node=1", 2),
         ("gres/gpu=8", 8),
         ("billing=4,cpu=4,gres/gpu:a100=2,mem=16G,node=1", 0),
         ("billing=4,cpu=4,mem=16G,node=1", 0),
@@ -352,6 +353,23 @@ def test_it_rejects_an_unreadable_gpu_count(tres):
 
     assert rejected.reason.startswith("AllocTRES")
     assert rejected.raw == line(AllocTRES=tres)
+
+
+@pytest.mark.parametrize(
+    "tres",
+    [
+        "billing=1,cpu=8,gres/gpu,gres/gpu=2,node=1",
+        "billing=1,cpu=8,gres/gpu=2,gres/gpu,node=1",
+        "gres/gpu:a100=2,gres/gpu=2,gres/gpu",
+        "gres/gpu=2,gres/gpu=4",
+    ],
+)
+def test_an_alloctres_naming_the_untyped_gpu_entry_twice_is_rejected_by_both_readings_not_charged_on_a_guess(tres):
+    data = payload("|".join(COLUMNS), line(AllocTRES=tres))
+    rejection = RejectedRow(2, line(AllocTRES=tres), f"AllocTRES {tres!r} lists gres/gpu more than once")
+
+    assert only_rejection(parse_sacct(data)) == rejection
+    assert list(iter_sacct(data).records()) == [rejection]  # the ingest's fast path
 
 
 # --- States and times --------------------------------------------------------------------------------------
@@ -770,6 +788,9 @@ ODD_LINES = [
     "30|30|c|acc|u|COMPLETED|9999-12-31T23:59:59|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=1|far",
     "32|32|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|cpu=1,gres/gpu|bare",
     "33|33|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=|empty",
+    "34|34|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu,gres/gpu=2|2x",
+    "35|35|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=2,gres/gpu|2x",
+    "36|36|c|acc|u|COMPLETED|2026-03-01T09:00:00|2026-03-01T10:00:00|2026-03-01T11:00:00|60|gres/gpu=2,gres/gpu:a100=2|t",
 ]
 
 
@@ -971,6 +992,17 @@ def test_a_json_gpu_entry_without_a_count_is_rejected_not_charged_as_no_gpus(ent
     rejected = only_rejection(parse_sacct(json_payload(job)))
 
     assert (rejected.line_number, rejected.reason) == (1, "the gres/gpu entry of tres.allocated has no count of GPUs")
+
+
+def test_a_json_job_listing_the_untyped_gpu_entry_twice_is_rejected_not_charged_on_a_guess():
+    gpu = {"type": "gres", "name": "gpu", "id": 1001}
+    job = json_job(
+        tres={"allocated": [{**gpu, "count": 2}, {"type": "gres", "name": "gpu:a100", "count": 2}, {**gpu, "count": 4}]}
+    )
+
+    rejected = only_rejection(parse_sacct(json_payload(job)))
+
+    assert (rejected.line_number, rejected.reason) == (1, "tres.allocated lists gres/gpu more than once")
 
 
 def test_a_json_gpu_count_of_zero_is_a_job_without_gpus():
