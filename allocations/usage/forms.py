@@ -79,6 +79,22 @@ def fields_too_large() -> forms.ValidationError:
     )
 
 
+def too_many_fields() -> forms.ValidationError:
+    limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+    return forms.ValidationError(
+        f"The form had more than {limit:,} fields, so nothing was stored: send the system and one file of sacct output",
+        code="too_many_fields",
+    )
+
+
+def too_many_files() -> forms.ValidationError:
+    limit = settings.DATA_UPLOAD_MAX_NUMBER_FILES
+    return forms.ValidationError(
+        f"The form had more than {limit:,} files, so nothing was stored: choose one file of sacct output",
+        code="too_many_files",
+    )
+
+
 class DealtWithForm(forms.Form):
     note = forms.CharField(
         label="Why does this batch need nothing more?",

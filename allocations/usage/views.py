@@ -10,7 +10,7 @@ Operators are admins and, for their own systems, the systems' technical assessor
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.paginator import Paginator
 from django.db.models import Case, Max, Sum, When
 from django.http import Http404, StreamingHttpResponse
@@ -38,6 +38,8 @@ from .forms import (
     UploadForm,
     fields_too_large,
     file_too_large,
+    too_many_fields,
+    too_many_files,
 )
 from .ingest import declared_size, receive_payload, reopen_failed_batch
 from .reconcile import RECONCILIATION_CAUSE
@@ -280,20 +282,28 @@ UPLOAD_FIELDS_ALLOWANCE = 64 * 1024
 @login_required
 @require_http_methods(["GET", "POST"])
 def upload(request):
-    """The upload form; a body declared over the limit is refused (413, as the API answers) before it is read."""
+    """The upload form; a body declared over the limit is refused (413, as the API answers) before it is read, and
+    one with more fields or files than Django reads is refused (400) with the form too."""
     systems = _operated_systems(request.user)
     if request.method == "POST" and declared_size(request) > settings.INGEST_MAX_BYTES + UPLOAD_FIELDS_ALLOWANCE:
         return _upload_refused(request, UploadForm.refusing(file_too_large(), field="file", systems=systems))
+    # Each of these is raised while the body is read, by the CSRF check or the form, before anything is stored:
+    # Django's answer would be a bare 400 page.
     try:
         return _receive_upload(request, systems)
     except RequestDataTooBig:
-        # Fields other than the file over DATA_UPLOAD_MAX_MEMORY_SIZE, as when a script sends the file as a field:
-        # Django's answer would be a bare 400 page.
+        # Fields other than the file over DATA_UPLOAD_MAX_MEMORY_SIZE, as when a script sends the file as a field.
         return _upload_refused(request, UploadForm.refusing(fields_too_large(), field=None, systems=systems))
+    except TooManyFieldsSent:
+        refusal = UploadForm.refusing(too_many_fields(), field=None, systems=systems)
+        return _upload_refused(request, refusal, status=400)
+    except TooManyFilesSent:
+        refusal = UploadForm.refusing(too_many_files(), field=None, systems=systems)
+        return _upload_refused(request, refusal, status=400)
 
 
-def _upload_refused(request, form: UploadForm):
-    return render(request, "allocations/usage/upload.html", {"form": form}, status=413)
+def _upload_refused(request, form: UploadForm, *, status: int = 413):
+    return render(request, "allocations/usage/upload.html", {"form": form}, status=status)
 
 
 @csrf_protect

@@ -937,6 +937,68 @@ def test_an_upload_whose_fields_are_over_djangos_limit_is_refused_with_the_form_
     assert not IngestBatch.objects.exists()
 
 
+def form_with_too_many_fields(encoding: str, system) -> dict:
+    """A POST of the upload form with 9 fields beside the system, in the encoding named, for the client's `post`."""
+    fields = {"system": system.pk, **{f"field{n}": "x" for n in range(9)}}
+    if encoding == "multipart":
+        return {"data": {**fields, "file": SimpleUploadedFile("jobs.txt", payload(sacct_line(1)))}}
+    return {"data": "&".join(f"{name}={value}" for name, value in fields.items()), "content_type": encoding}
+
+
+def assert_refused_with_the_form(response, reason: str) -> None:
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert reason in page
+    assert 'class="govuk-error-summary' in page and 'type="file"' in page  # the form, to send again
+    assert not IngestBatch.objects.exists()
+
+
+@pytest.mark.parametrize("encoding", ["multipart", "application/x-www-form-urlencoded"])
+def test_an_upload_with_more_fields_than_django_reads_is_refused_with_the_form_and_a_reason(
+    client, admin, system, settings, encoding
+):
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 5
+
+    response = client.post(reverse("usage:upload"), **form_with_too_many_fields(encoding, system))
+
+    assert_refused_with_the_form(response, "The form had more than 5 fields, so nothing was stored")
+
+
+def test_an_upload_with_more_files_than_django_reads_is_refused_with_the_form_and_a_reason(
+    client, admin, system, settings
+):
+    settings.DATA_UPLOAD_MAX_NUMBER_FILES = 2
+    files = [SimpleUploadedFile(f"jobs{n}.txt", payload(sacct_line(n))) for n in range(1, 4)]
+
+    response = client.post(reverse("usage:upload"), {"system": system.pk, "file": files})
+
+    assert_refused_with_the_form(response, "The form had more than 2 files, so nothing was stored")
+
+
+def test_a_browsers_upload_with_too_many_fields_is_refused_with_the_form_by_its_csrf_check(admin, system, settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 5
+    browser = csrf_checking_client(admin)
+    browser.get(reverse("usage:upload"))  # sets the CSRF cookie, as opening the page does
+    request = form_with_too_many_fields("multipart", system)
+    request["data"]["csrfmiddlewaretoken"] = browser.cookies["csrftoken"].value
+
+    # The CSRF check reads the fields to find its token: the count is over before the token is compared.
+    response = browser.post(reverse("usage:upload"), **request)
+
+    assert_refused_with_the_form(response, "The form had more than 5 fields, so nothing was stored")
+
+
+def test_an_upload_with_too_many_fields_and_no_csrf_cookie_is_still_forbidden(admin, system, settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 5
+
+    response = csrf_checking_client(admin).post(
+        reverse("usage:upload"), **form_with_too_many_fields("multipart", system)
+    )
+
+    assert response.status_code == 403
+    assert not IngestBatch.objects.exists()
+
+
 # The PI's allocation page: usage over time, what is left, thresholds, the statement and its CSV ---------------
 
 
