@@ -4,7 +4,8 @@ Every error body is `{"status": 400, "code": "invalid", "detail": "...", "errors
 script handles failures one way whatever the endpoint.
 """
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, TooManyFieldsSent, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions, status
@@ -40,6 +41,18 @@ def error_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, TooManyFieldsSent):
+        # Raised reading the query string (content negotiation reads it before any view) or a form body: Django's
+        # answer would be a bare HTML 400.
+        exc = exceptions.ParseError(
+            f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS:,} query parameters or form "
+            "fields: send only those the endpoint documents",
+            code="too_many_fields",
+        )
+    elif isinstance(exc, TooManyFilesSent):
+        exc = exceptions.ParseError(
+            f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FILES:,} files", code="too_many_files"
+        )
     response = exception_handler(exc, context)
     if response is None:
         return None

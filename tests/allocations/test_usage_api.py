@@ -159,6 +159,50 @@ def test_a_body_without_a_truthful_length_is_cut_off_at_the_limit(client, system
     assert not JobRecord.objects.exists()
 
 
+@pytest.mark.parametrize("endpoint", ["usage-ingest", "usage-report"])
+def test_more_query_parameters_than_django_reads_are_a_json_400(client, system, key, settings, endpoint):
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 5
+    query = "&".join(f"option{n}=x" for n in range(9))
+
+    response = client.generic(
+        "POST",
+        f"{reverse(endpoint, args=[system.slug])}?{query}",
+        payload(sacct_line(1)),
+        content_type="text/plain",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+    )
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "too_many_fields"
+    assert "more than 5 query parameters or form fields" in response.json()["detail"]
+    assert not IngestBatch.objects.exists()
+
+
+@pytest.mark.parametrize("encoding", ["multipart/form-data; boundary=form", "application/x-www-form-urlencoded"])
+def test_a_form_body_with_more_fields_than_django_reads_is_read_as_the_payload_not_as_fields(
+    client, system, key, settings, encoding
+):
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 5
+    if encoding.startswith("multipart"):
+        parts = [f'--form\r\nContent-Disposition: form-data; name="field{n}"\r\n\r\nx\r\n' for n in range(9)]
+        body = "".join(parts) + "--form--\r\n"
+    else:
+        body = "&".join(f"field{n}=x" for n in range(9))
+
+    response = client.generic(
+        "POST",
+        reverse("usage-ingest", args=[system.slug]),
+        body,
+        content_type=encoding,
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+    )
+
+    # The API has no parsers: any body is sacct output or nothing, and this one is nothing.
+    assert response.status_code == 400
+    assert response.json()["code"] == "unreadable_payload"
+    assert not JobRecord.objects.exists()
+
+
 def test_a_wrong_token_is_401(client, system):
     response = post(client, system, payload(sacct_line(1)), "airr_ingest_not-a-real-key")
 
