@@ -551,9 +551,21 @@ class ReconciliationCursor(models.Model):
     # The highest id among the system's records numbered up to `reconciled_seq`: a record numbered above it was
     # stored since, with an id above this, or changed in place, and then `revised`.
     reconciled_id = models.BigIntegerField(default=0)
+    # The runs that failed since the last that succeeded (reconciliation.record_reconciliation_failure): while
+    # there are any, the system's usage is not being charged, and its operators are told so on the usage pages.
+    failures = models.PositiveIntegerField(default=0)
+    failing_since = models.DateTimeField(null=True, blank=True)
+    failure = models.CharField(max_length=500, blank=True, help_text="The last failed run's error.")
 
     def __str__(self):
         return f"Reconciled system {self.system_id} up to change {self.reconciled_seq}"
+
+    def clear_failure(self) -> list[str]:
+        """Forget the failed runs (a run has succeeded); returns the fields to save, none if there were none."""
+        if not self.failures:
+            return []
+        self.failures, self.failing_since, self.failure = 0, None, ""
+        return ["failures", "failing_since", "failure"]
 
 
 class ReconciliationRun(models.Model):

@@ -53,9 +53,9 @@ def reconcile_system_task(self, system_id: int) -> int | None:
     A failed run charges nothing (it is one transaction) and leaves the system's records for the next. Only
     transient database trouble runs it again: anything else would fail the same way on the same records, so it
     fails at once, and the beat's next pass tries once more. Either way the log names the system and the reason,
-    as nothing else records a run that did not happen.
+    and the system's cursor records the failure for its operators' usage pages until a run succeeds.
     """
-    from allocations.usage.reconcile import reconcile_system
+    from allocations.usage.reconcile import reconcile_system, record_reconciliation_failure
     from programmes.models import System
 
     system = System.objects.get(pk=system_id)
@@ -70,6 +70,11 @@ def reconcile_system_task(self, system_id: int) -> int | None:
                 type(problem).__name__,
                 problem,
             )
+            try:
+                record_reconciliation_failure(system=system, problem=problem)
+            except Exception:
+                # The database trouble that failed the run may fail this too: the error above is logged already.
+                logger.exception("The failed reconciliation of %s (%s) could not be recorded", system.name, system.slug)
         raise
     if run is not None:
         check_thresholds_task.delay(system_id)

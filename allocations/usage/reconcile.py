@@ -17,6 +17,9 @@ entries. So:
 Per allocation and run there is at most one charge and one refund transaction, and a JobCharge row per job
 ties every entry to the jobs it is made of.
 
+A run that fails is recorded on the cursor (record_reconciliation_failure, by the task that ran it), for the
+system's operators to see, until a run of the system next succeeds, even one with nothing to charge.
+
 Lock order: the system's reconciliation cursor, then ledger accounts in the ledger's own order. A record an
 ingest changes while a run is under way gets a change number above the run's, so the next run sees it.
 """
@@ -31,7 +34,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from allocations import ledger
@@ -66,11 +70,15 @@ def reconcile_system(*, system: System, effective_at: datetime | None = None) ->
     with transaction.atomic():
         # One run per system at a time: a second run waits here, then sees what the first already charged.
         cursor = ReconciliationCursor.objects.select_for_update().get(system=system)
+        # Committed with the run, so a failure recorded before is over only if this run succeeds.
+        cleared = cursor.clear_failure()
         from_seq = cursor.reconciled_seq
         # The system's last committed change number. A writer takes numbers in order under the sequence's lock
         # and holds it to its commit, so every record numbered up to it is committed, and visible from here on.
         to_seq = UsageSequence.objects.filter(system=system).values_list("last_seq", flat=True).first() or 0
         if to_seq <= from_seq:
+            if cleared:
+                cursor.save(update_fields=cleared)
             return None
         changes = (_SqlChanges if connection.vendor == "postgresql" else _PythonChanges)(
             system, from_seq, to_seq, cursor.reconciled_id
@@ -80,7 +88,7 @@ def reconcile_system(*, system: System, effective_at: datetime | None = None) ->
         cursor.reconciled_id = _highest_id_through(system, to_seq, above=cursor.reconciled_id)
         if not per_allocation:
             # Numbers taken by writes that changed nothing to charge (unchanged or unmatched records).
-            cursor.save(update_fields=["reconciled_seq", "reconciled_id"])
+            cursor.save(update_fields=["reconciled_seq", "reconciled_id", *cleared])
             return None
         run = ReconciliationRun.objects.create(
             system=system,
@@ -113,11 +121,37 @@ def reconcile_system(*, system: System, effective_at: datetime | None = None) ->
                     db.execute("SET LOCAL application_name = %s", [PAUSED_APPLICATION_NAME])
             time.sleep(pause)
         changes.insert_job_charges(run.pk, {part: transactions[key].pk for part, key in keys.items()})
-        cursor.save(update_fields=["reconciled_seq", "reconciled_id"])
+        cursor.save(update_fields=["reconciled_seq", "reconciled_id", *cleared])
         run.charged_seconds = net
         run.finished_at = timezone.now()
         run.save(update_fields=["charged_seconds", "finished_at"])
         return run
+
+
+def record_reconciliation_failure(*, system: System, problem: Exception) -> None:
+    """Count a failed run of the system (its own transaction rolled back, having charged nothing), keeping when
+    the failing began and the last error, until a run succeeds."""
+    ReconciliationCursor.objects.get_or_create(system=system)
+    longest = ReconciliationCursor._meta.get_field("failure").max_length
+    failure = f"{type(problem).__name__}: {problem}"
+    if len(failure) > longest:
+        failure = failure[: longest - 1] + "…"
+    # One statement, so two failing at once both count. A run that succeeded between this one's failure and this
+    # record leaves it shown until the next run (the beat's, within minutes) clears it: shown too long, never lost.
+    ReconciliationCursor.objects.filter(system=system).update(
+        failures=F("failures") + 1,
+        failing_since=Coalesce("failing_since", Value(timezone.now())),
+        failure=failure,
+    )
+
+
+def failing_reconciliations(systems):
+    """The cursors of `systems` whose last run failed: their usage is not being charged until one succeeds."""
+    return (
+        ReconciliationCursor.objects.filter(system__in=systems, failures__gt=0)
+        .select_related("system")
+        .order_by("system__name")
+    )
 
 
 def _changed_records(system: System, from_seq: int, to_seq: int, reconciled_id: int):

@@ -8,7 +8,7 @@ import pytest
 from django.db import OperationalError
 
 from allocations import ledger, tasks
-from allocations.models import IngestBatch
+from allocations.models import IngestBatch, ReconciliationCursor
 from allocations.usage.ingest import ingest_sacct, receive_payload
 from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
 
@@ -130,3 +130,87 @@ def test_a_reconciliation_whose_database_trouble_outlasts_its_retries_logs_its_s
     assert (service.call_count, result.failed()) == (1, True)
     (record,) = [record for record in caplog.records if record.name == "allocations.tasks"]
     assert system.slug in record.getMessage() and "OperationalError: could not connect" in record.getMessage()
+
+
+# A function the real run calls once it has worked out what to charge: made to refuse, the run fails and rolls back.
+RECORD_USAGE = "allocations.usage.reconcile.ledger.record_usage_in_bulk"
+
+
+def test_a_failed_reconciliation_is_recorded_on_its_system_until_a_run_of_it_succeeds(system):
+    """The beat tries again every five minutes, but only the log said each try failed: the cursor keeps when the
+    failing began, how many runs failed and the last error, for the operators' pages (test_usage_pages.py)."""
+    allocation = funded_allocation(system)
+    ingest_sacct(system=system, payload=payload(sacct_line(1, gpus=2)), source="command")
+    refusal = ledger.InvalidAmount("A refund would give back more GPU-hours than were charged")
+
+    with mock.patch(RECORD_USAGE, side_effect=refusal):
+        first = _run(tasks.reconcile_system_task, system.pk)
+        began = ReconciliationCursor.objects.get(system=system).failing_since
+        second = _run(tasks.reconcile_system_task, system.pk)
+
+    cursor = ReconciliationCursor.objects.get(system=system)
+    assert (first.failed(), second.failed(), cursor.failures, cursor.failing_since) == (True, True, 2, began)
+    assert began is not None
+    assert cursor.failure == "InvalidAmount: A refund would give back more GPU-hours than were charged"
+    assert (cursor.reconciled_seq, ledger.net_usage(ledger.allocation_account(allocation))) == (0, 0)
+
+    assert _run(tasks.reconcile_system_task, system.pk).successful()
+
+    cursor.refresh_from_db()
+    assert (cursor.failures, cursor.failing_since, cursor.failure) == (0, None, "")
+    assert ledger.net_usage(ledger.allocation_account(allocation)) == 2 * HOUR
+
+
+def test_a_run_with_nothing_to_charge_clears_a_failure_too(system):
+    """After a failure nothing new may come for hours (a cluster at rest): its next run succeeds all the same."""
+    with mock.patch("allocations.usage.reconcile.reconcile_system", side_effect=ValueError("a bug")):
+        _run(tasks.reconcile_system_task, system.pk)
+    assert ReconciliationCursor.objects.get(system=system).failures == 1
+
+    result = _run(tasks.reconcile_system_task, system.pk)
+
+    assert (result.successful(), result.result) == (True, None)
+    assert ReconciliationCursor.objects.get(system=system).failures == 0
+
+
+def test_a_reconciliation_run_again_after_transient_trouble_is_recorded_as_failing_only_when_its_retries_run_out(
+    system,
+):
+    service, _ = _failing_once(OperationalError("deadlock detected"), "allocations.usage.reconcile.reconcile_system")
+    with mock.patch("allocations.usage.reconcile.reconcile_system", side_effect=service):
+        assert _run(tasks.reconcile_system_task, system.pk).successful()
+    assert not ReconciliationCursor.objects.filter(system=system, failures__gt=0).exists()
+
+    with mock.patch("allocations.usage.reconcile.reconcile_system", side_effect=OperationalError("could not connect")):
+        tasks.reconcile_system_task.apply([system.pk], retries=5, throw=False)
+
+    cursor = ReconciliationCursor.objects.get(system=system)
+    assert (cursor.failures, cursor.failure) == (1, "OperationalError: could not connect")
+
+
+def test_a_failures_long_error_is_kept_shortened(system):
+    with mock.patch(RECORD_USAGE, side_effect=ValueError("x" * 2000)):
+        funded_allocation(system)
+        ingest_sacct(system=system, payload=payload(sacct_line(1)), source="command")
+        _run(tasks.reconcile_system_task, system.pk)
+
+    failure = ReconciliationCursor.objects.get(system=system).failure
+    assert len(failure) == 500 and failure.startswith("ValueError: xxx") and failure.endswith("…")
+
+
+def test_a_failure_that_cannot_be_recorded_still_fails_the_run_with_its_own_error_and_logs_both(system, caplog):
+    with (
+        mock.patch("allocations.usage.reconcile.reconcile_system", side_effect=ValueError("a bug")),
+        mock.patch(
+            "allocations.usage.reconcile.record_reconciliation_failure",
+            side_effect=OperationalError("server closed the connection"),
+        ),
+    ):
+        result = _run(tasks.reconcile_system_task, system.pk)
+
+    assert (result.failed(), repr(result.result)) == (True, "ValueError('a bug')")
+    messages = [record.getMessage() for record in caplog.records if record.name == "allocations.tasks"]
+    assert messages == [
+        f"Reconciliation of {system.name} ({system.slug}) failed and charged nothing: ValueError: a bug",
+        f"The failed reconciliation of {system.name} ({system.slug}) could not be recorded",
+    ]
