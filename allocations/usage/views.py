@@ -42,7 +42,7 @@ from .forms import (
     too_many_files,
 )
 from .ingest import declared_size, receive_payload, reopen_failed_batch
-from .reconcile import RECONCILIATION_CAUSE
+from .reconcile import RECONCILIATION_CAUSE, failing_reconciliations
 from .services import (
     UsageError,
     assign_unmatched_account,
@@ -141,7 +141,8 @@ def token_revoke(request, pk):
 @require_GET
 def batch_list(request):
     """Every batch, newest first, or (`?attention=yes`) only those waiting for an operator, which the page counts
-    whichever is shown: among a cluster's hundreds of batches a day, one the beat gave up on is easily missed."""
+    whichever is shown: among a cluster's hundreds of batches a day, one the beat gave up on is easily missed.
+    Above them, each operated system whose reconciliation is failing: its batches are read, but not charged."""
     batches = _operated_batches(request.user)
     waiting = needing_attention(batches)
     attention_only = request.GET.get("attention") == "yes"
@@ -151,6 +152,7 @@ def batch_list(request):
         "allocations/usage/batch_list.html",
         {
             "page": page,
+            "failing": list(failing_reconciliations(_operated_systems(request.user))),
             "waiting": waiting.count(),
             "attention_only": attention_only,
             "query": "attention=yes" if attention_only else "",

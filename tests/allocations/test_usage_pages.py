@@ -5,6 +5,7 @@ import io
 import re
 from datetime import timedelta
 from decimal import Decimal
+from unittest import mock
 
 import pytest
 from django.conf import settings
@@ -23,10 +24,12 @@ from allocations.models import (
     JobCharge,
     JobRecord,
     MemberSchedulerUser,
+    ReconciliationCursor,
     RejectedRow,
     ThresholdNotice,
 )
 from allocations.selectors import account_statement, start_of_day
+from allocations.tasks import reconcile_system_task
 from allocations.usage.ingest import IngestError, batch_summary, ingest_sacct, receive_payload
 from allocations.usage.reconcile import reconcile_system
 from allocations.usage.services import UsageError, create_ingest_token, mark_batch_dealt_with
@@ -432,6 +435,54 @@ def test_a_systems_staff_are_told_only_of_their_own_systems_batches_waiting(clie
 
     assert "1 batch needs attention" in page.content.decode()
     assert [batch.system for batch in page.context["page"].object_list] == [system]
+
+
+def _reconcile_failing(system, error: Exception):
+    """Run the system's reconciliation task as a worker would, its ledger refusing the run's movements."""
+    with mock.patch("allocations.usage.reconcile.ledger.record_usage_in_bulk", side_effect=error):
+        return reconcile_system_task.apply([system.pk], throw=False)
+
+
+def test_operators_are_told_of_a_system_whose_usage_is_not_being_charged_until_a_run_succeeds(
+    client, make_persona, system, alice
+):
+    """Reconciliation failing run after run left every batch read and none of it charged, and said so only in the
+    worker's log: the usage landing page names the system, since when, how many runs and the error."""
+    allocation = funded_allocation(system, hours=10, holder=alice)
+    ingest_sacct(system=system, payload=payload(sacct_line(1, gpus=2)), source="command")
+    _reconcile_failing(system, ledger.InvalidAmount("A refund would give back more GPU-hours than were charged"))
+    _reconcile_failing(system, ledger.InvalidAmount("A refund would give back more GPU-hours than were charged"))
+    since = timezone.localtime(ReconciliationCursor.objects.get(system=system).failing_since)
+
+    admin, staff = make_persona("admin"), make_persona("assessor")  # the assessor: the system's staff
+    for operator in (admin, staff):
+        client.force_login(operator)
+        page = client.get(reverse("usage:batch-list")).content.decode()
+        assert f"Usage of {system.name} is not being charged" in page
+        assert f"has failed since {since.day} {since:%b %Y %H:%M}, 2 times" in page
+        assert "InvalidAmount: A refund would give back more GPU-hours than were charged" in page
+    client.force_login(alice)  # the allocation's PI: her usage is what is missing, but the fault is not hers to fix
+    for pi_page in (reverse("usage:allocation-list"), reverse("usage:allocation-usage", args=[allocation.pk])):
+        assert "not being charged" not in client.get(pi_page).content.decode()
+
+    assert reconcile_system_task.apply([system.pk], throw=False).successful()
+
+    client.force_login(admin)
+    assert "not being charged" not in client.get(reverse("usage:batch-list")).content.decode()
+
+
+def test_a_systems_staff_are_told_only_of_their_own_systems_failing_reconciliation(client, make_persona, system):
+    dawn = SystemFactory(slug="dawn", name="Dawn")
+    funded_allocation(dawn, account="airr-00002")
+    ingest_sacct(
+        system=dawn, payload=payload(sacct_line(1, account="airr-00002", cluster=dawn.cluster_name)), source="command"
+    )
+    _reconcile_failing(dawn, ValueError("a bug"))
+
+    client.force_login(make_persona("assessor"))  # staff of `system`, not of Dawn
+    assert "not being charged" not in client.get(reverse("usage:batch-list")).content.decode()
+    client.force_login(make_persona("admin"))
+    assert "Usage of Dawn is not being charged" in client.get(reverse("usage:batch-list")).content.decode()
 
 
 def test_a_batch_marked_as_dealt_with_no_longer_needs_attention_and_says_who_when_and_why(client, admin, system):
