@@ -570,6 +570,16 @@ def test_a_note_left_blank_on_a_batch_marked_meanwhile_says_it_was_marked_not_po
     assert IngestBatch.objects.get(pk=failed.pk).dealt_with_note == "Window re-sent in 123"
 
 
+def test_an_unread_batch_marked_as_dealt_with_shows_its_mark_once(client, admin, system):
+    failed = failed_batch(system)
+    client.post(reverse("usage:batch-dealt-with", args=[failed.pk]), {"note": "Window re-sent in 123"})
+
+    page = client.get(reverse("usage:batch-detail", args=[failed.pk])).content.decode()
+
+    assert "Marked as dealt with by admin@example.ac.uk on" in page
+    assert page.count("Window re-sent in 123") == 1 and "Marked as dealt with</dt>" not in page
+
+
 def test_a_batch_marked_as_dealt_with_and_then_read_keeps_its_mark_as_history(
     client, admin, system, django_capture_on_commit_callbacks
 ):
