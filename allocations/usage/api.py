@@ -15,7 +15,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from allocations.models import IngestBatch
+from allocations.models import IngestBatch, IngestToken
 from programmes.models import System
 
 from .authentication import IngestTokenAuthentication, IsIngestTokenOfSystem, IsIngestTokenOfSystemOrAdmin
@@ -168,15 +168,27 @@ class UsageIngestView(APIView):
 
 
 class UsageBatchView(APIView):
-    """GET what came of a batch the system posted: its status (received, ingested, failed), counts and error."""
+    """GET what came of a batch the system posted: its status (received, ingested, failed), counts and error, and
+    an operator's mark that it needs nothing more (`dealt_with`: when, why and, to an admin, who; null if none)."""
 
     authentication_classes = [IngestTokenAuthentication, *APIView.authentication_classes]
     permission_classes = [IsIngestTokenOfSystemOrAdmin]
 
     @extend_schema(responses={200: dict})
     def get(self, request, slug, pk):
-        batch = get_object_or_404(IngestBatch, pk=pk, system__slug=slug)
-        return Response({**batch_summary(batch), "error": batch.error})
+        batch = get_object_or_404(IngestBatch.objects.select_related("dealt_with_by"), pk=pk, system__slug=slug)
+        # The operator is named, as on the batch's page, only to those who may open it: not to a cluster's token.
+        shows_operator = not isinstance(request.auth, IngestToken)
+        return Response(
+            {**batch_summary(batch), "error": batch.error, "dealt_with": _dealt_with(batch, shows_operator)}
+        )
+
+
+def _dealt_with(batch: IngestBatch, shows_operator: bool) -> dict | None:
+    if batch.dealt_with_at is None:
+        return None
+    operator = batch.dealt_with_by.email if shows_operator and batch.dealt_with_by else None
+    return {"at": batch.dealt_with_at, "by": operator, "note": batch.dealt_with_note}
 
 
 class UsageReportView(APIView):

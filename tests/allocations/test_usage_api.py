@@ -450,6 +450,31 @@ def test_a_batch_is_read_only_with_its_systems_token_or_by_an_admin(client, syst
     assert client.get(url).json()["new"] == 1
 
 
+def test_a_batch_marked_as_dealt_with_says_when_and_why_to_its_systems_token_and_who_only_to_an_admin(
+    client, system, key
+):
+    from django.utils.dateparse import parse_datetime
+
+    from allocations.usage.services import mark_batch_dealt_with
+
+    assert post(client, system, b"Not sacct output\n", key).status_code == 400
+    failed = IngestBatch.objects.get()
+    url = reverse("usage-batch", args=[system.slug, failed.pk])
+    assert client.get(url, HTTP_AUTHORIZATION=f"Bearer {key}").json()["dealt_with"] is None
+    admin = UserFactory(is_staff=True, email="operator@example.ac.uk")
+    give_mfa(admin)
+    failed = mark_batch_dealt_with(batch=failed, note="Uploaded by mistake", actor=admin)
+
+    to_token = client.get(url, HTTP_AUTHORIZATION=f"Bearer {key}").json()
+    client.force_login(admin)
+    to_admin = client.get(url).json()
+
+    assert (to_token["status"], to_token["batch"]) == ("failed", failed.pk)  # the fields it had stay as they were
+    assert parse_datetime(to_token["dealt_with"]["at"]) == failed.dealt_with_at
+    assert to_token["dealt_with"] == {"at": to_token["dealt_with"]["at"], "by": None, "note": "Uploaded by mistake"}
+    assert to_admin["dealt_with"] == {**to_token["dealt_with"], "by": "operator@example.ac.uk"}
+
+
 def test_the_beat_reads_again_a_batch_whose_reading_was_lost_for_a_day_and_no_longer(system):
     from datetime import timedelta
 
