@@ -300,6 +300,9 @@ class IngestBatch(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     received_at = models.DateTimeField(auto_now_add=True)
+    # When a failed batch was last made `received` again (its bytes posted again, or an operator asked for it to be
+    # read): whether its reading was lost is timed from then, not from when its bytes first arrived.
+    reopened_at = models.DateTimeField(null=True, blank=True)
     # An operator's word that a batch no task will read again needs nothing more (its window was re-sent in another
     # batch, or it was never sacct output): it stops counting as needing attention. Kept if it is read later.
     dealt_with_at = models.DateTimeField(null=True, blank=True)
@@ -336,6 +339,11 @@ class IngestBatch(models.Model):
             name: getattr(self, name)
             for name in ("new", "updated", "unchanged", "unmatched", "rejected", "never_started", "without_gpus")
         }
+
+    @property
+    def waiting_since(self):
+        """When the batch was last given to be read: its reopening, or else its receipt."""
+        return self.reopened_at or self.received_at
 
 
 class RejectedRow(models.Model):

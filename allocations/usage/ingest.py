@@ -36,6 +36,7 @@ from typing import BinaryIO
 import psycopg2.errors
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
 from allocations.ledger import MAX_SECONDS
 from allocations.models import (
@@ -214,9 +215,14 @@ def _received_again(batch: IngestBatch, *, delimiter: str | None, columns: list[
 
 
 def reopen_failed_batch(batch: IngestBatch, *, delimiter: str, columns: str) -> bool:
-    """Make a failed batch `received` again, to be read with these options; False if it had not failed."""
+    """Make a failed batch `received` again, to be read with these options, and timed as waiting from now (see
+    services.stall_of); False if it had not failed."""
     reopened = IngestBatch.objects.filter(pk=batch.pk, status=IngestBatch.Status.FAILED).update(
-        status=IngestBatch.Status.RECEIVED, error="", delimiter=delimiter, columns=columns
+        status=IngestBatch.Status.RECEIVED,
+        error="",
+        delimiter=delimiter,
+        columns=columns,
+        reopened_at=timezone.now(),
     )
     batch.refresh_from_db()
     return bool(reopened)

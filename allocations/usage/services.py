@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from airr_portal.queuing import queue_after_commit
@@ -60,28 +61,32 @@ def revoke_ingest_token(*, token: IngestToken, actor) -> IngestToken:
 
 # A batch left `received` this long has lost its reading: its task never reached the broker, or the worker or the
 # request reading it died. The beat queues it again, for a day; after that it waits for an operator (its page
-# offers to read it), so that a payload that breaks the reader is not read over and over.
+# offers to read it), so that a payload that breaks the reader is not read over and over. Both are timed from when
+# the batch was last given to be read (IngestBatch.waiting_since): a failed batch reopened gets its own day.
 STALLED_BATCH_AFTER = timedelta(minutes=15)
 STALLED_BATCH_GIVEN_UP_AFTER = timedelta(days=1)
 
+# IngestBatch.waiting_since, in a query.
+WAITING_SINCE = Coalesce("reopened_at", "received_at")
+
 
 def stalled_batches():
-    """The batches the beat queues again: received STALLED_BATCH_AFTER ago or more, within the last day, unread."""
+    """The batches the beat queues again: unread, and waiting STALLED_BATCH_AFTER or more, but less than a day."""
     now = timezone.now()
-    return IngestBatch.objects.filter(
+    return IngestBatch.objects.alias(waiting_since=WAITING_SINCE).filter(
         status=IngestBatch.Status.RECEIVED,
-        received_at__lt=now - STALLED_BATCH_AFTER,
-        received_at__gte=now - STALLED_BATCH_GIVEN_UP_AFTER,
+        waiting_since__lt=now - STALLED_BATCH_AFTER,
+        waiting_since__gte=now - STALLED_BATCH_GIVEN_UP_AFTER,
     )
 
 
 def needing_attention(batches):
     """Of `batches`, those whose usage is not recorded and that no task will read again: each waits for an
     operator. A failed one (the beat never rereads it: a setting or the payload must change first) and one whose
-    reading the beat gave up on after its first day. One an operator marked as dealt with needs nothing more."""
-    return batches.filter(
+    reading the beat gave up on after a day. One an operator marked as dealt with needs nothing more."""
+    return batches.alias(waiting_since=WAITING_SINCE).filter(
         Q(status=IngestBatch.Status.FAILED)
-        | Q(status=IngestBatch.Status.RECEIVED, received_at__lt=timezone.now() - STALLED_BATCH_GIVEN_UP_AFTER),
+        | Q(status=IngestBatch.Status.RECEIVED, waiting_since__lt=timezone.now() - STALLED_BATCH_GIVEN_UP_AFTER),
         dealt_with_at__isnull=True,
     )
 
@@ -123,7 +128,7 @@ def _not_needing_attention(batch: IngestBatch) -> str:
 
 def stall_of(batch: IngestBatch) -> str | None:
     """Whether a batch's reading was lost, by the same rule: None, "retried" (by the beat) or "given up"."""
-    age = timezone.now() - batch.received_at
+    age = timezone.now() - batch.waiting_since
     if batch.status != IngestBatch.Status.RECEIVED or age <= STALLED_BATCH_AFTER:
         return None
     return "retried" if age <= STALLED_BATCH_GIVEN_UP_AFTER else "given up"

@@ -500,6 +500,30 @@ def test_the_beat_reads_again_a_batch_whose_reading_was_lost_for_a_day_and_no_lo
     assert ingest_stalled_batches_task() == 0  # read once
 
 
+def test_the_beat_reads_again_a_failed_batch_whose_bytes_were_posted_again_timed_from_then(system, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from allocations.tasks import ingest_stalled_batches_task
+    from allocations.usage.ingest import receive_payload
+
+    data = payload(sacct_line(1))
+    failed = receive_payload(system=system, payload=data, source="api").batch
+    three_days_ago = timezone.now() - timedelta(days=3)
+    IngestBatch.objects.filter(pk=failed.pk).update(status="failed", error="Not sacct", received_at=three_days_ago)
+    reopened = receive_payload(system=system, payload=data, source="api").batch  # posted again; its reading lost
+    assert (reopened.pk, reopened.status, reopened.received_at) == (failed.pk, "received", three_days_ago)
+
+    assert ingest_stalled_batches_task() == 0  # posted a moment ago: being read
+    twenty_minutes_later = timezone.now() + timedelta(minutes=20)
+    monkeypatch.setattr(timezone, "now", lambda: twenty_minutes_later)
+
+    assert ingest_stalled_batches_task() == 1
+    assert IngestBatch.objects.get(pk=failed.pk).status == "ingested"
+    assert list(JobRecord.objects.values_list("job_id", flat=True)) == ["1"]
+
+
 def test_sacct_output_split_by_commas_is_a_400_not_jobs_charged_nothing(client, system, key):
     header = "JobID,JobIDRaw,Cluster,Account,User,State,Submit,Start,End,ElapsedRaw,AllocTRES,JobName"
     row = sacct_line(1).replace("|", ",")  # sacct --delimiter=, : AllocTRES's own commas split it apart

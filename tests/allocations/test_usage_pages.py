@@ -397,6 +397,32 @@ def failed_batch(system, job: int = 1) -> IngestBatch:
     return batch
 
 
+def test_a_failed_batch_read_again_is_timed_from_then_and_its_page_still_says_when_it_was_received(
+    client, admin, system, django_capture_on_commit_callbacks
+):
+    """Timed from when its bytes arrived, a batch that failed days ago and was read again would be called lost,
+    and given up on, the moment its reading was queued."""
+    failed = failed_batch(system)
+    three_days_ago = timezone.now() - timedelta(days=3)
+    IngestBatch.objects.filter(pk=failed.pk).update(received_at=three_days_ago)
+
+    with django_capture_on_commit_callbacks():  # its reading is queued, and not run yet
+        client.post(reverse("usage:batch-read", args=[failed.pk]))
+
+    page = client.get(reverse("usage:batch-detail", args=[failed.pk])).content.decode()
+    assert "its rows are being read" in page and "still not read" not in page
+    assert f"{three_days_ago:%-d %B %Y %H:%M} through the API" in page.replace("\xa0", " ")
+    assert "Made to be read again</dt>" in page and 'name="note"' not in page
+    assert client.get(reverse("usage:batch-list")).context["waiting"] == 0
+    with pytest.raises(UsageError, match="This batch does not need attention"):
+        mark_batch_dealt_with(batch=failed, note="Window re-sent in 123", actor=admin)
+
+    IngestBatch.objects.filter(pk=failed.pk).update(reopened_at=timezone.now() - timedelta(hours=25))
+    page = client.get(reverse("usage:batch-detail", args=[failed.pk])).content.decode()
+    assert "Made to be read again 1\xa0day, 1\xa0hour ago and still not read" in page
+    assert client.get(reverse("usage:batch-list")).context["waiting"] == 1
+
+
 def test_the_batch_list_says_which_batches_wait_for_an_operator_and_lists_them_alone(
     client, admin, system, django_capture_on_commit_callbacks
 ):
