@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("allocations", "0017_job_records_found_by_id_or_revision"),
+        ("allocations", "0018_reconciliation_failure"),
     ]
 
     operations = [
