@@ -368,8 +368,6 @@ class UsageSequence(models.Model):
 
     Reconciliation reads records whose `changed_seq` is above its cursor. Because a writer holds this row's
     lock until it commits, every committed number is below every uncommitted one: the cursor never skips one.
-    And because a writer takes the lock before it stores a record, the records it stores get ids above those
-    of every record stored under a lower number (JobRecord.revised).
     """
 
     system = models.OneToOneField(System, on_delete=models.CASCADE, related_name="usage_sequence")
@@ -458,10 +456,9 @@ class JobRecord(models.Model):
         default=False, help_text="Ran outside the allocation's dates: charged, and flagged for an operator."
     )
     changed_seq = models.BigIntegerField()
-    # Reconciliation finds the records numbered since its last run in two ways: those stored since by their id,
-    # above the highest it had read (a writer takes ids after every earlier writer of its system committed, so the
-    # ids' sequence must hand them out in order: never give it a CACHE above 1), and those changed in place by
-    # the change index, which holds only them. A million new rows then cost that index nothing.
+    # Reconciliation finds the records numbered since its last run in two ways: those stored since by their ids,
+    # in the ranges their writes noted (JobRecordIdRange), and those changed in place by the change index, which
+    # holds only them. A million new rows then cost that index nothing.
     revised = models.BooleanField(
         default=False,
         db_default=False,  # the ingest's COPY leaves the column out
@@ -551,14 +548,34 @@ class SchedulerAccountAlias(models.Model):
         return f"{self.account} on system {self.system_id} → allocation {self.allocation_id}"
 
 
+class JobRecordIdRange(models.Model):
+    """The ids a write numbered `seq` gave the job records it stored: above `after_id`, up to `through_id`.
+
+    Reconciliation reads a system's new records by these ranges, through the primary key, so that no index on
+    change numbers has to take every record an ingest stores (JobRecord.revised). The write notes its range under
+    its system's change lock: `after_id` is the newest id given before it stored anything, so every id it takes
+    is above it (the ids' sequence hands them out in order: never give it a CACHE above 1), and `through_id` the
+    newest given once it has. Other systems' records stored meanwhile may fall inside: reconciliation leaves them
+    out by system. A range is deleted once its records are reconciled.
+    """
+
+    system = models.ForeignKey(System, on_delete=models.CASCADE, related_name="+", db_index=False)
+    seq = models.BigIntegerField()
+    after_id = models.BigIntegerField()
+    through_id = models.BigIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["system", "seq"], name="job_record_ids_one_per_change")]
+
+    def __str__(self):
+        return f"Job records ({self.after_id}, {self.through_id}] of change {self.seq} on {self.system_id}"
+
+
 class ReconciliationCursor(models.Model):
     """How far reconciliation has charged a system's job records; locked by the run that moves it."""
 
     system = models.OneToOneField(System, on_delete=models.CASCADE, related_name="reconciliation_cursor")
     reconciled_seq = models.BigIntegerField(default=0)
-    # The highest id among the system's records numbered up to `reconciled_seq`: a record numbered above it was
-    # stored since, with an id above this, or changed in place, and then `revised`.
-    reconciled_id = models.BigIntegerField(default=0)
     # The runs that failed since the last that succeeded (reconciliation.record_reconciliation_failure): while
     # there are any, the system's usage is not being charged, and its operators are told so on the usage pages.
     failures = models.PositiveIntegerField(default=0)

@@ -1,21 +1,22 @@
-"""Reconciliation finds new job records by their id and changed ones by a smaller change index (JobRecord.revised).
+"""Reconciliation finds new job records by the id ranges their writes note (JobRecordIdRange) and changed ones by
+a change index that holds only them (JobRecord.revised).
 
-Each system's cursor takes the highest id of its records, and the records it has not reconciled yet are marked
-revised, so that the next run finds them by the new index as it would have by the old one.
+The records not yet reconciled when this runs are in no noted range: they are marked revised, so that the next
+run finds them by the new index as it would have by the old one. Stop the workers before migrating: an ingest of
+the code before this one changes records in place without marking them.
 """
 
 from django.db import migrations, models
+from django.db.models import Q
 
 
-def start_from_the_records_stored(apps, schema_editor):
+def mark_the_records_not_yet_reconciled(apps, schema_editor):
     JobRecord = apps.get_model("allocations", "JobRecord")
     ReconciliationCursor = apps.get_model("allocations", "ReconciliationCursor")
-    for cursor in ReconciliationCursor.objects.all():
-        records = JobRecord.objects.filter(system_id=cursor.system_id)
-        records.filter(changed_seq__gt=cursor.reconciled_seq).update(revised=True)
-        # Read backwards from the newest id: it stops at the system's newest record, however long its history.
-        cursor.reconciled_id = records.order_by("-id").values_list("id", flat=True).first() or 0
-        cursor.save(update_fields=["reconciled_id"])
+    reconciled = dict(ReconciliationCursor.objects.values_list("system_id", "reconciled_seq"))
+    systems = JobRecord.objects.order_by().values_list("system_id", flat=True).distinct()
+    for system_id in list(systems):
+        JobRecord.objects.filter(system_id=system_id, changed_seq__gt=reconciled.get(system_id, 0)).update(revised=True)
 
 
 class Migration(migrations.Migration):
@@ -35,18 +36,36 @@ class Migration(migrations.Migration):
                 "index.",
             ),
         ),
-        migrations.AddField(
-            model_name="reconciliationcursor",
-            name="reconciled_id",
-            field=models.BigIntegerField(default=0),
+        migrations.CreateModel(
+            name="JobRecordIdRange",
+            fields=[
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("seq", models.BigIntegerField()),
+                ("after_id", models.BigIntegerField()),
+                ("through_id", models.BigIntegerField()),
+                (
+                    "system",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=models.deletion.CASCADE,
+                        related_name="+",
+                        to="programmes.system",
+                    ),
+                ),
+            ],
+            options={
+                "constraints": [
+                    models.UniqueConstraint(fields=("system", "seq"), name="job_record_ids_one_per_change")
+                ],
+            },
         ),
         # Going back needs nothing: the old index holds every record again.
-        migrations.RunPython(start_from_the_records_stored, migrations.RunPython.noop),
+        migrations.RunPython(mark_the_records_not_yet_reconciled, migrations.RunPython.noop),
         migrations.RemoveIndex(model_name="jobrecord", name="job_record_changes"),
         migrations.AddIndex(
             model_name="jobrecord",
             index=models.Index(
-                condition=models.Q(("revised", True)), fields=["system", "changed_seq"], name="job_record_revisions"
+                condition=Q(revised=True), fields=["system", "changed_seq"], name="job_record_revisions"
             ),
         ),
     ]

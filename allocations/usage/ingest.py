@@ -44,6 +44,7 @@ from allocations.models import (
     IngestBatch,
     IngestToken,
     JobRecord,
+    JobRecordIdRange,
     RejectedRow,
     SchedulerAccountAlias,
     UsageSequence,
@@ -563,9 +564,41 @@ def _record_rows(
     Batches are not always read in the order they came: workers read them side by side, the beat reads again one
     whose reading was lost, and a replay reads an older batch's rows; nor always made in that order: a file saved
     earlier may be loaded late.
+
+    The caller holds the system's change lock (next_change_seq): the ids of the records stored here are noted for
+    reconciliation (JobRecordIdRange), and no other write of the system's can take ids in between.
+    """
+    after_id = newest_job_record_id()
+    if connection.vendor == "postgresql":
+        counts = _record_rows_postgresql(batch=batch, reader=rows, seq=seq, on_rejected=on_rejected)
+    else:
+        counts = _record_rows_portable(batch=batch, rows=rows, seq=seq, on_rejected=on_rejected)
+    if counts.new:
+        # Where reconciliation will find the records stored here (JobRecordIdRange).
+        JobRecordIdRange.objects.create(
+            system=batch.system, seq=seq, after_id=after_id, through_id=newest_job_record_id()
+        )
+    return counts
+
+
+def newest_job_record_id() -> int:
+    """The newest id any job record has been given, committed or not (0 before the first).
+
+    Every id taken after this call is above it. On PostgreSQL, the ids' sequence (handed out in order: never
+    give it a CACHE above 1); on SQLite, whose writers take turns, the newest stored (AUTOINCREMENT never reuses).
     """
     if connection.vendor == "postgresql":
-        return _record_rows_postgresql(batch=batch, reader=rows, seq=seq, on_rejected=on_rejected)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_sequence_last_value(pg_get_serial_sequence(%s, 'id')::regclass)",
+                [JobRecord._meta.db_table],
+            )
+            return cursor.fetchone()[0] or 0
+    return JobRecord.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+
+
+def _record_rows_portable(*, batch, rows: SacctReader, seq: int, on_rejected: Callable | None) -> _Counts:
+    """_record_rows through the ORM, for SQLite (and any database without COPY)."""
     system = batch.system
     matcher = _Matcher(system)
     factor = Decimal(system.charge_factor)

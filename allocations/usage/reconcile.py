@@ -6,8 +6,9 @@ rows), and writes those JobCharge rows and moves the cursor in the same database
 entries. So:
 - its cost follows the records that changed, never the size of history: it reads records numbered from its
   cursor up to the system's last committed change number (UsageSequence), so a run with nothing new reads no
-  record at all, and one with changes finds the records stored since by their id, above the highest it had
-  read, and those changed in place by an index on (system, changed_seq) that holds only them (`revised`);
+  record at all, and one with changes finds the records stored since by their ids, in the ranges their writes
+  noted (JobRecordIdRange), and those changed in place by an index on (system, changed_seq) that holds only them
+  (`revised`);
 - a second run, or a run after a worker died mid-way (its transaction rolled back), charges nothing twice;
 - a running job is charged provisionally and re-charged by the difference when it ends; a run reported shorter
   is refunded the difference, even past the allocation's net usage (hours given back by hand for the same job
@@ -27,6 +28,7 @@ ingest changes while a run is under way gets a change number above the run's, so
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import time
 from collections import defaultdict
@@ -34,7 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection, transaction
-from django.db.models import F, Q, Value
+from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -43,6 +45,7 @@ from allocations.models import (
     Allocation,
     JobCharge,
     JobRecord,
+    JobRecordIdRange,
     ReconciliationCursor,
     ReconciliationRun,
     UsageSequence,
@@ -80,15 +83,14 @@ def reconcile_system(*, system: System, effective_at: datetime | None = None) ->
             if cleared:
                 cursor.save(update_fields=cleared)
             return None
-        changes = (_SqlChanges if connection.vendor == "postgresql" else _PythonChanges)(
-            system, from_seq, to_seq, cursor.reconciled_id
-        )
+        changes = (_SqlChanges if connection.vendor == "postgresql" else _PythonChanges)(system, from_seq, to_seq)
         per_allocation = changes.per_allocation
         cursor.reconciled_seq = to_seq
-        cursor.reconciled_id = _highest_id_through(system, to_seq, above=cursor.reconciled_id)
+        # Their records are read: the ranges are no longer needed (the cursor's move, in this transaction, says so).
+        JobRecordIdRange.objects.filter(system=system, seq__lte=to_seq).delete()
         if not per_allocation:
             # Numbers taken by writes that changed nothing to charge (unchanged or unmatched records).
-            cursor.save(update_fields=["reconciled_seq", "reconciled_id", *cleared])
+            cursor.save(update_fields=["reconciled_seq", *cleared])
             return None
         run = ReconciliationRun.objects.create(
             system=system,
@@ -121,7 +123,7 @@ def reconcile_system(*, system: System, effective_at: datetime | None = None) ->
                     db.execute("SET LOCAL application_name = %s", [PAUSED_APPLICATION_NAME])
             time.sleep(pause)
         changes.insert_job_charges(run.pk, {part: transactions[key].pk for part, key in keys.items()})
-        cursor.save(update_fields=["reconciled_seq", "reconciled_id", *cleared])
+        cursor.save(update_fields=["reconciled_seq", *cleared])
         run.charged_seconds = net
         run.finished_at = timezone.now()
         run.save(update_fields=["charged_seconds", "finished_at"])
@@ -154,22 +156,10 @@ def failing_reconciliations(systems):
     )
 
 
-def _changed_records(system: System, from_seq: int, to_seq: int, reconciled_id: int):
-    """The system's records numbered in (from_seq, to_seq]: stored since the last run, so with an id above the
-    highest it read (UsageSequence), or changed in place, and so revised."""
-    return JobRecord.objects.filter(system=system, changed_seq__gt=from_seq, changed_seq__lte=to_seq).filter(
-        Q(pk__gt=reconciled_id) | Q(revised=True)
-    )
-
-
-def _highest_id_through(system: System, to_seq: int, *, above: int) -> int:
-    """The highest id among the system's records numbered up to `to_seq`, or `above` if none is higher.
-
-    Read backwards from the newest id, so it passes over only what other systems, or this one's writer still
-    under way, stored since.
-    """
-    newer = JobRecord.objects.filter(system=system, pk__gt=above, changed_seq__lte=to_seq).order_by("-pk")
-    return newer.values_list("pk", flat=True).first() or above
+def _id_ranges(system: System, from_seq: int, to_seq: int) -> list[tuple[int, int]]:
+    """The id ranges (after, through] of the records stored by the system's writes numbered in (from_seq, to_seq]."""
+    ranges = JobRecordIdRange.objects.filter(system=system, seq__gt=from_seq, seq__lte=to_seq).order_by("seq")
+    return list(ranges.values_list("after_id", "through_id"))
 
 
 @dataclass
@@ -188,8 +178,9 @@ class _SqlChanges:
     refund transaction.
     """
 
-    def __init__(self, system: System, from_seq: int, to_seq: int, reconciled_id: int):
+    def __init__(self, system: System, from_seq: int, to_seq: int):
         table, charges = JobRecord._meta.db_table, JobCharge._meta.db_table
+        ranges = JobRecordIdRange._meta.db_table
         with connection.cursor() as db:
             # Before statistics catch up with a big ingest the planner overestimates these queries and compiles
             # them (JIT), which costs more than running them.
@@ -199,19 +190,27 @@ class _SqlChanges:
             db.execute("DROP TABLE IF EXISTS reconcile_changed, reconcile_deltas, reconcile_transactions")
             # Table names come from the models; every value is a parameter. Unmatched records wait, held, until
             # an allocation claims their account (which gives them a new change number, so a later run sees them).
-            # The records stored since the last run (by their id) and those revised (by the change index).
+            # The records stored since the last run, through the primary key in the ranges their writes noted
+            # (other systems' records stored meanwhile may fall inside), and those changed in place since, by the
+            # change index. A record both stored and changed since is read once, as changed.
             db.execute(
                 f"""
                 CREATE TEMPORARY TABLE reconcile_changed ON COMMIT DROP AS
-                SELECT id, allocation_id, gpu_seconds FROM {table}
-                WHERE system_id = %(system)s AND changed_seq > %(from)s AND changed_seq <= %(to)s
-                    AND allocation_id IS NOT NULL AND id > %(id)s
+                SELECT j.id, j.allocation_id, j.gpu_seconds
+                FROM {ranges} r
+                CROSS JOIN LATERAL (
+                    SELECT id, allocation_id, gpu_seconds FROM {table}
+                    WHERE id > r.after_id AND id <= r.through_id AND system_id = %(system)s
+                        AND changed_seq > %(from)s AND changed_seq <= %(to)s AND allocation_id IS NOT NULL
+                        AND NOT revised
+                ) j
+                WHERE r.system_id = %(system)s AND r.seq > %(from)s AND r.seq <= %(to)s
                 UNION ALL
                 SELECT id, allocation_id, gpu_seconds FROM {table}
                 WHERE system_id = %(system)s AND changed_seq > %(from)s AND changed_seq <= %(to)s
-                    AND allocation_id IS NOT NULL AND revised AND id <= %(id)s
+                    AND allocation_id IS NOT NULL AND revised
                 """,  # noqa: S608
-                {"system": system.pk, "from": from_seq, "to": to_seq, "id": reconciled_id},
+                {"system": system.pk, "from": from_seq, "to": to_seq},
             )
             # How many changed is known now, not guessed from the job records' statistics, which lag behind a
             # big ingest: guessed as a handful, a million records were each looked up in the charges one by one.
@@ -286,16 +285,25 @@ class _SqlChanges:
 class _PythonChanges:
     """The portable path (SQLite): the changed records read one by one, their differences kept in Python."""
 
-    def __init__(self, system: System, from_seq: int, to_seq: int, reconciled_id: int):
-        rows = (
-            _changed_records(system, from_seq, to_seq, reconciled_id)
-            .order_by()
-            .with_charged_seconds()
-            .values_list("pk", "allocation_id", "gpu_seconds", "charged_seconds")
-        )
+    def __init__(self, system: System, from_seq: int, to_seq: int):
+        numbered = JobRecord.objects.filter(system=system, changed_seq__gt=from_seq, changed_seq__lte=to_seq)
+        # Stored since, range by range (the ranges their writes noted), then changed in place since: a record both
+        # stored and changed since is read once, as changed.
+        parts = [
+            numbered.filter(pk__gt=after, pk__lte=through, revised=False)
+            for after, through in _id_ranges(system, from_seq, to_seq)
+        ]
+        parts.append(numbered.filter(revised=True))
         self.parts: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
         self.records = 0
-        for pk, allocation_id, gpu_seconds, charged_seconds in rows.iterator(chunk_size=20_000):
+        rows = itertools.chain.from_iterable(
+            part.order_by()
+            .with_charged_seconds()
+            .values_list("pk", "allocation_id", "gpu_seconds", "charged_seconds")
+            .iterator(chunk_size=20_000)
+            for part in parts
+        )
+        for pk, allocation_id, gpu_seconds, charged_seconds in rows:
             # Unmatched records wait, held, until an allocation claims their account (which gives them a new
             # change number, so a later run sees them).
             if allocation_id is None or gpu_seconds == charged_seconds:

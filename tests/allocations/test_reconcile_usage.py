@@ -19,6 +19,7 @@ from allocations.usage.limits import account_limits
 from allocations.usage.reconcile import reconcile_system
 from allocations.usage.services import assign_unmatched_account
 from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
+from tests.factories import SystemFactory
 from tests.postgres import requires_postgres
 
 pytestmark = pytest.mark.django_db
@@ -237,22 +238,31 @@ def _job_record_reads() -> tuple[int, int]:
 
 
 @requires_postgres
-def test_a_run_reads_by_index_only_the_records_stored_or_revised_since_the_last_never_the_history(system):
-    """New records are found by their id, above the highest the last run read, and records changed in place by
-    the change index, which holds only them: 30,000 records reconciled before cost the run nothing."""
+@pytest.mark.parametrize("quiet", [False, True], ids=["new and revised", "revised only"])
+def test_a_run_reads_by_index_only_the_records_stored_or_revised_since_the_last_never_the_history(system, quiet):
+    """New records are found by the id ranges their writes noted and records changed in place by the change
+    index, which holds only them: 30,000 records of the system reconciled before, and 30,000 another system
+    stored since, cost the run nothing, however many the other system stores while this one is quiet."""
     allocation = funded_allocation(system, hours=1000)
+    dawn = SystemFactory(name="Dawn", slug="dawn", cluster_name="dawn")
+    funded_allocation(dawn, account="airr-00009", hours=1000, pool_options={"programme": allocation.pool.programme})
     ingest(system, payload(*(sacct_line(n, elapsed=60) for n in range(1, 30_001))))
     reconcile_system(system=system)
+    lines = (sacct_line(n, elapsed=60, account="airr-00009", cluster="dawn") for n in range(1, 30_001))
+    ingest(dawn, payload(*lines))
+    reconcile_system(system=dawn)
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {JobRecord._meta.db_table}")
-    ingest(system, payload(sacct_line(5, elapsed=600), sacct_line(40_000, gpus=2)))  # job 5 revised, one new
+    # Job 5 reported longer (changed in place), and, unless quiet, a new job.
+    ingest(system, payload(sacct_line(5, elapsed=600), *([] if quiet else [sacct_line(40_000, gpus=2)])))
 
     scans, fetched = _job_record_reads()
     run = reconcile_system(system=system)
     after_scans, after_fetched = _job_record_reads()
 
-    assert (run.records, run.charged_seconds) == (2, 540 + 2 * HOUR)
-    assert used(allocation) == 30_000 * 60 + 540 + 2 * HOUR
+    new = 0 if quiet else 2 * HOUR
+    assert (run.records, run.charged_seconds) == (1 if quiet else 2, 540 + new)
+    assert used(allocation) == 30_000 * 60 + 540 + new
     assert after_scans == scans  # no sequential scan
     assert after_fetched - fetched <= 10
 
