@@ -150,7 +150,8 @@ def bench_floor(floor_path: Path) -> float:
 
 
 def forget_the_ingest() -> None:
-    """Empty the job records and batches (and their stored payloads), so that the next ingest starts as the first."""
+    """Empty the job records, the id ranges their writes noted, and the batches (and their stored payloads), so that
+    the next ingest starts as the first."""
     import shutil
 
     from django.conf import settings
@@ -158,7 +159,8 @@ def forget_the_ingest() -> None:
 
     with connection.cursor() as cursor:
         cursor.execute(
-            "TRUNCATE allocations_jobrecord, allocations_rejectedrow, allocations_ingestbatch RESTART IDENTITY CASCADE"
+            "TRUNCATE allocations_jobrecord, allocations_jobrecordidrange, allocations_rejectedrow, "
+            "allocations_ingestbatch RESTART IDENTITY CASCADE"
         )
     shutil.rmtree(Path(settings.MEDIA_ROOT), ignore_errors=True)
 
