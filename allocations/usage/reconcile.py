@@ -203,6 +203,10 @@ class _SqlChanges:
                     WHERE id > r.after_id AND id <= r.through_id AND system_id = %(system)s
                         AND changed_seq > %(from)s AND changed_seq <= %(to)s AND allocation_id IS NOT NULL
                         AND NOT revised
+                    -- Kept a subquery, so each range is read through the primary key: flattened into a join, the
+                    -- planner, unable to size a range whose bounds come from a row, reads the whole table instead
+                    -- from about five ranges on.
+                    OFFSET 0
                 ) j
                 WHERE r.system_id = %(system)s AND r.seq > %(from)s AND r.seq <= %(to)s
                 UNION ALL

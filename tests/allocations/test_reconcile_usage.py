@@ -8,6 +8,7 @@ from allocations import ledger
 from allocations.models import (
     JobCharge,
     JobRecord,
+    JobRecordIdRange,
     LedgerAccount,
     LedgerTransaction,
     ReconciliationCursor,
@@ -265,6 +266,30 @@ def test_a_run_reads_by_index_only_the_records_stored_or_revised_since_the_last_
     assert used(allocation) == 30_000 * 60 + 540 + new
     assert after_scans == scans  # no sequential scan
     assert after_fetched - fetched <= 10
+
+
+@requires_postgres
+def test_a_run_over_many_writes_reads_each_writes_records_by_index(system):
+    """Each write's id range is read through the primary key, however many writes a run covers (a backfill of
+    many files, runs failing meanwhile), with the ranges' statistics up to date."""
+    allocation = funded_allocation(system, hours=1000)
+    ingest(system, payload(*(sacct_line(n, elapsed=60) for n in range(1, 30_001))))
+    reconcile_system(system=system)
+    for n in range(40_000, 40_020):
+        ingest(system, payload(sacct_line(n, elapsed=60)))
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {JobRecord._meta.db_table}")
+        cursor.execute(f"ANALYZE {JobRecordIdRange._meta.db_table}")
+
+    scans, fetched = _job_record_reads()
+    run = reconcile_system(system=system)
+    after_scans, after_fetched = _job_record_reads()
+
+    assert (run.records, run.charged_seconds) == (20, 20 * 60)
+    assert used(allocation) == 30_020 * 60
+    assert after_scans == scans  # no sequential scan
+    assert after_fetched - fetched <= 40
+    assert not JobRecordIdRange.objects.exists()  # read, and so forgotten
 
 
 def test_change_numbers_that_charged_nothing_move_the_cursor_past_them(system):
