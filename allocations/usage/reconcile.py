@@ -290,27 +290,29 @@ class _PythonChanges:
     """The portable path (SQLite): the changed records read one by one, their differences kept in Python."""
 
     def __init__(self, system: System, from_seq: int, to_seq: int):
-        numbered = JobRecord.objects.filter(system=system, changed_seq__gt=from_seq, changed_seq__lte=to_seq)
+        numbered = JobRecord.objects.filter(changed_seq__gt=from_seq, changed_seq__lte=to_seq)
         # Stored since, range by range (the ranges their writes noted), then changed in place since: a record both
-        # stored and changed since is read once, as changed.
+        # stored and changed since is read once, as changed. A range is read by its ids alone: asked for the
+        # system's too, SQLite reads all of them by its run key. (SQLite's writers take turns, so a range holds
+        # only its system's records; the check below keeps that so whatever the database.)
         parts = [
             numbered.filter(pk__gt=after, pk__lte=through, revised=False)
             for after, through in _id_ranges(system, from_seq, to_seq)
         ]
-        parts.append(numbered.filter(revised=True))
+        parts.append(numbered.filter(system=system, revised=True))
         self.parts: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
         self.records = 0
         rows = itertools.chain.from_iterable(
             part.order_by()
             .with_charged_seconds()
-            .values_list("pk", "allocation_id", "gpu_seconds", "charged_seconds")
+            .values_list("pk", "system_id", "allocation_id", "gpu_seconds", "charged_seconds")
             .iterator(chunk_size=20_000)
             for part in parts
         )
-        for pk, allocation_id, gpu_seconds, charged_seconds in rows:
+        for pk, system_id, allocation_id, gpu_seconds, charged_seconds in rows:
             # Unmatched records wait, held, until an allocation claims their account (which gives them a new
             # change number, so a later run sees them).
-            if allocation_id is None or gpu_seconds == charged_seconds:
+            if system_id != system.pk or allocation_id is None or gpu_seconds == charged_seconds:
                 continue
             delta = gpu_seconds - charged_seconds
             self.parts[(allocation_id, 1 if delta > 0 else -1)].append((pk, delta))
