@@ -392,7 +392,10 @@ def programme_dashboard_data(dashboard) -> dict:
     }
 
 
-def allocation_usage_data(report, per_member) -> dict:
+def allocation_usage_data(report, per_member, *, sees_every_member: bool) -> dict:
+    """`per_member` is the scheduler users' charges; for those who see every member, `used_by_hand` is the rest of
+    `used` (refunds and adjustments staff made by hand, no job's), so that the two add up to it. For a
+    co-investigator, who sees only their own share, it is null, as the page shows them no such row."""
     allocation = report.allocation
     return {
         "allocation": {
@@ -426,6 +429,7 @@ def allocation_usage_data(report, per_member) -> dict:
         "per_member": [
             {"user": row["user"], "jobs": row["jobs"], **_amounts(charged=row["seconds"] or 0)} for row in per_member
         ],
+        "used_by_hand": _amounts(charged=report.used_by_hand) if sees_every_member else None,
     }
 
 
@@ -444,12 +448,14 @@ class AllocationUsageView(APIView):
     """An allocation's figures, usage per day (or week), per member and the thresholds reached.
 
     For its holder, the proposal's accepted team, the programme's directors and admins; anyone else gets 404. A
-    co-investigator's per-member figures are their own (allocations/usage/team.py)."""
+    co-investigator's per-member figures are their own (allocations/usage/team.py), and `used_by_hand` null."""
 
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request, pk):
         allocation = get_object_or_404(
             Allocation.objects.visible_to(request.user).select_related("pool__system"), pk=pk
         )
-        per_member = usage_per_member(allocation, usernames=own_usernames(request.user, allocation))
-        return Response(allocation_usage_data(allocation_report(allocation), per_member))
+        usernames = own_usernames(request.user, allocation)
+        per_member = usage_per_member(allocation, usernames=usernames)
+        data = allocation_usage_data(allocation_report(allocation), per_member, sees_every_member=usernames is None)
+        return Response(data)

@@ -305,6 +305,31 @@ def test_a_co_investigator_does_not_see_usage_moved_by_hand_which_is_no_share_of
     assert escape(MANUAL_ADJUSTMENTS) not in response.content.decode()
 
 
+@pytest.mark.parametrize("viewer", ["alice", "director", "admin"])
+def test_the_usage_api_gives_usage_moved_by_hand_beside_the_members_so_they_add_up_to_used(client, team, viewer, alice):
+    viewer = _viewers_of_every_member(team, alice)[viewer]
+    _by_hand(team)
+    client.force_login(viewer)
+
+    data = client.get(reverse("api-allocation-usage", args=[team.pk])).json()
+
+    members = sum(row["gpu_seconds"]["charged"] for row in data["per_member"])
+    assert data["used_by_hand"] == {"gpu_seconds": {"charged": -2 * HOUR}, "gpu_hours": {"charged": "-2.00"}}
+    assert members + data["used_by_hand"]["gpu_seconds"]["charged"] == data["figures"]["gpu_seconds"]["used"]
+    assert data["figures"]["gpu_seconds"]["used"] == 5 * HOUR
+
+
+def test_the_usage_api_gives_a_co_investigator_their_own_share_and_no_usage_moved_by_hand(client, team, bob):
+    MemberSchedulerUser.objects.create(allocation=team, user=bob, username="bob.proj")
+    _by_hand(team)
+    client.force_login(bob)
+
+    data = client.get(reverse("api-allocation-usage", args=[team.pk])).json()
+
+    assert [(row["user"], row["gpu_seconds"]["charged"]) for row in data["per_member"]] == [("bob.proj", 2 * HOUR)]
+    assert data["used_by_hand"] is None
+
+
 def test_a_hand_row_shows_even_before_any_job_is_reported(client, system, alice):
     allocation = funded_allocation(system, holder=alice)
     ledger.charge_usage(allocation=allocation, seconds=HOUR, reason="Usage lost by the site", idempotency_key="c")
