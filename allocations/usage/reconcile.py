@@ -173,9 +173,8 @@ class _SqlChanges:
 
     The changed records are copied to a temporary table and counted there; one statement then writes (record,
     allocation, difference) for those whose cost differs from what their job charges hold to another; the totals
-    per allocation come back (a few thousand rows); the job
-    charges are then inserted from that table in one statement, each pointing at its allocation's charge or
-    refund transaction.
+    per allocation come back (a few thousand rows); the job charges are then inserted from that table in one
+    statement, each pointing at its allocation's charge or refund transaction.
     """
 
     def __init__(self, system: System, from_seq: int, to_seq: int):
