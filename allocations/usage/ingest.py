@@ -60,6 +60,10 @@ GZIP_MAGIC = b"\x1f\x8b"
 # A stored payload is `<sha256>.gz`, or `<sha256>.raw` until a plain payload has been compressed.
 GZIP_SUFFIX, PLAIN_SUFFIX = ".gz", ".raw"
 CHUNK_ROWS = 5000
+# Rejected rows held in memory before they are saved (about 100 MB): a payload of nothing but bad lines, a
+# gigabyte of them, was held whole, as some six million RejectedRow objects. On PostgreSQL saving them ends a chunk
+# (see COPY_CHUNK_ROWS), so they add at most one chunk, and its savepoint, per this many.
+REJECTED_ROWS_HELD = 100_000
 # Column widths of JobRecord; a longer value is rejected with a reason rather than cut.
 _FIELD_LIMITS = {"job_id": 64, "job_id_raw": 64, "account": 64, "user": 64, "state": 32}
 JOB_NAME_LIMIT = 200
@@ -646,7 +650,7 @@ def _record_rows_portable(*, batch, rows: SacctReader, seq: int, on_rejected: Ca
         if len(chunk) >= CHUNK_ROWS:
             _store_chunk_portable(chunk, batch=batch, seq=seq, counts=counts)
             chunk = []
-        if len(rejected) >= CHUNK_ROWS:
+        if len(rejected) >= REJECTED_ROWS_HELD:
             RejectedRow.objects.bulk_create(rejected)
             rejected = []
     if chunk:
@@ -778,9 +782,10 @@ def _too_long_fields(job_id: str, job_id_raw: str, account: str, user: str, stat
 class _CopyChunks:
     """COPY text lines as a file psycopg2's copy_expert reads, a chunk of rows at a time.
 
-    `read` hands out whole lines and reports the end after `rows_per_chunk` rows, so the caller can save the
-    rejected rows gathered so far (no other statement may run during a COPY) and start the next chunk. The
-    chunk's lines are kept until then, to be copied again if the database refused them.
+    `read` hands out whole lines and reports the end after `rows_per_chunk` rows, or early when `lines` gives
+    None (REJECTED_ROWS_HELD rejected rows are waiting), so the caller can save the rejected rows gathered so far
+    (no other statement may run during a COPY) and start the next chunk. The chunk's lines are kept until then, to
+    be copied again if the database refused them.
     """
 
     def __init__(self, lines: Iterator[str], rows_per_chunk: int):
@@ -788,19 +793,24 @@ class _CopyChunks:
         self.limit = rows_per_chunk
         self.chunk: list[str] = []
         self.exhausted = False
+        self.ended_early = False
         # psycopg2 reports an exception raised in read() as a failed COPY: it is kept to be raised as itself.
         self.error: BaseException | None = None
 
     def next_chunk(self) -> None:
         self.chunk = []
+        self.ended_early = False
 
     def read(self, size: int = -1) -> str:
         room = self.limit - len(self.chunk)
-        if room <= 0 or self.exhausted:
+        if room <= 0 or self.exhausted or self.ended_early:
             return ""
         parts, length = [], 0
         try:
             for line in self.lines:
+                if line is None:
+                    self.ended_early = True
+                    break
                 parts.append(line)
                 length += len(line)
                 if length >= size or len(parts) >= room:
@@ -840,11 +850,13 @@ def _record_rows_postgresql(*, batch, reader: SacctReader, seq: int, on_rejected
         else:
             rejected.append(RejectedRow(batch=batch, line_number=line_number, raw=raw, reason=reason))
 
-    def copy_lines() -> Iterator[str]:
+    def copy_lines() -> Iterator[str | None]:
         escapes, match = _COPY_ESCAPES, matcher.match_text
         plain_factor, cost_limit = factor == 1, JOB_GPU_SECONDS_LIMIT
         head, tail = f"{system.pk}\t", f"\t{seq}\t{batch.pk}\n"
         for record in reader.records():
+            if len(rejected) >= REJECTED_ROWS_HELD:
+                yield None  # ends the chunk, so that they are saved
             if type(record) is SacctRejectedRow:
                 reject(record.line_number, record.raw, record.reason)
                 continue

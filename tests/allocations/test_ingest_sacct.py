@@ -488,6 +488,33 @@ def test_a_gpu_entry_without_a_count_is_rejected_with_its_line_and_reason_not_ch
     assert sorted(JobRecord.objects.values_list("job_id", "gpus")) == [("1", 1), ("5001", 4)]
 
 
+def test_rejected_rows_are_saved_as_they_gather_not_held_until_the_payload_ends(system, monkeypatch):
+    """A payload of mostly bad lines (a gigabyte of them would be millions of rows) is never held whole: the rows
+    are saved each time REJECTED_ROWS_HELD of them are waiting, and every one is kept, with the good rows."""
+    from allocations.usage import ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "REJECTED_ROWS_HELD", 10)
+    save = RejectedRow.objects.bulk_create
+    saved = []
+
+    def saving(rows, *args, **kwargs):
+        saved.append(len(rows))
+        return save(rows, *args, **kwargs)
+
+    monkeypatch.setattr(RejectedRow.objects, "bulk_create", saving)
+    lines = []
+    for job in range(1, 41):
+        lines.append(sacct_line(job) if job % 8 == 0 else sacct_line(job, start="yesterday"))
+    outcome = ingest(system, payload(*lines))
+
+    assert max(saved) == 10
+    assert outcome.batch.counts()["new"] == 5 and outcome.batch.rejected == 35
+    assert sorted(RejectedRow.objects.values_list("line_number", flat=True)) == [
+        job + 1 for job in range(1, 41) if job % 8
+    ]
+    assert sorted(JobRecord.objects.values_list("job_id", flat=True), key=int) == ["8", "16", "24", "32", "40"]
+
+
 def test_a_gpu_entry_named_twice_is_rejected_with_its_line_and_reason_not_charged_on_a_guess(system):
     funded_allocation(system)
     twice = sacct_line(2, gpus=2).replace("gres/gpu=2", "gres/gpu,gres/gpu=2")
