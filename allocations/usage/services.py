@@ -112,9 +112,14 @@ def mark_batch_dealt_with(*, batch: IngestBatch, note: str, actor) -> IngestBatc
     raise UsageError(_not_needing_attention(batch))
 
 
+def needs_attention(batch: IngestBatch) -> bool:
+    """Whether `batch` is one of those `needing_attention`, as the database has it now."""
+    return needing_attention(IngestBatch.objects.filter(pk=batch.pk)).exists()
+
+
 def dealt_with_refusal(batch: IngestBatch) -> str | None:
     """Why `batch` cannot be marked as dealt with (see mark_batch_dealt_with), or None if it can."""
-    if needing_attention(IngestBatch.objects.filter(pk=batch.pk)).exists():
+    if needs_attention(batch):
         return None
     batch.refresh_from_db()
     return _not_needing_attention(batch)

@@ -52,6 +52,7 @@ from .services import (
     enqueue_ingest,
     mark_batch_dealt_with,
     needing_attention,
+    needs_attention,
     replay_rejected_rows,
     revoke_ingest_token,
     stall_of,
@@ -215,8 +216,7 @@ def _batch_page(request, batch: IngestBatch, dealt_with_form: DealtWithForm):
             "is_given_up": stall == "given up",
             "can_read": stall is not None,
             "can_read_again": batch.status == IngestBatch.Status.FAILED,
-            "can_mark_dealt_with": request.GET.get("queued") != "yes"
-            and needing_attention(IngestBatch.objects.filter(pk=batch.pk)).exists(),
+            "can_mark_dealt_with": request.GET.get("queued") != "yes" and needs_attention(batch),
             # Named `form` so that the page's error summary lists its errors.
             "form": dealt_with_form,
         },
