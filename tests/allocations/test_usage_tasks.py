@@ -10,6 +10,7 @@ from django.db import OperationalError
 from allocations import ledger, tasks
 from allocations.models import IngestBatch, ReconciliationCursor
 from allocations.usage.ingest import ingest_sacct, receive_payload
+from allocations.usage.reconcile import record_reconciliation_failure
 from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
 
 pytestmark = pytest.mark.django_db
@@ -174,11 +175,19 @@ def test_a_run_with_nothing_to_charge_clears_a_failure_too(system):
 
 
 def test_a_reconciliation_run_again_after_transient_trouble_is_recorded_as_failing_only_when_its_retries_run_out(
-    system,
+    system, caplog
 ):
     service, _ = _failing_once(OperationalError("deadlock detected"), "allocations.usage.reconcile.reconcile_system")
-    with mock.patch("allocations.usage.reconcile.reconcile_system", side_effect=service):
+    # The try that is retried records nothing, and logs nothing (the success after it would clear a record anyway).
+    with (
+        mock.patch("allocations.usage.reconcile.reconcile_system", side_effect=service),
+        mock.patch(
+            "allocations.usage.reconcile.record_reconciliation_failure", wraps=record_reconciliation_failure
+        ) as recording,
+    ):
         assert _run(tasks.reconcile_system_task, system.pk).successful()
+    assert not recording.called
+    assert not [record for record in caplog.records if record.name == "allocations.tasks"]
     assert not ReconciliationCursor.objects.filter(system=system, failures__gt=0).exists()
 
     with mock.patch("allocations.usage.reconcile.reconcile_system", side_effect=OperationalError("could not connect")):
