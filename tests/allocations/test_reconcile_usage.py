@@ -19,7 +19,7 @@ from allocations.usage.ingest import ingest_sacct
 from allocations.usage.limits import account_limits
 from allocations.usage.reconcile import reconcile_system
 from allocations.usage.services import assign_unmatched_account
-from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
+from tests.allocations.usage_helpers import HOUR, funded_allocation, given_back_twice, payload, sacct_line
 from tests.factories import SystemFactory
 from tests.postgres import requires_postgres
 
@@ -149,19 +149,7 @@ def test_a_job_refunded_by_hand_then_reported_shorter_is_refunded_again_and_the_
 def _given_back_twice(system, *also: str):
     """An allocation of 100 hours whose job's 10 hours were given back by hand, then reported at 5 hours (with the
     lines `also`, in the same payload): its net usage is 5 hours below zero. Returns it and the run that refunded."""
-    allocation = funded_allocation(system, account="airr-00001")
-    ingest(system, payload(sacct_line(1, elapsed=10 * HOUR)))
-    run = reconcile_system(system=system)
-    ledger.refund_usage(
-        allocation=allocation,
-        seconds=10 * HOUR,
-        actor=None,
-        reason="A node failed",
-        idempotency_key="credit-1",
-        corrects=LedgerTransaction.objects.get(idempotency_key=f"usage-charge:{run.pk}:{allocation.pk}"),
-    )
-    ingest(system, payload(sacct_line(1, elapsed=5 * HOUR), *also))
-    run = reconcile_system(system=system)
+    allocation, run = given_back_twice(system, *also)
     assert used(allocation) == -5 * HOUR
     return allocation, run
 

@@ -30,7 +30,7 @@ from tests.allocations.report_helpers import (
     read_csv,
     read_xlsx,
 )
-from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
+from tests.allocations.usage_helpers import HOUR, given_back_twice, payload, sacct_line
 from tests.factories import ProgrammeFactory, UserFactory, give_mfa
 
 pytestmark = pytest.mark.django_db
@@ -467,14 +467,7 @@ def test_names_people_type_never_become_spreadsheet_formulas(world, admin, syste
 def test_a_user_report_counts_a_refund_by_hand_as_a_manual_adjustment_and_still_equals_the_ledger(system):
     """A job's 10 hours given back by hand (ledger.refund_usage, from the shell), then the job reported at 5 hours:
     the allocation's usage is 5 hours below zero. The refund by hand belongs to no job, as an adjustment does."""
-    allocation = funded_allocation(system)
-    ingest_sacct(system=system, payload=payload(sacct_line(1, elapsed=10 * HOUR)), source="command")
-    reconcile_system(system=system)
-    ledger.refund_usage(
-        allocation=allocation, seconds=10 * HOUR, actor=None, reason="A node failed", idempotency_key="r"
-    )
-    ingest_sacct(system=system, payload=payload(sacct_line(1, elapsed=5 * HOUR)), source="command")
-    reconcile_system(system=system)
+    given_back_twice(system)
     window = {"start": date(2026, 1, 1), "end": date(2030, 12, 31), "as_of": timezone.now(), "scope": ReportScope(None)}
 
     by_user = usage_totals(groupings=["user"], **window)

@@ -34,7 +34,7 @@ from allocations.usage.ingest import IngestError, batch_summary, ingest_sacct, r
 from allocations.usage.reconcile import reconcile_system
 from allocations.usage.services import UsageError, create_ingest_token, mark_batch_dealt_with
 from programmes.models import ProposalMember
-from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
+from tests.allocations.usage_helpers import HOUR, funded_allocation, given_back_twice, payload, sacct_line
 from tests.factories import AllocationFactory, CallFactory, FundPoolFactory, SystemFactory, make_proposal
 
 pytestmark = pytest.mark.django_db
@@ -876,12 +876,7 @@ def test_the_usage_page_says_how_far_past_the_award_the_pools_grace_lets_jobs_ru
 def _given_back_three_hours_twice(system, holder, *, charged=4 * HOUR, reported=HOUR):
     """An award of 10 hours whose job's 4 hours (`charged`) were given back by hand, then the job reported at 1 hour
     (`reported`): reconciliation gives back 3 more, and its usage is 3 hours (their difference) below zero."""
-    allocation = funded_allocation(system, hours=10, holder=holder)
-    ingest_sacct(system=system, payload=payload(sacct_line(1, elapsed=charged)), source="command")
-    reconcile_system(system=system)
-    ledger.refund_usage(allocation=allocation, seconds=charged, actor=None, reason="A credit", idempotency_key="r")
-    ingest_sacct(system=system, payload=payload(sacct_line(1, elapsed=reported)), source="command")
-    reconcile_system(system=system)
+    allocation, _ = given_back_twice(system, charged=charged, reported=reported, hours=10, holder=holder)
     return allocation
 
 
@@ -893,7 +888,7 @@ def test_an_allocation_given_back_more_than_its_jobs_were_charged_shows_its_usag
 
     page = client.get(reverse("usage:allocation-usage", args=[allocation.pk])).content.decode()
 
-    figures = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page.split('id="allocation-figures"')[1].split("</dl>")[0]))
+    figures = _figures(page)
     assert "Used 3 GPU-hours below zero: more has been given back than its jobs were charged" in figures
     assert "%)" not in figures.split("Remaining")[0]
     # The 3 hours given back twice are in its account, but no time to run (the scheduler limits count usage below
@@ -904,7 +899,7 @@ def test_an_allocation_given_back_more_than_its_jobs_were_charged_shows_its_usag
     ledger.expire_allocation(allocation=allocation, idempotency_key="expire")
     page = client.get(reverse("usage:allocation-usage", args=[allocation.pk])).content.decode()
 
-    figures = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page.split('id="allocation-figures"')[1].split("</dl>")[0]))
+    figures = _figures(page)
     assert "Remaining 0 GPU-hours (its account holds 3: the 3 GPU-hours given back twice" in figures
 
 
@@ -1554,7 +1549,7 @@ def test_an_ended_allocations_figures_add_up_with_the_hours_returned_or_forfeite
     page = client.get(reverse("usage:allocation-usage", args=[allocation.pk])).content.decode()
     data = client.get(reverse("api-allocation-usage", args=[allocation.pk])).json()
 
-    figures = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page.split('id="allocation-figures"')[1].split("</dl>")[0]))
+    figures = _figures(page)
     assert "Used 4 GPU-hours (40%)" in figures
     assert f"{said} at its end 6 GPU-hours" in figures
     assert "Remaining 0 GPU-hours" in figures

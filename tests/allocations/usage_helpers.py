@@ -59,6 +59,30 @@ def funded_allocation(system, *, account="airr-00001", hours=100, **options):
     return allocation
 
 
+def given_back_twice(system, *also: str, charged=10 * HOUR, reported=5 * HOUR, **allocation_options):
+    """An allocation (funded_allocation's, with `allocation_options`) whose job's `charged` GPU-seconds were all
+    given back by hand, then the job reported at `reported` (with the lines `also`, in the same payload):
+    reconciliation gives back the difference a second time, so its usage is that far below zero. Returns the
+    allocation and the run that refunded."""
+    from allocations.models import LedgerTransaction
+    from allocations.usage.ingest import ingest_sacct
+    from allocations.usage.reconcile import reconcile_system
+
+    allocation = funded_allocation(system, **allocation_options)
+    ingest_sacct(system=system, payload=payload(sacct_line(1, elapsed=charged)), source="command")
+    run = reconcile_system(system=system)
+    ledger.refund_usage(
+        allocation=allocation,
+        seconds=charged,
+        actor=None,
+        reason="A node failed",
+        idempotency_key="given-back-by-hand",
+        corrects=LedgerTransaction.objects.get(idempotency_key=f"usage-charge:{run.pk}:{allocation.pk}"),
+    )
+    ingest_sacct(system=system, payload=payload(sacct_line(1, elapsed=reported), *also), source="command")
+    return allocation, reconcile_system(system=system)
+
+
 def sacct_sample(name: str) -> Path:
     directory = Path(__file__).resolve().parents[3] / "shared" / "data" / "sacct"
     if not directory.is_dir():
