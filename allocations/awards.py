@@ -15,11 +15,13 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from airr_portal.queuing import queue_after_commit
 from programmes.models import Decision, FundPool, Proposal
 from programmes.proposals import add_months, can_direct, lock_proposal, notify, record_transition
 
 from . import ledger
 from .models import Allocation
+from .tasks import reconcile_claim_held_usage_task
 from .usage.thresholds import on_each_systems_day, today_on
 
 State = Proposal.State
@@ -162,6 +164,8 @@ def award_proposal(
                 # Raising inside the atomic block undoes every allocation row and commitment made so far.
                 raise ValidationError({error.field or "hours": f"{system.name}: {error.message}"}) from error
             allocations.append(allocation)
+            # Usage its account ran before it existed was held: the allocation takes it once the award commits.
+            queue_after_commit(reconcile_claim_held_usage_task, allocation.pk)
         Decision.objects.create(
             proposal=locked,
             outcome=Decision.Outcome.AWARD_FULL if in_full else Decision.Outcome.AWARD_PART,

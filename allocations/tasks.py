@@ -81,6 +81,16 @@ def reconcile_system_task(self, system_id: int) -> int | None:
     return run.pk if run else None
 
 
+@shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
+def reconcile_claim_held_usage_task(allocation_id: int) -> int:
+    """After an award: the new allocation takes the usage held under its scheduler account, to be charged by the
+    reconciliation this enqueues (services.claim_held_usage); returns how many job records it took."""
+    from allocations.models import Allocation
+    from allocations.usage.services import claim_held_usage
+
+    return claim_held_usage(Allocation.objects.select_related("pool__system").get(pk=allocation_id))
+
+
 @shared_task
 def reconcile_all_systems_task() -> None:
     """Beat: reconcile every system, in case an ingest's own run was lost."""

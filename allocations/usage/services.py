@@ -7,6 +7,7 @@ Each is one transaction; reconciliation is enqueued after commit, so what they c
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from datetime import timedelta
 
@@ -27,8 +28,19 @@ from allocations.models import (
 )
 from programmes.models import System
 
-from .ingest import IngestError, _record_rows, next_change_seq, open_raw, read_batch, time_zone_of, window_instants
+from .ingest import (
+    IngestError,
+    _record_rows,
+    hold_changes,
+    next_change_seq,
+    open_raw,
+    read_batch,
+    time_zone_of,
+    window_instants,
+)
 from .sacct import KEPT_ALTERED, SacctFormatError
+
+logger = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "airr_ingest_"
 
@@ -194,21 +206,62 @@ def assign_unmatched_account(*, system: System, account: str, allocation: Alloca
                 SchedulerAccountAlias.objects.create(
                     system=system, account=account, allocation=allocation, created_by=actor
                 )
-            moved = records.update(allocation=allocation, changed_seq=seq, revised=True)
-            # A run outside the allocation's dates is still charged (usage happened), but flagged for an operator:
-            # the rule ingest applies, in the system's time zone.
             try:
-                zone = time_zone_of(system)
+                moved = _move_held_usage(system=system, account=account, allocation=allocation, seq=seq)
             except IngestError as problem:
                 raise UsageError(str(problem)) from None
-            opens, closes = window_instants(allocation.start_date, allocation.end_date, zone)
-            JobRecord.objects.filter(system=system, account=account, allocation=allocation, changed_seq=seq).filter(
-                Q(start__lt=opens) | Q(end__gte=closes) | Q(end__isnull=True, start__gte=closes)
-            ).update(is_outside_window=True)
             enqueue_reconciliation(system)
     except IntegrityError:
         # Another admin assigned the same account at the same moment; theirs stands.
         raise UsageError(f"'{account}' on {system} was assigned by someone else meanwhile") from None
+    return moved
+
+
+def _move_held_usage(*, system: System, account: str, allocation: Allocation, seq: int) -> int:
+    """Give the usage held under `account` on `system` to `allocation` under change number `seq` (the caller holds
+    the system's change lock), for the next reconciliation to charge; returns how many job records moved.
+
+    A run outside the allocation's dates is still charged (usage happened), but flagged for an operator: the rule
+    ingest applies, in the system's time zone (IngestError, and nothing moved, when that is no time zone).
+    """
+    opens, closes = window_instants(allocation.start_date, allocation.end_date, time_zone_of(system))
+    moved = JobRecord.objects.filter(system=system, account=account, allocation__isnull=True).update(
+        allocation=allocation, changed_seq=seq, revised=True
+    )
+    JobRecord.objects.filter(system=system, account=account, allocation=allocation, changed_seq=seq).filter(
+        Q(start__lt=opens) | Q(end__gte=closes) | Q(end__isnull=True, start__gte=closes)
+    ).update(is_outside_window=True)
+    return moved
+
+
+def claim_held_usage(allocation: Allocation) -> int:
+    """Charge a new allocation with the usage held under its own scheduler account on its system; returns how many
+    job records it took.
+
+    Usage no allocation owned is held, and charged as soon as an allocation claims its account (DESIGN.md): an
+    award's allocation claims its account when it is made (`awards.award`, through reconcile_claim_held_usage_task).
+    Runs before its dates are charged and flagged, as ingest does. Later posts of the account are matched as they
+    arrive; a post read while the award was being made, which could not see it, is recorded before this takes the
+    system's change lock, and so is taken too. Safe to run again: nothing is held the second time. An allocation
+    that has ended takes nothing (its unused hours went back when it ended), nor one whose system's time zone is
+    mistyped: the usage then stays held, for an admin to assign once it is corrected.
+    """
+    system = allocation.pool.system
+    account = allocation.scheduler_account
+    with transaction.atomic():
+        hold_changes(system)  # before looking: a post of the system being recorded is then committed
+        held = JobRecord.objects.filter(system=system, account=account, allocation__isnull=True)
+        state = Allocation.objects.values_list("state", flat=True).get(pk=allocation.pk)
+        if state in Allocation.ENDED_STATES or not held.exists():
+            return 0
+        seq = next_change_seq(system)
+        try:
+            moved = _move_held_usage(system=system, account=account, allocation=allocation, seq=seq)
+        except IngestError as problem:
+            logger.warning("The usage held under %s on %s stays held: %s", account, system, problem)
+            return 0
+        enqueue_reconciliation(system)
+    logger.info("%s took the %s job records held under its account on %s", allocation, moved, system)
     return moved
 
 

@@ -35,7 +35,7 @@ from allocations.usage import reconcile as reconcile_module
 from allocations.usage import services as services_module
 from allocations.usage.ingest import ingest_sacct
 from allocations.usage.reconcile import reconcile_system
-from allocations.usage.services import assign_unmatched_account, replay_rejected_rows
+from allocations.usage.services import assign_unmatched_account, claim_held_usage, replay_rejected_rows
 from allocations.usage.team import set_member_usernames
 from allocations.usage.thresholds import check_thresholds, expire_ended_allocations
 from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
@@ -557,6 +557,25 @@ def test_an_ingest_waits_for_an_assignment_of_its_account_and_matches_its_rows(s
     assert counts(reading.finish().batch) == (1, 0, 0, 0, 0)  # matched through the new alias
     assert_charged_exactly_what_the_records_cost(system)
     assert used(allocation) == 3 * HOUR
+
+
+def test_a_new_allocation_takes_the_usage_a_post_under_way_could_not_match_to_it(system, monkeypatch, gates):
+    """A post read before the award committed cannot see the allocation, and holds its runs: the claim waits for
+    it, then takes them, though nothing was held when the claim began."""
+    holding = gate(monkeypatch, ingest_module, "_record_rows", thread="ingest")
+    gates.append(holding)
+    reading = start("ingest", lambda: ingest(system, payload(sacct_line(1, account="airr-00007", gpus=2))))
+    holding.wait_reached()  # its rows recorded as held, the system's change lock still held
+    allocation = funded_allocation(system, account="airr-00007")
+    claiming = start("claim", lambda: claim_held_usage(allocation))
+    wait_for_lock_waiters()
+    holding.release()
+
+    assert counts(reading.finish().batch) == (1, 0, 0, 1, 0)
+    assert claiming.finish() == 1
+    assert not JobRecord.objects.filter(allocation__isnull=True).exists()
+    assert_charged_exactly_what_the_records_cost(system)
+    assert used(allocation) == 2 * HOUR
 
 
 def test_usage_assigned_during_a_reconciliation_is_charged_by_the_next_run_once(system, monkeypatch, gates):
