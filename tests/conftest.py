@@ -126,6 +126,12 @@ def celery_worker_process(settings):
         worker.wait(timeout=20)
     except subprocess.TimeoutExpired:
         worker.kill()
+    # Leave the broker empty: a message a killed worker had taken is kept unacknowledged, and Redis would give it
+    # back to the queue an hour later, to whichever worker then reads it (another run's, against another database).
+    celery_app.control.purge()
+    with celery_app.connection_for_write() as broker:
+        channel = broker.default_channel
+        channel.client.delete(channel.unacked_key, channel.unacked_index_key)
 
 
 @pytest.fixture(autouse=True)
