@@ -292,6 +292,31 @@ def test_an_assignment_during_an_expirys_charging_waits_and_is_refused_once_the_
     assert_charged_exactly_what_the_records_cost(system)
 
 
+def test_a_claim_during_an_expirys_charging_waits_and_takes_nothing_once_the_allocation_has_ended(
+    system, monkeypatch, gates
+):
+    """The claim reads the allocation's state under the system's change lock: read before it, the held hour
+    would be charged after the unused hours went back."""
+    ingest(system, payload(sacct_line(1, gpus=1, elapsed=30 * HOUR)))  # held: no allocation owns the account yet
+    allocation = funded_allocation(system, hours=100)
+    pool_before = ledger.pool_account(allocation.pool).balance
+    ingest(system, payload(sacct_line(2, gpus=1, elapsed=30 * HOUR)))  # charged at the expiry
+    charging = gate(monkeypatch, ledger, "record_usage_in_bulk", thread="expire")
+    gates.append(charging)
+    expiry = start("expire", lambda: expire_ended_allocations(today=date(2099, 1, 1)))
+    charging.wait_reached()
+    claiming = start("claim", lambda: claim_held_usage(allocation))
+    wait_for_lock_waiters()
+    charging.release()
+
+    assert expiry.finish() == 1
+    assert claiming.finish() == 0
+    assert JobRecord.objects.get(job_id_raw="1").allocation_id is None  # still held
+    assert ledger.allocation_account(allocation).balance == 0
+    assert ledger.pool_account(allocation.pool).balance == pool_before + 70 * HOUR
+    assert_charged_exactly_what_the_records_cost(system)
+
+
 def test_a_revocation_during_an_expirys_charging_waits_for_it_without_a_deadlock(system, monkeypatch, gates):
     allocation = funded_allocation(system, hours=100)
     pool_before = ledger.pool_account(allocation.pool).balance
