@@ -239,12 +239,12 @@ def claim_held_usage(allocation: Allocation) -> int:
     job records it took.
 
     Usage no allocation owned is held, and charged as soon as an allocation claims its account (DESIGN.md): an
-    award's allocation claims its account when it is made (`awards.award`, through reconcile_claim_held_usage_task).
-    Runs before its dates are charged and flagged, as ingest does. Later posts of the account are matched as they
-    arrive; a post read while the award was being made, which could not see it, is recorded before this takes the
-    system's change lock, and so is taken too. Safe to run again: nothing is held the second time. An allocation
-    that has ended takes nothing (its unused hours went back when it ended), nor one whose system's time zone is
-    mistyped: the usage then stays held, for an admin to assign once it is corrected.
+    award's allocation claims its account when it is made (`awards.award_proposal` queues
+    reconcile_claim_held_usage_task). Runs before its dates are charged and flagged, as ingest does. Later posts of
+    the account are matched as they arrive; a post read while the award was being made, which could not see it, is
+    recorded before this takes the system's change lock, and so is taken too. Safe to run again: nothing is held
+    the second time. An allocation that has ended takes nothing (its unused hours went back when it ended), nor one
+    whose system's time zone is mistyped: the usage then stays held, for an admin to assign once it is corrected.
     """
     system = allocation.pool.system
     account = allocation.scheduler_account
@@ -254,12 +254,12 @@ def claim_held_usage(allocation: Allocation) -> int:
         state = Allocation.objects.values_list("state", flat=True).get(pk=allocation.pk)
         if state in Allocation.ENDED_STATES or not held.exists():
             return 0
-        seq = next_change_seq(system)
         try:
-            moved = _move_held_usage(system=system, account=account, allocation=allocation, seq=seq)
+            time_zone_of(system)  # which _move_held_usage reads the allocation's dates in
         except IngestError as problem:
             logger.warning("The usage held under %s on %s stays held: %s", account, system, problem)
             return 0
+        moved = _move_held_usage(system=system, account=account, allocation=allocation, seq=next_change_seq(system))
         enqueue_reconciliation(system)
     logger.info("%s took the %s job records held under its account on %s", allocation, moved, system)
     return moved
