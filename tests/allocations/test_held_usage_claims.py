@@ -112,11 +112,13 @@ def test_on_a_system_whose_time_zone_is_mistyped_the_usage_stays_held_and_the_op
     allocation = funded_allocation(system, account="airr-00007")
     System.objects.filter(pk=system.pk).update(time_zone="Europe/Londn")
     allocation.pool.system.refresh_from_db()
+    last_seq = UsageSequence.objects.get(system=system).last_seq
 
     with caplog.at_level(logging.WARNING, logger="allocations.usage.services"):
         assert claim_held_usage(allocation) == 0
 
     assert JobRecord.objects.get().allocation is None
+    assert UsageSequence.objects.get(system=system).last_seq == last_seq
     assert "airr-00007" in caplog.text and "'Europe/Londn' is not a known time zone" in caplog.text
 
 
