@@ -3,6 +3,7 @@
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -49,6 +50,22 @@ class System(models.Model):
 
     def __str__(self):
         return self.name
+
+    def clean(self):
+        super().clean()
+        # A run's Start, read in this zone, is part of its job record's key: after a change, a run already stored and
+        # reported again would read as another run, and be charged twice (README, "Keep JobName last").
+        if self.pk is None or "time_zone" in self.get_deferred_fields():
+            return
+        stored = System.objects.filter(pk=self.pk).values_list("time_zone", flat=True).first()
+        if stored is not None and stored != self.time_zone and self.job_records.exists():
+            raise ValidationError(
+                {
+                    "time_zone": f"{self.name}'s job records were read in {stored}: in another zone, each run "
+                    "reported again would read as a new run, with another Start, and be charged twice. The time "
+                    "zone can be set only before a system's first ingest."
+                }
+            )
 
 
 class ProgrammeQuerySet(models.QuerySet):
