@@ -295,6 +295,7 @@ USAGE_SETTLING_DAYS = env.int("USAGE_SETTLING_DAYS", default=2)
 CELERY_BEAT_SCHEDULE = {
     "ingest-stalled-batches": {"task": "allocations.tasks.ingest_stalled_batches_task", "schedule": 300.0},
     "reconcile-usage": {"task": "allocations.tasks.reconcile_all_systems_task", "schedule": 300.0},
+    "claim-held-usage": {"task": "allocations.tasks.reconcile_claim_all_held_usage_task", "schedule": 300.0},
     "check-thresholds": {"task": "allocations.tasks.check_all_thresholds_task", "schedule": 900.0},
     # As often as reconciliation: until it has run on an allocation's first day, its thresholds and exhaustion are
     # not checked (the limits let it run from midnight, limits.py).

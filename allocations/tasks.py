@@ -91,6 +91,15 @@ def reconcile_claim_held_usage_task(allocation_id: int) -> int:
     return claim_held_usage(Allocation.objects.select_related("pool__system").get(pk=allocation_id))
 
 
+@shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
+def reconcile_claim_all_held_usage_task() -> int:
+    """Beat, every five minutes: allocations claim usage held under their own accounts that their award's claim
+    missed (services.claim_all_held_usage); returns how many job records moved."""
+    from allocations.usage.services import claim_all_held_usage
+
+    return claim_all_held_usage()
+
+
 @shared_task
 def reconcile_all_systems_task() -> None:
     """Beat: reconcile every system, in case an ingest's own run was lost."""

@@ -12,7 +12,7 @@ import secrets
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -263,6 +263,27 @@ def claim_held_usage(allocation: Allocation) -> int:
         enqueue_reconciliation(system)
     logger.info("%s took the %s job records held under its account on %s", allocation, moved, system)
     return moved
+
+
+def claim_all_held_usage() -> int:
+    """The beat's check behind `claim_held_usage`: every allocation that has not ended, with usage held under its own
+    scheduler account on its system, claims it; returns how many job records moved.
+
+    An award's own claim can be lost (the broker could not take its task) or, on SQLite, miss a post being written
+    beside it (SQLite locks nothing on a read); an account an admin renames to one with usage held is claimed too.
+    It reads only the held records' index (job_record_unmatched) and the allocations: its cost follows the usage held,
+    not the history.
+    """
+    held = JobRecord.objects.filter(
+        system=OuterRef("system"), account=OuterRef("scheduler_account"), allocation__isnull=True
+    )
+    owners = (
+        Allocation.objects.exclude(state__in=Allocation.ENDED_STATES)
+        .filter(Exists(held))
+        .select_related("pool__system")
+        .order_by("pk")
+    )
+    return sum(claim_held_usage(allocation) for allocation in owners)
 
 
 def assignment_refusal(*, system: System, account: str, allocation: Allocation) -> str | None:

@@ -9,10 +9,10 @@ import pytest
 from airr_portal.celery import app as celery_app
 from allocations import awards, ledger
 from allocations.models import JobRecord, UsageSequence
-from allocations.tasks import reconcile_claim_held_usage_task
+from allocations.tasks import reconcile_claim_all_held_usage_task, reconcile_claim_held_usage_task
 from allocations.usage.ingest import ingest_sacct
 from allocations.usage.reconcile import reconcile_system
-from allocations.usage.services import claim_held_usage
+from allocations.usage.services import claim_all_held_usage, claim_held_usage
 from programmes.models import Proposal, System
 from programmes.proposals import add_months
 from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
@@ -126,3 +126,36 @@ def test_the_claim_runs_on_the_reconcile_queue():
     route = celery_app.amqp.router.route({}, reconcile_claim_held_usage_task.name)
 
     assert route["queue"].name == "reconcile"
+
+
+def test_the_beat_claims_the_usage_an_awards_own_claim_missed(system, alice, django_capture_on_commit_callbacks):
+    """The award's task lost (a broker that could not take it), say: the allocation still gets its held usage."""
+    ingest(system, sacct_line(1, account="airr-00007"), sacct_line(2, account="airr-00008"))
+    ingest(system, sacct_line(3, account="airr-00009"))  # no allocation owns it: stays held
+    open_one = funded_allocation(system, account="airr-00007")
+    ended = funded_allocation(system, account="airr-00008")
+    ledger.expire_allocation(allocation=ended, idempotency_key="end")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert reconcile_claim_all_held_usage_task() == 1
+
+    assert dict(JobRecord.objects.values_list("job_id", "allocation")) == {"1": open_one.pk, "2": None, "3": None}
+    assert used(open_one) == HOUR  # the claim queued the reconciliation, run in process here
+    assert claim_all_held_usage() == 0
+
+
+def test_the_beats_check_is_one_query_when_nothing_is_held_under_an_allocations_account(
+    system, django_assert_num_queries
+):
+    ingest(system, sacct_line(1, account="airr-00009"))
+    for number in range(5):
+        funded_allocation(system, account=f"airr-0000{number}")
+
+    with django_assert_num_queries(1):
+        assert claim_all_held_usage() == 0
+
+
+def test_the_beat_runs_the_check_every_five_minutes(settings):
+    entry = settings.CELERY_BEAT_SCHEDULE["claim-held-usage"]
+
+    assert (entry["task"], entry["schedule"]) == (reconcile_claim_all_held_usage_task.name, 300.0)
