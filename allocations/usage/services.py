@@ -270,7 +270,7 @@ def claim_all_held_usage() -> int:
     scheduler account on its system, claims it; returns how many job records moved.
 
     An award's own claim can be lost (the broker could not take its task) or, on SQLite, miss a post being written
-    beside it (SQLite locks nothing on a read); an account an admin renames to one with usage held is claimed too.
+    beside it (SQLite locks nothing on a read).
     It reads only the held records' index (job_record_unmatched) and the allocations: its cost follows the usage held,
     not the history.
     """
