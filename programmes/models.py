@@ -1,5 +1,6 @@
 """Systems (the clusters) and programmes (the missions that hand out their time)."""
 
+import zoneinfo
 from decimal import Decimal
 
 from django.conf import settings
@@ -57,8 +58,12 @@ class System(models.Model):
         # reported again would read as another run, and be charged twice (README, "Keep JobName last").
         if self.pk is None or "time_zone" in self.get_deferred_fields():
             return
+        # A stored name that is no zone (mistyped before zones were checked, or gone from the host's database) read
+        # no run: ingest refuses it and asks an admin to correct it here. Empty reads as UTC (ingest.time_zone_of).
         stored = System.objects.filter(pk=self.pk).values_list("time_zone", flat=True).first()
-        if stored is not None and stored != self.time_zone and self.job_records.exists():
+        if stored is None or not _is_a_zone(stored) or (stored or "UTC") == (self.time_zone or "UTC"):
+            return
+        if self.job_records.exists():
             raise ValidationError(
                 {
                     "time_zone": f"{self.name}'s job records were read in {stored}: in another zone, each run "
@@ -66,6 +71,14 @@ class System(models.Model):
                     "zone can be set only before a system's first ingest."
                 }
             )
+
+
+def _is_a_zone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name or "UTC")
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 class ProgrammeQuerySet(models.QuerySet):

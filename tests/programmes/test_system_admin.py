@@ -74,3 +74,17 @@ def test_the_rule_holds_wherever_a_system_is_validated(system):
         system.full_clean()
 
     assert System.objects.get(pk=system.pk).time_zone == "UTC"
+
+
+def test_a_time_zone_that_is_no_zone_can_be_corrected_though_the_system_has_job_records(client, admin, system):
+    """Mistyped before zones were checked (or gone from the host's database): ingest and claims refuse it and tell
+    an admin to correct it on the admin site; no run can have been read in it."""
+    ingest_sacct(system=system, payload=payload(sacct_line(1)), source="command")
+    System.objects.filter(pk=system.pk).update(time_zone="Europe/Londn")
+    system.refresh_from_db()
+
+    response = _post(client, system, time_zone="UTC")
+
+    assert response.status_code == 302
+    system.refresh_from_db()
+    assert system.time_zone == "UTC"
