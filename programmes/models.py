@@ -177,6 +177,27 @@ class FundPool(models.Model):
     def is_open_on(self, day) -> bool:
         return self.valid_from <= day <= self.valid_until
 
+    def clean(self):
+        super().clean()
+        # Its allocations copy its system (Allocation.system, which usage is matched by) and its ledger account
+        # was opened on it: moved, they would be on one system and the pool and its hours on another.
+        if self.pk is None or "system_id" in self.get_deferred_fields():
+            return
+        stored = FundPool.objects.filter(pk=self.pk).values_list("system", flat=True).first()
+        if stored is None or stored == self.system_id:
+            return
+        used = FundPool.objects.filter(pk=self.pk).filter(
+            Q(allocations__isnull=False) | Q(ledger_account__isnull=False)
+        )
+        if used.exists():
+            system = System.objects.get(pk=stored)
+            raise ValidationError(
+                {
+                    "system": f"The pool's allocations and its hours are on {system}: its system can be changed "
+                    "only before it has any"
+                }
+            )
+
 
 class DirectorInvitationQuerySet(models.QuerySet):
     def pending(self):

@@ -1,0 +1,61 @@
+"""A pool's system, which its allocations and its ledger account were made on, is kept once either exists."""
+
+import pytest
+from django.urls import reverse
+
+from allocations.models import Allocation
+from tests.allocations.usage_helpers import funded_allocation
+from tests.factories import FundPoolFactory, SystemFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin(make_persona, client):
+    user = make_persona("admin")
+    user.is_superuser = True  # the admin site's model pages are for superusers (no per-model permissions granted)
+    user.save()
+    client.force_login(user)
+    return user
+
+
+@pytest.fixture
+def dawn(db):
+    return SystemFactory(name="Dawn", slug="dawn", cluster_name="dawn")
+
+
+def _post(client, pool, system):
+    return client.post(
+        reverse("admin:programmes_fundpool_change", args=[pool.pk]),
+        {
+            "programme": pool.programme_id,
+            "system": system.pk,
+            "name": pool.name,
+            "valid_from": pool.valid_from.isoformat(),
+            "valid_until": pool.valid_until.isoformat(),
+            "unused_hours_policy": pool.unused_hours_policy,
+            "grace_percent": pool.grace_percent,
+        },
+    )
+
+
+def test_the_system_of_a_pool_with_allocations_is_refused_with_the_reason(client, admin, system, dawn):
+    """Its allocations' system (copied from the pool, for usage matching) would no longer be the pool's."""
+    allocation = funded_allocation(system, account="airr-00007")
+
+    response = _post(client, allocation.pool, dawn)
+
+    assert response.status_code == 200
+    assert "allocations and its hours are on Isambard-AI" in response.content.decode()
+    allocation = Allocation.objects.select_related("pool").get(pk=allocation.pk)
+    assert (allocation.system_id, allocation.pool.system_id) == (system.pk, system.pk)
+
+
+def test_an_unused_pool_can_move_to_another_system(client, admin, system, dawn):
+    pool = FundPoolFactory(system=system)
+
+    response = _post(client, pool, dawn)
+
+    assert response.status_code == 302
+    pool.refresh_from_db()
+    assert pool.system_id == dawn.pk
