@@ -16,7 +16,7 @@ from allocations.usage.services import claim_all_held_usage, claim_held_usage
 from programmes.models import Proposal, System
 from programmes.proposals import add_months
 from tests.allocations.usage_helpers import HOUR, funded_allocation, payload, sacct_line
-from tests.factories import make_proposal
+from tests.factories import SystemFactory, make_proposal
 
 pytestmark = pytest.mark.django_db
 
@@ -147,9 +147,12 @@ def test_the_beat_claims_the_usage_an_awards_own_claim_missed(system, alice, dja
 def test_the_beats_check_is_one_query_when_nothing_is_held_under_an_allocations_account(
     system, django_assert_num_queries
 ):
-    ingest(system, sacct_line(1, account="airr-00009"))
+    ingest(system, sacct_line(1, account="airr-00009"), sacct_line(2, account="airr-00008"))
     for number in range(5):
         funded_allocation(system, account=f"airr-0000{number}")
+    # Held under the account of an allocation on another system, and of one that has ended: neither takes it.
+    funded_allocation(SystemFactory(name="Dawn", slug="dawn", cluster_name="dawn"), account="airr-00009")
+    ledger.expire_allocation(allocation=funded_allocation(system, account="airr-00008"), idempotency_key="end")
 
     with django_assert_num_queries(1):
         assert claim_all_held_usage() == 0
