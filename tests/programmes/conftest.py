@@ -47,3 +47,13 @@ def assessor(system):
     system.assessors.add(user)
     give_mfa(user)
     return user
+
+
+@pytest.fixture
+def site_admin(make_persona, client):
+    """An admin signed in to the admin site, whose model pages are for superusers (no per-model permissions)."""
+    user = make_persona("admin")
+    user.is_superuser = True
+    user.save()
+    client.force_login(user)
+    return user

@@ -11,15 +11,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def admin(make_persona, client):
-    user = make_persona("admin")
-    user.is_superuser = True  # the admin site's model pages are for superusers (no per-model permissions granted)
-    user.save()
-    client.force_login(user)
-    return user
-
-
-@pytest.fixture
 def dawn(db):
     return SystemFactory(name="Dawn", slug="dawn", cluster_name="dawn")
 
@@ -39,7 +30,7 @@ def _post(client, pool, system):
     )
 
 
-def test_the_system_of_a_pool_with_allocations_is_refused_with_the_reason(client, admin, system, dawn):
+def test_the_system_of_a_pool_with_allocations_is_refused_with_the_reason(client, site_admin, system, dawn):
     """Its allocations' system (copied from the pool, for usage matching) would no longer be the pool's."""
     allocation = funded_allocation(system, account="airr-00007")
 
@@ -51,7 +42,7 @@ def test_the_system_of_a_pool_with_allocations_is_refused_with_the_reason(client
     assert (allocation.system_id, allocation.pool.system_id) == (system.pk, system.pk)
 
 
-def test_an_unused_pool_can_move_to_another_system(client, admin, system, dawn):
+def test_an_unused_pool_can_move_to_another_system(client, site_admin, system, dawn):
     pool = FundPoolFactory(system=system)
 
     response = _post(client, pool, dawn)

@@ -11,15 +11,6 @@ from tests.allocations.usage_helpers import payload, sacct_line
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def admin(make_persona, client):
-    user = make_persona("admin")
-    user.is_superuser = True  # the admin site's model pages are for superusers (no per-model permissions granted)
-    user.save()
-    client.force_login(user)
-    return user
-
-
 def _form(system, **changes):
     fields = {
         "name": system.name,
@@ -37,7 +28,7 @@ def _post(client, system, **changes):
     return client.post(reverse("admin:programmes_system_change", args=[system.pk]), _form(system, **changes))
 
 
-def test_the_time_zone_of_a_system_with_job_records_is_refused_with_the_reason(client, admin, system):
+def test_the_time_zone_of_a_system_with_job_records_is_refused_with_the_reason(client, site_admin, system):
     ingest_sacct(system=system, payload=payload(sacct_line(1)), source="command")
 
     response = _post(client, system, time_zone="Europe/London")
@@ -48,7 +39,7 @@ def test_the_time_zone_of_a_system_with_job_records_is_refused_with_the_reason(c
     assert system.time_zone == "UTC"
 
 
-def test_before_the_first_ingest_the_time_zone_can_be_set(client, admin, system):
+def test_before_the_first_ingest_the_time_zone_can_be_set(client, site_admin, system):
     response = _post(client, system, time_zone="Europe/London")
 
     assert response.status_code == 302
@@ -56,7 +47,7 @@ def test_before_the_first_ingest_the_time_zone_can_be_set(client, admin, system)
     assert system.time_zone == "Europe/London"
 
 
-def test_the_other_settings_of_a_system_with_job_records_can_still_be_changed(client, admin, system):
+def test_the_other_settings_of_a_system_with_job_records_can_still_be_changed(client, site_admin, system):
     ingest_sacct(system=system, payload=payload(sacct_line(1)), source="command")
 
     response = _post(client, system, charge_factor="1.5")
@@ -76,7 +67,7 @@ def test_the_rule_holds_wherever_a_system_is_validated(system):
     assert System.objects.get(pk=system.pk).time_zone == "UTC"
 
 
-def test_a_time_zone_that_is_no_zone_can_be_corrected_though_the_system_has_job_records(client, admin, system):
+def test_a_time_zone_that_is_no_zone_can_be_corrected_though_the_system_has_job_records(client, site_admin, system):
     """Mistyped before zones were checked (or gone from the host's database): ingest and claims refuse it and tell
     an admin to correct it on the admin site; no run can have been read in it."""
     ingest_sacct(system=system, payload=payload(sacct_line(1)), source="command")
