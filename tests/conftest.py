@@ -27,6 +27,12 @@ def system(db):
 
 
 @pytest.fixture
+def dawn(db):
+    """A second system, for what must stay apart between systems."""
+    return SystemFactory(name="Dawn", slug="dawn", cluster_name="dawn")
+
+
+@pytest.fixture
 def programme(db):
     return ProgrammeFactory(name="Open-Source AI Builder Fund", slug="open-source-ai-builder-fund")
 

@@ -3,13 +3,8 @@
 import pytest
 
 from allocations import ledger
-from tests.factories import HOUR, FundPoolFactory, SystemFactory
+from tests.factories import HOUR, FundPoolFactory
 from tests.programmes.conftest import assessor, call, director, pool  # noqa: F401
-
-
-@pytest.fixture
-def dawn(db):
-    return SystemFactory(name="Dawn", slug="dawn", cluster_name="dawn")
 
 
 @pytest.fixture

@@ -3,16 +3,12 @@
 import pytest
 from django.urls import reverse
 
+from allocations import ledger
 from allocations.models import Allocation
 from tests.allocations.usage_helpers import funded_allocation
-from tests.factories import FundPoolFactory, SystemFactory
+from tests.factories import HOUR, FundPoolFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def dawn(db):
-    return SystemFactory(name="Dawn", slug="dawn", cluster_name="dawn")
 
 
 def _post(client, pool, system):
@@ -50,3 +46,15 @@ def test_an_unused_pool_can_move_to_another_system(client, site_admin, system, d
     assert response.status_code == 302
     pool.refresh_from_db()
     assert pool.system_id == dawn.pk
+
+
+def test_the_system_of_a_pool_holding_hours_and_no_allocation_is_refused(client, site_admin, system, dawn):
+    """Its ledger account, which holds the hours, was opened on its system."""
+    pool = FundPoolFactory(system=system)
+    ledger.deposit_to_pool(pool=pool, seconds=10 * HOUR, actor=None, reason="Budget", idempotency_key="budget")
+
+    response = _post(client, pool, dawn)
+
+    assert response.status_code == 200
+    pool.refresh_from_db()
+    assert pool.system_id == system.pk
